@@ -1,0 +1,63 @@
+# Every target bootstraps its own virtual environment, so a fresh clone needs only Python 3.11+.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PROTO_FILES := $(wildcard protos/reviewlearn/*/v1/*.proto)
+
+.DEFAULT_GOAL := help
+.PHONY: help run test check lint format typecheck imports proto proto-check bench demo clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP) ## Start the whole system (embedded PostgreSQL unless REVIEWLEARN_DATABASE_URL is set)
+	$(BIN)/reviewlearn up
+
+demo: $(STAMP) ## Load a synthetic review history into the running system and show what it learned
+	$(BIN)/reviewlearn demo
+
+test: $(STAMP) ## Run the test suite against a real PostgreSQL (and Redis when available)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+check: lint typecheck imports proto-check ## Lint, format check, mypy strict, import contracts, fresh protos
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	cd protos && ../$(BIN)/buf lint
+
+format: $(STAMP) ## Apply ruff's formatting and fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+imports: $(STAMP)
+	$(BIN)/lint-imports
+
+proto: $(STAMP) ## Regenerate the Python code and stubs beside the protos
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I protos \
+		--python_out=protos --grpc_python_out=protos \
+		--mypy_out=protos --mypy_grpc_out=protos $(PROTO_FILES)
+
+proto-check: $(STAMP) ## Fail if the committed generated code is not what the protos generate
+	@tmp=$$(mktemp -d) && \
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I protos \
+		--python_out=$$tmp --grpc_python_out=$$tmp --mypy_out=$$tmp --mypy_grpc_out=$$tmp $(PROTO_FILES) && \
+	for f in $$(cd $$tmp && find . -name '*.py' -o -name '*.pyi'); do \
+		cmp -s $$tmp/$$f protos/$$f || { echo "stale generated code: protos/$$f (run make proto)"; rm -rf $$tmp; exit 1; }; \
+	done; rm -rf $$tmp; echo "generated code is fresh"
+
+bench: $(STAMP) ## Run the benchmarks (needs PostgreSQL; prints numbers and ratios, asserts nothing about speed)
+	$(BIN)/python -m pytest tests/benchmarks -m benchmark -s -p no:cacheprovider $(PYTEST_ARGS)
+
+clean: ## Remove the virtual environment and local state
+	rm -rf $(VENV) .reviewlearn .pytest_cache .mypy_cache .ruff_cache

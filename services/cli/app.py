@@ -1,0 +1,205 @@
+"""The ``reviewlearn`` command: ``up``, ``serve``, ``migrate``, ``demo``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from services.cli.embedded import EmbeddedPostgres, load_or_create_tokens, state_dir
+from services.cli.supervisor import (
+    DEFAULT_GRPC_PORTS,
+    DEFAULT_METRICS_PORTS,
+    SERVICES,
+    Supervisor,
+)
+from shared.auth import Role, TokenRegistry
+from shared.db import migrate as migrations
+
+app = typer.Typer(
+    help="reviewlearn: make an automated code reviewer learn from developer feedback.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+
+def _database_url() -> tuple[str, EmbeddedPostgres | None]:
+    """The configured database, or the embedded one started now."""
+    configured = os.environ.get("REVIEWLEARN_DATABASE_URL", "").strip()
+    if configured:
+        return _async_url(configured), None
+    embedded = EmbeddedPostgres(state_dir() / "pgdata")
+    with console.status("starting the embedded PostgreSQL in .reviewlearn/pgdata ..."):
+        url = embedded.start()
+    return url, embedded
+
+
+def _async_url(url: str) -> str:
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url.removeprefix(prefix)
+    return url
+
+
+@app.command()
+def up(
+    host: Annotated[str, typer.Option(help="Interface the services bind to.")] = "127.0.0.1",
+    feedback_port: int = DEFAULT_GRPC_PORTS["feedback"],
+    learning_port: int = DEFAULT_GRPC_PORTS["learning"],
+    insights_port: int = DEFAULT_GRPC_PORTS["insights"],
+    control_port: int = DEFAULT_GRPC_PORTS["control"],
+    metrics_base_port: Annotated[
+        int, typer.Option(help="Side ports are this and the next three.")
+    ] = DEFAULT_METRICS_PORTS["feedback"],
+) -> None:
+    """Start the whole system: database (embedded unless configured), migrations, 4 services."""
+    grpc_ports = dict(
+        zip(SERVICES, (feedback_port, learning_port, insights_port, control_port), strict=True)
+    )
+    metrics_ports = {name: metrics_base_port + i for i, name in enumerate(SERVICES)}
+    exit_code = asyncio.run(_up(host, grpc_ports, metrics_ports))
+    raise typer.Exit(exit_code)
+
+
+async def _up(host: str, grpc_ports: dict[str, int], metrics_ports: dict[str, int]) -> int:
+    url, embedded = _database_url()
+    supervisor: Supervisor | None = None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        with console.status("applying migrations ..."):
+            await migrations.upgrade(url)
+        tokens, created = load_or_create_tokens(state_dir())
+        supervisor = Supervisor(
+            env={
+                "REVIEWLEARN_DATABASE_URL": url,
+                "REVIEWLEARN_TOKENS": tokens.as_env(),
+                "REVIEWLEARN_HOST": host,
+            }
+        )
+        await supervisor.start(grpc_ports, metrics_ports)
+        with console.status("waiting for the services to report SERVING ..."):
+            await supervisor.wait_until_serving()
+        _print_ready(host, supervisor, tokens, created, embedded is not None)
+        exited = asyncio.ensure_future(supervisor.wait_for_exit())
+        stopped = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait({exited, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if exited in done:
+            child = exited.result()
+            console.print(f"[red]the {child.name} service exited; stopping everything[/red]")
+            return 1
+        stopped.cancel()
+        exited.cancel()
+        console.print("stopping ...")
+        return 0
+    except (RuntimeError, TimeoutError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 1
+    finally:
+        if supervisor is not None:
+            await supervisor.stop()
+        if embedded is not None:
+            embedded.stop()
+        console.print("stopped.")
+
+
+def _print_ready(
+    host: str, supervisor: Supervisor, tokens: TokenRegistry, created: bool, embedded: bool
+) -> None:
+    table = Table(title="reviewlearn is up", show_lines=False)
+    for column in ("service", "gRPC", "metrics / health", "ready in"):
+        table.add_column(column)
+    for child in supervisor.children:
+        table.add_row(
+            child.name,
+            f"{host}:{child.grpc_port}",
+            f"http://{host}:{child.metrics_port}/metrics  /healthz",
+            f"{child.ready_seconds:.1f}s",
+        )
+    out = Console()
+    out.print(table)
+    out.print(
+        f"database: {'embedded PostgreSQL in .reviewlearn/pgdata' if embedded else 'configured'}"
+    )
+    by_role = {role: token for token, role in _token_items(tokens)}
+    where = "generated and saved in .reviewlearn/tokens" if created else "from your configuration"
+    out.print(f"tokens ({where}):")
+    for role in Role:
+        if role in by_role:
+            out.print(f"  {role.value:<9} {by_role[role]}")
+    operator = by_role.get(Role.OPERATOR, "<operator token>")
+    reader = by_role.get(Role.READER, operator)
+    feedback_port = supervisor.children[0].grpc_port
+    learning_port = supervisor.children[1].grpc_port
+    out.print("\ntry:")
+    out.print(f"  grpcurl -plaintext {host}:{feedback_port} list", soft_wrap=True)
+    out.print(
+        f"  grpcurl -plaintext -H 'authorization: Bearer {reader}' "
+        f'-d \'{{"dimension": "DIMENSION_CATEGORY"}}\' {host}:{learning_port} '
+        "reviewlearn.learning.v1.LearningService/GetLearningMetrics",
+        soft_wrap=True,
+    )
+    out.print("  reviewlearn demo        # load a synthetic history and see what is learned")
+    out.print("\nCtrl-C stops everything.")
+
+
+def _token_items(tokens: TokenRegistry) -> list[tuple[str, Role]]:
+    items = []
+    for entry in tokens.as_env().split(","):
+        role, _, token = entry.partition("=")
+        items.append((token, Role(role)))
+    return items
+
+
+@app.command()
+def serve(
+    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}")],
+) -> None:
+    """Run one service in the foreground (for containers); configured by REVIEWLEARN_* vars."""
+    if service not in SERVICES:
+        console.print(
+            f"[red]unknown service {service!r}; choose one of {', '.join(SERVICES)}[/red]"
+        )
+        raise typer.Exit(2)
+    # exec, so the service is PID 1's direct child and receives SIGTERM itself.
+    os.execv(sys.executable, [sys.executable, "-m", f"services.{service}"])
+
+
+@app.command()
+def migrate(
+    revision: Annotated[str, typer.Option(help="Target revision for upgrade.")] = "head",
+    downgrade_to: Annotated[
+        str | None, typer.Option("--downgrade", help="Revert to this revision instead.")
+    ] = None,
+) -> None:
+    """Apply the database migrations (or revert them with --downgrade)."""
+    url, embedded = _database_url()
+    try:
+        if downgrade_to is not None:
+            asyncio.run(migrations.downgrade(url, downgrade_to))
+            console.print(f"downgraded to {downgrade_to}")
+        else:
+            asyncio.run(migrations.upgrade(url, revision))
+            console.print(f"upgraded to {revision}")
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def main() -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,600 @@
+"""ORM models for every table. Each table has exactly one writing service (see the section
+comments); other services may read it but change it only through the owner's RPCs.
+
+``tx_id`` columns hold the writing transaction's id (``pg_current_xact_id()``). The learning fold
+reads rows whose transaction finished before the oldest transaction still running, which is
+exactly-once even when transactions commit out of id order (a bigserial watermark is not).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+CURRENT_TX_ID = text("(pg_current_xact_id()::text::bigint)")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSONB,
+        list[Any]: JSONB,
+        datetime: DateTime(timezone=True),
+    }
+
+
+def created_at_column() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+# ---------------------------------------------------------------- feedback service
+
+
+class Team(Base):
+    __tablename__ = "teams"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class Repository(Base):
+    __tablename__ = "repositories"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    url: Mapped[str] = mapped_column(String(2048), unique=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="RESTRICT"), index=True)
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class Review(Base):
+    """One bot run on a pull request at a head commit."""
+
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    repository_id: Mapped[int] = mapped_column(
+        ForeignKey("repositories.id", ondelete="CASCADE"), index=True
+    )
+    pull_request: Mapped[int] = mapped_column(Integer)
+    head_commit: Mapped[str] = mapped_column(String(200))
+    request_id: Mapped[str | None] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (CheckConstraint("pull_request > 0", name="pull_request_positive"),)
+
+
+class Finding(Base):
+    __tablename__ = "findings"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    review_id: Mapped[int] = mapped_column(ForeignKey("reviews.id", ondelete="CASCADE"))
+    # Denormalised from the review so the hot queries (ranking, insights) need no join.
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="RESTRICT"))
+    pull_request: Mapped[int] = mapped_column(Integer)
+    client_finding_id: Mapped[str | None] = mapped_column(String(200))
+    rule_id: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[int] = mapped_column(SmallInteger)
+    confidence: Mapped[float] = mapped_column(Double)
+    file_path: Mapped[str] = mapped_column(String(1024))
+    line_start: Mapped[int] = mapped_column(Integer)
+    line_end: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(Text)
+    message: Mapped[str] = mapped_column(Text)
+    suggested_fix: Mapped[str] = mapped_column(Text, server_default="")
+    code_context: Mapped[str] = mapped_column(Text, server_default="")
+    fingerprint: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = created_at_column()
+    tx_id: Mapped[int] = mapped_column(BigInteger, server_default=CURRENT_TX_ID)
+
+    __table_args__ = (
+        UniqueConstraint("repository_id", "client_finding_id"),
+        CheckConstraint("confidence >= 0 AND confidence <= 1", name="confidence_range"),
+        CheckConstraint("severity BETWEEN 1 AND 5", name="severity_range"),
+        CheckConstraint("line_start >= 0 AND line_end >= line_start", name="line_range"),
+        Index("ix_findings_review_id", "review_id"),
+        Index("ix_findings_created_at", "created_at"),
+        Index("ix_findings_category_severity_created", "category", "severity", "created_at"),
+        Index(
+            "ix_findings_repository_pr_fingerprint", "repository_id", "pull_request", "fingerprint"
+        ),
+        Index("ix_findings_tx_id", "tx_id"),
+    )
+
+
+class Feedback(Base):
+    """One developer reaction. Append-only; ``event_id`` is the idempotency key."""
+
+    __tablename__ = "suggestion_feedback"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(200), unique=True)
+    finding_id: Mapped[int] = mapped_column(ForeignKey("findings.id", ondelete="CASCADE"))
+    repository_id: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[int] = mapped_column(SmallInteger)
+    actor_id: Mapped[str] = mapped_column(String(200))
+    comment: Mapped[str] = mapped_column(Text, server_default="")
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    recorded_at: Mapped[datetime] = created_at_column()
+    tx_id: Mapped[int] = mapped_column(BigInteger, server_default=CURRENT_TX_ID)
+
+    __table_args__ = (
+        CheckConstraint("kind BETWEEN 1 AND 7", name="kind_range"),
+        Index("ix_suggestion_feedback_finding_id_kind", "finding_id", "kind"),
+        Index("ix_suggestion_feedback_recorded_at", "recorded_at"),
+        Index("ix_suggestion_feedback_repository_id_id", "repository_id", "id"),
+        Index("ix_suggestion_feedback_tx_id", "tx_id"),
+    )
+
+
+class FindingDeletion(Base):
+    """The audit trail of DeleteFinding: who deleted what, why, and what it was."""
+
+    __tablename__ = "finding_deletions"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    finding_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    snapshot: Mapped[dict[str, Any]]
+    deleted_feedback_count: Mapped[int] = mapped_column(BigInteger)
+    deleted_at: Mapped[datetime] = created_at_column()
+
+
+# ---------------------------------------------------------------- learning service
+
+
+class FoldState(Base):
+    """How far the learning fold has read the feedback log (one row per stream)."""
+
+    __tablename__ = "fold_state"
+
+    stream: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Every row with tx_id below this is folded; rows at or above it are not.
+    watermark: Mapped[int] = mapped_column(BigInteger)
+    findings_folded: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    events_folded: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    updated_at: Mapped[datetime] = created_at_column()
+
+
+class FindingOutcome(Base):
+    """A finding's current outcome and the dimensions it counts under.
+
+    No foreign key to findings on purpose: when a finding is deleted the fold still needs its
+    dimensions to take it out of the counts, and then removes the orphan.
+    """
+
+    __tablename__ = "finding_outcomes"
+
+    finding_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    team_id: Mapped[int] = mapped_column(BigInteger)
+    repository_id: Mapped[int] = mapped_column(BigInteger)
+    pull_request: Mapped[int] = mapped_column(Integer)
+    rule_id: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[int] = mapped_column(SmallInteger)
+    confidence: Mapped[float] = mapped_column(Double)
+    fingerprint: Mapped[str] = mapped_column(String(32))
+    outcome: Mapped[int] = mapped_column(SmallInteger)
+    # The winning event's key (see shared.outcome): decisive, occurred_at, feedback id.
+    win_decisive: Mapped[bool | None] = mapped_column(Boolean)
+    win_occurred_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    win_feedback_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (
+        Index("ix_finding_outcomes_category_outcome", "category", "outcome"),
+        Index("ix_finding_outcomes_repository_pr", "repository_id", "pull_request"),
+    )
+
+
+class LearningMetric(Base):
+    """Outcome counts per scope (global 0 / team / repository) and dimension key."""
+
+    __tablename__ = "learning_metrics"
+
+    scope_type: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    scope_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    dimension: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    shown: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    positive: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    negative: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    dismissed: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    updated_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (
+        CheckConstraint(
+            "shown >= 0 AND positive >= 0 AND negative >= 0 AND dismissed >= 0", name="non_negative"
+        ),
+        Index("ix_learning_metrics_dimension_key", "dimension", "key"),
+    )
+
+
+class CalibrationCurveRow(Base):
+    __tablename__ = "calibration_curves"
+
+    scope_type: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    scope_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    category: Mapped[str] = mapped_column(String(64), primary_key=True)
+    method: Mapped[str] = mapped_column(String(32))
+    curve: Mapped[dict[str, Any]]
+    samples: Mapped[int] = mapped_column(BigInteger)
+    ece: Mapped[float] = mapped_column(Double)
+    raw_ece: Mapped[float] = mapped_column(Double)
+    fitted_at: Mapped[datetime] = created_at_column()
+
+
+class ConfidenceThresholdRow(Base):
+    __tablename__ = "confidence_thresholds"
+
+    scope_type: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    scope_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    category: Mapped[str] = mapped_column(String(64), primary_key=True)
+    threshold: Mapped[float | None] = mapped_column(Double)
+    source: Mapped[str] = mapped_column(String(200))
+    target: Mapped[float] = mapped_column(Double)
+    not_useful_upper: Mapped[float] = mapped_column(Double)
+    sample_size: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = created_at_column()
+
+
+class ThresholdChange(Base):
+    """Every threshold change ever applied, with who and why."""
+
+    __tablename__ = "threshold_history"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    tune_id: Mapped[str] = mapped_column(String(200), index=True)
+    scope_type: Mapped[int] = mapped_column(SmallInteger)
+    scope_id: Mapped[int] = mapped_column(BigInteger)
+    category: Mapped[str] = mapped_column(String(64))
+    old_threshold: Mapped[float | None] = mapped_column(Double)
+    new_threshold: Mapped[float | None] = mapped_column(Double)
+    old_source: Mapped[str] = mapped_column(String(200))
+    new_source: Mapped[str] = mapped_column(String(200))
+    sample_size: Mapped[int] = mapped_column(BigInteger)
+    actor: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text, server_default="")
+    changed_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (Index("ix_threshold_history_scope", "scope_type", "scope_id", "category"),)
+
+
+class PatternRow(Base):
+    __tablename__ = "pattern_metrics"
+
+    scope_type: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    scope_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    pattern_key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    rule_id: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str] = mapped_column(String(64))
+    normalized_message: Mapped[str] = mapped_column(Text)
+    pattern_type: Mapped[int] = mapped_column(SmallInteger)
+    occurrences: Mapped[int] = mapped_column(BigInteger)
+    positive: Mapped[int] = mapped_column(BigInteger)
+    negative: Mapped[int] = mapped_column(BigInteger)
+    dismissed: Mapped[int] = mapped_column(BigInteger)
+    recent_occurrences: Mapped[int] = mapped_column(BigInteger)
+    prior_occurrences: Mapped[int] = mapped_column(BigInteger)
+    p_value: Mapped[float] = mapped_column(Double)
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (Index("ix_pattern_metrics_pattern_type", "pattern_type"),)
+
+
+class SuppressedFingerprint(Base):
+    """Fingerprints dismissed or rejected on a pull request: never re-raised on that PR."""
+
+    __tablename__ = "suppressed_fingerprints"
+
+    repository_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    pull_request: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(32), primary_key=True)
+    outcome: Mapped[int] = mapped_column(SmallInteger)
+    finding_id: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = created_at_column()
+
+
+class JobRun(Base):
+    __tablename__ = "job_runs"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    job_name: Mapped[str] = mapped_column(String(100))
+    frequency: Mapped[int] = mapped_column(SmallInteger)
+    status: Mapped[int] = mapped_column(SmallInteger)
+    request_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    error: Mapped[str] = mapped_column(Text, server_default="")
+    summary: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    started_at: Mapped[datetime] = created_at_column()
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_job_runs_job_name_started_at", "job_name", "started_at"),)
+
+
+class IdempotentResponse(Base):
+    """A stored answer to a request_id, so a retried call returns the first answer."""
+
+    __tablename__ = "idempotent_responses"
+
+    service: Mapped[str] = mapped_column(String(32), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    method: Mapped[str] = mapped_column(String(100))
+    response: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = created_at_column()
+
+
+# ---------------------------------------------------------------- insights service
+
+
+class InsightRollup(Base):
+    """Weekly outcome counts per repository and category; the base of every insight."""
+
+    __tablename__ = "insight_rollups"
+
+    repository_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    category: Mapped[str] = mapped_column(String(64), primary_key=True)
+    week_start: Mapped[date] = mapped_column(Date, primary_key=True)
+    team_id: Mapped[int] = mapped_column(BigInteger)
+    findings: Mapped[int] = mapped_column(BigInteger)
+    positive: Mapped[int] = mapped_column(BigInteger)
+    negative: Mapped[int] = mapped_column(BigInteger)
+    dismissed: Mapped[int] = mapped_column(BigInteger)
+    critical_positive: Mapped[int] = mapped_column(BigInteger)
+    reviews: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (Index("ix_insight_rollups_team_week", "team_id", "week_start"),)
+
+
+class TeamMetricsSnapshot(Base):
+    __tablename__ = "team_metrics"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    team_id: Mapped[int] = mapped_column(BigInteger)
+    period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    period_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (Index("ix_team_metrics_team_id_created", "team_id", text("created_at DESC")),)
+
+
+class TrendPointRow(Base):
+    __tablename__ = "insights_trends"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    team_id: Mapped[int] = mapped_column(BigInteger)
+    period: Mapped[date] = mapped_column(Date)
+    metric: Mapped[int] = mapped_column(SmallInteger)
+    category: Mapped[str] = mapped_column(String(64), server_default="")
+    value: Mapped[float] = mapped_column(Double)
+    samples: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (Index("ix_insights_trends_team_id_period", "team_id", "period"),)
+
+
+class LearningPathRow(Base):
+    __tablename__ = "learning_paths"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    team_id: Mapped[int] = mapped_column(BigInteger)
+    rank: Mapped[int] = mapped_column(Integer)
+    category: Mapped[str] = mapped_column(String(64))
+    weight: Mapped[float] = mapped_column(Double)
+    evidence: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (Index("ix_learning_paths_team_id_rank", "team_id", "rank"),)
+
+
+class RoiReport(Base):
+    __tablename__ = "roi_reports"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    team_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    period_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class _CacheTable:
+    cache_key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    data: Mapped[dict[str, Any]]
+    cached_at: Mapped[datetime] = created_at_column()
+
+
+class CachedMetrics(_CacheTable, Base):
+    __tablename__ = "cached_metrics"
+
+
+class CachedPaths(_CacheTable, Base):
+    __tablename__ = "cached_paths"
+
+
+class CachedTrends(_CacheTable, Base):
+    __tablename__ = "cached_trends"
+
+
+# ---------------------------------------------------------------- control service
+
+
+class GateState(Base):
+    """The kill switch and the version that every gate change increments (one row)."""
+
+    __tablename__ = "gate_state"
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    kill_switch_engaged: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(Text, server_default="")
+    updated_by: Mapped[str] = mapped_column(String(200), server_default="")
+    updated_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (CheckConstraint("id = 1", name="singleton"),)
+
+
+class FeatureGateRow(Base):
+    __tablename__ = "feature_gates"
+
+    feature: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(Text, server_default="")
+    updated_by: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = created_at_column()
+
+
+class GateOverride(Base):
+    """A per-repository switch that wins over the global gate."""
+
+    __tablename__ = "gate_overrides"
+
+    feature: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    repository_url: Mapped[str] = mapped_column(String(2048), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(Text, server_default="")
+    updated_by: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = created_at_column()
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100), index=True)
+    target: Mapped[str] = mapped_column(String(2048))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    reason: Mapped[str] = mapped_column(Text, server_default="")
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class RolloutPhaseRow(Base):
+    __tablename__ = "rollout_phases"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    phase: Mapped[int] = mapped_column(SmallInteger)
+    percentage: Mapped[int] = mapped_column(SmallInteger)
+    salt: Mapped[str] = mapped_column(String(100))
+    actor: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text, server_default="")
+    forced: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    success_metrics: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, server_default=text("'{}'::jsonb")
+    )
+    issues_found: Mapped[list[Any]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    started_at: Mapped[datetime] = created_at_column()
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("phase BETWEEN 0 AND 4", name="phase_range"),
+        CheckConstraint("percentage BETWEEN 0 AND 100", name="percentage_range"),
+    )
+
+
+class RolloutExposure(Base):
+    """Every repository that was ever in the rollout, and since when."""
+
+    __tablename__ = "rollout_exposures"
+
+    repository_url: Mapped[str] = mapped_column(String(2048), primary_key=True)
+    first_phase: Mapped[int] = mapped_column(SmallInteger)
+    first_exposed_at: Mapped[datetime] = created_at_column()
+
+
+class AlertRuleRow(Base):
+    __tablename__ = "alert_rules"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    signal: Mapped[str] = mapped_column(String(200))
+    comparison: Mapped[str] = mapped_column(String(2))
+    threshold: Mapped[float] = mapped_column(Double)
+    for_seconds: Mapped[int] = mapped_column(Integer)
+    severity: Mapped[int] = mapped_column(SmallInteger)
+    channels: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
+    repeat_seconds: Mapped[int] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    description: Mapped[str] = mapped_column(Text, server_default="")
+    updated_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (
+        CheckConstraint("comparison IN ('<', '<=', '>', '>=')", name="comparison_valid"),
+    )
+
+
+class AlertEvent(Base):
+    __tablename__ = "alert_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    rule_name: Mapped[str] = mapped_column(ForeignKey("alert_rules.name", ondelete="CASCADE"))
+    state: Mapped[int] = mapped_column(SmallInteger)
+    severity: Mapped[int] = mapped_column(SmallInteger)
+    value: Mapped[float] = mapped_column(Double)
+    active_since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    fired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    notifications: Mapped[int] = mapped_column(Integer, server_default="0")
+
+    __table_args__ = (Index("ix_alert_events_rule_name_state", "rule_name", "state"),)
+
+
+class AlertSilence(Base):
+    __tablename__ = "alert_silences"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    rule_names: Mapped[list[str]] = mapped_column(ARRAY(String(200)))
+    starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(200))
+    comment: Mapped[str] = mapped_column(Text, server_default="")
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ReplicaHeartbeat(Base):
+    __tablename__ = "replica_heartbeats"
+
+    replica_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    service: Mapped[str] = mapped_column(String(32))
+    applied_gate_version: Mapped[int] = mapped_column(BigInteger)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime] = created_at_column()

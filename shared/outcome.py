@@ -1,0 +1,73 @@
+"""The outcome rule: how a finding's feedback decides whether it was useful.
+
+It is written down once, here, and every consumer (the feedback service's GetFinding, the
+learning fold and its full recompute, validation) uses these definitions:
+
+* positive  = applied, fixed, helpful
+* negative  = rejected, false_positive, not_helpful
+* dismissed = dismissed (nobody acted on the finding)
+
+The outcome of a finding is the outcome of its *winning* event: the event that is greatest by
+``(decisive, occurred_at, feedback id)``, where every kind except ``dismissed`` is decisive.
+So the latest decisive reaction wins, and a finding is dismissed only when nobody reacted
+decisively. Because "greatest by a key" is order-independent, folding events one batch at a time
+gives exactly what a recompute over the whole log gives.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class FeedbackKind(IntEnum):
+    """Stored as SMALLINT; values match ``reviewlearn.common.v1.FeedbackKind``."""
+
+    APPLIED = 1
+    FIXED = 2
+    REJECTED = 3
+    FALSE_POSITIVE = 4
+    DISMISSED = 5
+    HELPFUL = 6
+    NOT_HELPFUL = 7
+
+
+class Outcome(IntEnum):
+    """Stored as SMALLINT; values match ``reviewlearn.common.v1.Outcome``."""
+
+    PENDING = 1
+    POSITIVE = 2
+    NEGATIVE = 3
+    DISMISSED = 4
+
+
+OUTCOME_OF_KIND: dict[FeedbackKind, Outcome] = {
+    FeedbackKind.APPLIED: Outcome.POSITIVE,
+    FeedbackKind.FIXED: Outcome.POSITIVE,
+    FeedbackKind.HELPFUL: Outcome.POSITIVE,
+    FeedbackKind.REJECTED: Outcome.NEGATIVE,
+    FeedbackKind.FALSE_POSITIVE: Outcome.NEGATIVE,
+    FeedbackKind.NOT_HELPFUL: Outcome.NEGATIVE,
+    FeedbackKind.DISMISSED: Outcome.DISMISSED,
+}
+
+
+def is_decisive(kind: FeedbackKind) -> bool:
+    return kind is not FeedbackKind.DISMISSED
+
+
+def winning_key(kind: FeedbackKind, occurred_at_us: int, feedback_id: int) -> tuple[bool, int, int]:
+    """The ordering key of an event; the greatest key among a finding's events wins."""
+    return (is_decisive(kind), occurred_at_us, feedback_id)
+
+
+def sql_outcome_case(kind_column: str) -> str:
+    """A SQL CASE expression mapping a feedback kind column to its outcome value."""
+    whens = " ".join(
+        f"WHEN {int(kind)} THEN {int(outcome)}" for kind, outcome in OUTCOME_OF_KIND.items()
+    )
+    return f"(CASE {kind_column} {whens} END)"
+
+
+def sql_decisive(kind_column: str) -> str:
+    """A SQL boolean expression: is this kind decisive?"""
+    return f"({kind_column} <> {int(FeedbackKind.DISMISSED)})"

@@ -1,0 +1,392 @@
+"""Server interceptors: telemetry (outermost), error mapping, then authentication.
+
+grpc.aio interceptors can only act inside the RPC through its behaviour function, so each
+interceptor wraps the behaviour of the handler it is given (``wrap_handler``). The order in
+``shared.rpc.server`` matters: errors raised by auth are mapped to codes, and telemetry sees the
+final code of every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from opentelemetry import metrics, trace
+from opentelemetry.propagate import extract
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from sqlalchemy import exc as sa_exc
+
+from shared import errors
+from shared.auth import Principal, Role, TokenRegistry, role_allows
+from shared.telemetry import current_trace_id
+
+log = logging.getLogger("reviewlearn.rpc")
+
+# Who is calling the current RPC; set by the auth interceptor, read by handlers for audit trails.
+current_principal: ContextVar[Principal | None] = ContextVar("current_principal", default=None)
+
+OPEN_SERVICES = (
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
+)
+
+Behaviour = Callable[..., Any]
+
+if TYPE_CHECKING:
+    Handler = grpc.RpcMethodHandler[Any, Any]
+    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    Handler = grpc.RpcMethodHandler
+    _ServerInterceptor = grpc.aio.ServerInterceptor
+BehaviourWrapper = Callable[[Behaviour, bool], Behaviour]
+
+
+def wrap_handler(
+    handler: Handler, wrap: Callable[[Behaviour, bool], Behaviour]
+) -> Handler:
+    """Rebuilds a method handler with its behaviour wrapped; the flag tells a response stream."""
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            wrap(handler.unary_unary, False),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(
+            wrap(handler.stream_unary, False),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            wrap(handler.unary_stream, True),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    assert handler.stream_stream is not None, "a handler has exactly one behaviour"
+    return grpc.stream_stream_rpc_method_handler(
+        wrap(handler.stream_stream, True),
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _yields_responses(behaviour: Behaviour, streaming: bool) -> bool:
+    """Whether a response-streaming behaviour is an async generator.
+
+    Streaming behaviours may instead be coroutines that call ``context.write`` (the health
+    servicer's Watch does); those are wrapped like unary ones, since grpc.aio forbids mixing.
+    """
+    return streaming and inspect.isasyncgenfunction(behaviour)
+
+
+def _around(
+    before: Callable[[Any], Awaitable[None]] | None,
+    on_error: Callable[[BaseException, Any], Awaitable[None]] | None,
+    after: Callable[[Any], None] | None,
+) -> Callable[[Behaviour, bool], Behaviour]:
+    """Builds a wrapper that runs hooks around unary and streaming behaviours alike."""
+
+    def wrap(behaviour: Behaviour, streaming: bool) -> Behaviour:
+        if _yields_responses(behaviour, streaming):
+
+            async def stream_wrapper(request: Any, context: Any) -> AsyncIterator[Any]:
+                try:
+                    if before:
+                        await before(context)
+                    async for response in behaviour(request, context):
+                        yield response
+                except BaseException as exc:
+                    if on_error is None:
+                        raise
+                    await on_error(exc, context)
+                finally:
+                    if after:
+                        after(context)
+
+            return stream_wrapper
+
+        async def unary_wrapper(request: Any, context: Any) -> Any:
+            try:
+                if before:
+                    await before(context)
+                return await behaviour(request, context)
+            except BaseException as exc:
+                if on_error is None:
+                    raise
+                await on_error(exc, context)
+                raise  # on_error aborts; this line is never reached
+            finally:
+                if after:
+                    after(context)
+
+        return unary_wrapper
+
+    return wrap
+
+
+class AuthInterceptor(_ServerInterceptor):
+    """Bearer token → role; the role each method needs comes from its proto option."""
+
+    def __init__(self, *, tokens: TokenRegistry, method_roles: Mapping[str, Role]) -> None:
+        self._tokens = tokens
+        self._method_roles = dict(method_roles)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.lstrip("/").startswith(OPEN_SERVICES):
+            return handler
+        required = self._method_roles.get(method)
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        principal = self._tokens.authenticate(_bearer_token(metadata.get("authorization", "")))
+
+        async def check(_context: Any) -> None:
+            if principal is None:
+                raise errors.Unauthenticated(
+                    "missing or unknown bearer token: send 'authorization: Bearer <token>'",
+                    reason="TOKEN_INVALID",
+                )
+            if required is None:
+                raise errors.PermissionDenied(
+                    f"{method} declares no required role", reason="ROLE_UNDECLARED"
+                )
+            if not role_allows(principal.role, required):
+                raise errors.PermissionDenied(
+                    f"role {principal.role.value!r} may not call {method} "
+                    f"(needs {required.value!r})",
+                    reason="ROLE_FORBIDDEN",
+                    metadata={"required_role": required.value, "role": principal.role.value},
+                )
+            current_principal.set(principal)
+
+        return wrap_handler(handler, _around(check, None, None))
+
+
+def _bearer_token(header: str | bytes) -> str:
+    value = header.decode() if isinstance(header, bytes) else header
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+_DATABASE_DOWN = (sa_exc.OperationalError, sa_exc.InterfaceError, ConnectionError, OSError)
+
+
+class ErrorInterceptor(_ServerInterceptor):
+    """Maps typed errors to status codes with google.rpc.Status details; unknown → INTERNAL."""
+
+    def __init__(self, *, domain: str) -> None:
+        self._domain = domain
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+
+        async def on_error(exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            if isinstance(exc, errors.ReviewlearnError):
+                await _abort_with(context, exc, self._domain)
+            if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+                exc = ConnectionError(str(exc))
+            if isinstance(exc, _DATABASE_DOWN) and not isinstance(exc, sa_exc.ProgrammingError):
+                log.warning("database unavailable in %s: %s", method, exc)
+                await _abort_with(
+                    context,
+                    errors.Unavailable(
+                        "the database is unavailable; retry with backoff",
+                        reason="DATABASE_UNAVAILABLE",
+                    ),
+                    self._domain,
+                )
+            if isinstance(exc, Exception) and not _is_grpc_abort(exc):
+                log.exception("unhandled error in %s", method)
+                await _abort_with(
+                    context,
+                    errors.ReviewlearnError(
+                        f"internal error (trace id {current_trace_id() or 'n/a'})",
+                        reason="INTERNAL",
+                    ),
+                    self._domain,
+                    code=grpc.StatusCode.INTERNAL,
+                )
+            raise exc
+
+        return wrap_handler(handler, _around(None, on_error, None))
+
+
+def _is_grpc_abort(exc: BaseException) -> bool:
+    return type(exc).__name__ == "AbortError"
+
+
+_CODES: dict[type[errors.ReviewlearnError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
+}
+
+
+def status_code_of(error: errors.ReviewlearnError) -> grpc.StatusCode:
+    for error_type, code in _CODES.items():
+        if isinstance(error, error_type):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def to_rpc_status(
+    error: errors.ReviewlearnError, domain: str, code: grpc.StatusCode | None = None
+) -> status_pb2.Status:
+    """The google.rpc.Status for an error: ErrorInfo always, BadRequest for field violations."""
+    grpc_code = code or status_code_of(error)
+    status = status_pb2.Status(code=grpc_code.value[0], message=error.message)
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=domain, metadata=error.metadata)
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status.details.append(detail)
+    if isinstance(error, errors.InvalidArgument):
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in error.violations
+            ]
+        )
+        detail = any_pb2.Any()
+        detail.Pack(bad_request)
+        status.details.append(detail)
+    assert status.code != code_pb2.OK
+    return status
+
+
+async def _abort_with(
+    context: grpc.aio.ServicerContext[Any, Any],
+    error: errors.ReviewlearnError,
+    domain: str,
+    code: grpc.StatusCode | None = None,
+) -> None:
+    status = to_rpc_status(error, domain, code)
+    await context.abort(
+        code or status_code_of(error),
+        error.message,
+        trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
+    )
+
+
+class TelemetryInterceptor(_ServerInterceptor):
+    """A server span per call (W3C context from metadata) and RPC count/errors/duration."""
+
+    def __init__(self, *, service: str) -> None:
+        self._tracer = trace.get_tracer("reviewlearn.rpc")
+        meter = metrics.get_meter("reviewlearn.rpc")
+        self._requests = meter.create_counter("api_request_rate", description="RPCs handled")
+        self._errors = meter.create_counter("api_error_rate", description="RPCs that failed")
+        self._duration = meter.create_histogram(
+            "api_response_time", unit="s", description="RPC duration by method and status"
+        )
+        self._service = service
+
+    @contextmanager
+    def _observed(self, method: str, carrier: dict[str, str], context: Any) -> Iterator[None]:
+        started = time.perf_counter()
+        with self._tracer.start_as_current_span(
+            method.lstrip("/"),
+            context=extract(carrier),
+            kind=SpanKind.SERVER,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            error: BaseException | None = None
+            try:
+                yield
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                code = _final_code(context, error)
+                attributes = {
+                    "service": self._service,
+                    "rpc_method": method,
+                    "grpc_code": code.name,
+                }
+                self._duration.record(time.perf_counter() - started, attributes)
+                self._requests.add(1, attributes)
+                span.set_attribute("rpc.grpc.status_code", code.value[0])
+                if code is not grpc.StatusCode.OK:
+                    self._errors.add(1, attributes)
+                    span.set_status(Status(StatusCode.ERROR, code.name))
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        carrier = {
+            key: value
+            for key, value in (handler_call_details.invocation_metadata or ())
+            if isinstance(value, str)
+        }
+        observed = self._observed
+
+        def wrap(behaviour: Behaviour, streaming: bool) -> Behaviour:
+            if _yields_responses(behaviour, streaming):
+
+                async def stream_wrapper(request: Any, context: Any) -> AsyncIterator[Any]:
+                    with observed(method, carrier, context):
+                        async for response in behaviour(request, context):
+                            yield response
+
+                return stream_wrapper
+
+            async def unary_wrapper(request: Any, context: Any) -> Any:
+                with observed(method, carrier, context):
+                    return await behaviour(request, context)
+
+            return unary_wrapper
+
+        return wrap_handler(handler, wrap)
+
+
+def _final_code(context: Any, exc: BaseException | None) -> grpc.StatusCode:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if isinstance(code, int):
+        for candidate in grpc.StatusCode:
+            if candidate.value[0] == code:
+                return candidate
+    if exc is None:
+        return grpc.StatusCode.OK
+    if isinstance(exc, errors.ReviewlearnError):
+        return status_code_of(exc)
+    if isinstance(exc, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN

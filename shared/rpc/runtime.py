@@ -1,0 +1,110 @@
+"""What every service process runs: the engine, the gRPC host, the side port, background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.rpc.server import RpcHost, ServiceBinding
+from shared.settings import ServiceSettings
+
+log = logging.getLogger("reviewlearn.runtime")
+
+HealthCheck = Callable[[], Awaitable[str | None]]
+"""Returns None when healthy, else what is wrong."""
+
+
+class BackgroundTask(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+class ServiceRuntime:
+    """Starts and stops one service in the right order; builds its health report."""
+
+    def __init__(
+        self,
+        *,
+        settings: ServiceSettings,
+        engine: AsyncEngine,
+        bindings: Sequence[ServiceBinding],
+        health_checks: Mapping[str, HealthCheck] | None = None,
+        health_metrics: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+        background: Sequence[BackgroundTask] = (),
+        owns_engine: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self._checks: dict[str, HealthCheck] = {"database": self._database_check}
+        self._checks.update(health_checks or {})
+        self._health_metrics = health_metrics
+        self._background = list(background)
+        self._owns_engine = owns_engine
+        self.host = RpcHost(
+            settings=settings,
+            bindings=bindings,
+            tokens=settings.token_registry(),
+            health_report=self.health_report,
+        )
+        self._started_at = 0.0
+
+    @property
+    def port(self) -> int:
+        return self.host.port
+
+    @property
+    def metrics_port(self) -> int:
+        return self.host.metrics_port
+
+    async def start(self) -> None:
+        self._started_at = time.monotonic()
+        for task in self._background:
+            await task.start()
+        await self.host.start()
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self.host.stop(grace)
+        for task in reversed(self._background):
+            await task.stop()
+        if self._owns_engine:
+            await self.engine.dispose()
+
+    async def health_report(self) -> dict[str, Any]:
+        components: dict[str, str] = {}
+        problems: dict[str, str] = {}
+        for name, check in self._checks.items():
+            try:
+                problem = await asyncio.wait_for(check(), timeout=2.0)
+            except Exception as exc:
+                problem = f"check failed: {exc.__class__.__name__}: {exc}"
+            components[name] = "healthy" if problem is None else "unhealthy"
+            if problem is not None:
+                problems[name] = problem
+        report: dict[str, Any] = {
+            "status": "unhealthy"
+            if "database" in problems
+            else ("degraded" if problems else "healthy"),
+            "service": self.settings.service_name,
+            "components": components,
+            "uptime_seconds": round(time.monotonic() - self._started_at, 1),
+            "learning_enabled": self.settings.learning_enabled,
+        }
+        if problems:
+            report["problems"] = problems
+        if self._health_metrics is not None and "database" not in problems:
+            try:
+                report["metrics"] = await self._health_metrics()
+            except Exception as exc:
+                report["metrics_error"] = str(exc)
+        return report
+
+    async def _database_check(self) -> str | None:
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        return None

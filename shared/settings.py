@@ -1,0 +1,104 @@
+"""Settings every service shares, read from ``REVIEWLEARN_*`` environment variables.
+
+Each service subclasses ``ServiceSettings`` in its own ``settings.py`` (default ports and its own
+knobs) and builds it once in ``__main__``; nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.auth import TokenRegistry, parse_tokens
+
+
+def port_field(service: str, default: int, kind: Literal["GRPC", "METRICS"]) -> int:
+    """A port that ``REVIEWLEARN_<SERVICE>_<KIND>_PORT`` or ``REVIEWLEARN_<KIND>_PORT`` sets."""
+    return Field(
+        default,
+        validation_alias=AliasChoices(
+            f"REVIEWLEARN_{service.upper()}_{kind}_PORT", f"REVIEWLEARN_{kind}_PORT"
+        ),
+        ge=0,
+        le=65535,
+    )
+
+
+class ServiceSettings(BaseSettings):
+    """Configuration common to the four services."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REVIEWLEARN_", extra="ignore", populate_by_name=True
+    )
+
+    service_name: str = "reviewlearn"
+    """Overridden by each service; used in logs, metrics and traces."""
+
+    database_url: str | None = None
+    """SQLAlchemy URL (``postgresql+asyncpg://...``). ``reviewlearn up`` fills it in for the
+    embedded database; a service started alone refuses to start without it."""
+
+    redis_url: str | None = None
+    """Optional. Unset → in-process cache and PostgreSQL NOTIFY only."""
+
+    tokens: str = ""
+    """Bearer tokens as ``role=token,role=token`` (roles: ingest, reader, operator)."""
+
+    learning_enabled: bool = Field(
+        True, validation_alias=AliasChoices("LEARNING_ENABLED", "REVIEWLEARN_LEARNING_ENABLED")
+    )
+    """The hard kill switch. ``LEARNING_ENABLED=false`` turns every learned behaviour off;
+    feedback is still recorded."""
+
+    host: str = "127.0.0.1"
+    """Interface the gRPC and HTTP side ports bind to; ``0.0.0.0`` in containers."""
+
+    grpc_port: int = 0
+    metrics_port: int = 0
+
+    grace_period_seconds: float = Field(10.0, ge=0)
+    """How long in-flight RPCs may run after SIGTERM before they are cancelled."""
+
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    """Largest request or response; a batch of 10,000 feedback events fits with room."""
+
+    keepalive_time_ms: int = Field(30_000, ge=1000)
+    keepalive_timeout_ms: int = Field(10_000, ge=1000)
+    max_concurrent_rpcs: int | None = None
+
+    db_pool_size: int = Field(10, ge=1)
+    db_max_overflow: int = Field(10, ge=0)
+    db_statement_timeout_ms: int = Field(30_000, ge=0)
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    otlp_endpoint: str | None = None
+    """OTLP/gRPC collector for traces; traces stay in-process when unset."""
+
+    replica_id: str = ""
+    """Identifies this process in heartbeats; defaults to host:pid."""
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str | None) -> str | None:
+        # Accept the plain libpq form people paste and use the asyncpg driver for it.
+        if value and value.startswith("postgresql://"):
+            return "postgresql+asyncpg://" + value.removeprefix("postgresql://")
+        if value and value.startswith("postgres://"):
+            return "postgresql+asyncpg://" + value.removeprefix("postgres://")
+        return value
+
+    def token_registry(self) -> TokenRegistry:
+        return parse_tokens(self.tokens)
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise SystemExit(
+                "REVIEWLEARN_DATABASE_URL is not set. Start everything with `reviewlearn up` "
+                "(embedded PostgreSQL), or point it at a database, "
+                "e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/reviewlearn"
+            )
+        return self.database_url

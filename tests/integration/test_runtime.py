@@ -1,0 +1,258 @@
+"""The shared gRPC runtime against real servers: health, reflection, auth, errors, telemetry."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+from reviewlearn.control.v1 import control_pb2, control_pb2_grpc
+from reviewlearn.insights.v1 import insights_pb2, insights_pb2_grpc
+
+from services.control.server import build_server as build_control
+from services.control.settings import ControlSettings
+from shared.errors import FieldViolation, InvalidArgument, NotFound
+from shared.http_side import HealthReport
+from shared.rpc.server import RpcHost, ServiceBinding
+from shared.settings import ServiceSettings
+from tests.conftest import TOKENS_ENV, StartService, auth
+
+INSIGHTS = insights_pb2.DESCRIPTOR.services_by_name["InsightsService"]
+
+
+def status_details(error: grpc.aio.AioRpcError) -> status_pb2.Status:
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            return status_pb2.Status.FromString(value)
+    raise AssertionError("no google.rpc.Status in the trailers")
+
+
+def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    for detail in status_details(error).details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info
+    raise AssertionError("no ErrorInfo detail")
+
+
+async def test_health_serves_every_service_name(start_service: StartService) -> None:
+    service = await start_service(build_control, ControlSettings)
+    stub = health_pb2_grpc.HealthStub(service.channel)
+    for name in ("", "reviewlearn.control.v1.ControlService"):
+        response = await stub.Check(health_pb2.HealthCheckRequest(service=name))
+        assert response.status == health_pb2.HealthCheckResponse.SERVING
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
+    assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+async def test_reflection_lists_services_without_a_token(start_service: StartService) -> None:
+    service = await start_service(build_control, ControlSettings)
+    stub = reflection_pb2_grpc.ServerReflectionStub(service.channel)
+    names: list[str] = []
+    async for response in stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    ):
+        names = [s.name for s in response.list_services_response.service]
+    assert "reviewlearn.control.v1.ControlService" in names
+    assert "grpc.health.v1.Health" in names
+
+
+async def test_missing_and_unknown_tokens_are_unauthenticated(start_service: StartService) -> None:
+    service = await start_service(build_control, ControlSettings)
+    stub = control_pb2_grpc.ControlServiceStub(service.channel)
+    for metadata in (
+        (),
+        (("authorization", "Bearer not-a-token"),),
+        (("authorization", "Basic x"),),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.GetFeatureGates(control_pb2.GetFeatureGatesRequest(), metadata=metadata)
+        assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        assert error_info(caught.value).reason == "TOKEN_INVALID"
+
+
+async def test_reader_calling_an_operator_rpc_is_permission_denied(
+    start_service: StartService,
+) -> None:
+    service = await start_service(build_control, ControlSettings)
+    stub = control_pb2_grpc.ControlServiceStub(service.channel)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.SetKillSwitch(
+            control_pb2.SetKillSwitchRequest(engaged=True), metadata=auth("reader")
+        )
+    assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    info = error_info(caught.value)
+    assert info.reason == "ROLE_FORBIDDEN"
+    assert info.metadata["required_role"] == "operator"
+    # The ingest role may not read either: roles are not a ladder.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetFeatureGates(control_pb2.GetFeatureGatesRequest(), metadata=auth("ingest"))
+    assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_rpcs_of_later_issues_answer_unimplemented_with_a_reason(
+    start_service: StartService,
+) -> None:
+    service = await start_service(build_control, ControlSettings)
+    stub = control_pb2_grpc.ControlServiceStub(service.channel)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetRollout(control_pb2.GetRolloutRequest(), metadata=auth("operator"))
+    assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    assert error_info(caught.value).reason == "NOT_YET_IMPLEMENTED"
+    # A server-streaming RPC says the same, not UNKNOWN.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in stub.WatchFeatureGates(
+            control_pb2.WatchFeatureGatesRequest(), metadata=auth("reader")
+        ):
+            pass
+    assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+class ProbeInsights(insights_pb2_grpc.InsightsServiceServicer):
+    """A servicer that exercises the runtime: slow calls, typed errors, crashes."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+
+    async def GetTeamMetrics(self, request: Any, context: Any) -> Any:
+        self.started.set()
+        await asyncio.sleep(0.5)
+        return insights_pb2.GetTeamMetricsResponse(from_cache=True)
+
+    async def GetTrends(self, request: Any, context: Any) -> Any:
+        raise InvalidArgument([FieldViolation("weeks", "must be between 1 and 104")])
+
+    async def GetLearningPaths(self, request: Any, context: Any) -> Any:
+        raise NotFound("no team 'x'", reason="TEAM_NOT_FOUND", metadata={"team": "x"})
+
+    async def GetRoi(self, request: Any, context: Any) -> Any:
+        raise RuntimeError("a bug")
+
+
+async def _healthy() -> dict[str, Any]:
+    return {"status": "healthy"}
+
+
+async def start_probe(health_report: HealthReport = _healthy) -> tuple[RpcHost, ProbeInsights]:
+    probe = ProbeInsights()
+    host = RpcHost(
+        settings=ServiceSettings(
+            service_name="probe",
+            tokens=TOKENS_ENV,
+            grpc_port=0,
+            metrics_port=0,
+            grace_period_seconds=5.0,
+        ),
+        bindings=[
+            ServiceBinding(
+                INSIGHTS,
+                lambda server: insights_pb2_grpc.add_InsightsServiceServicer_to_server(
+                    probe, server
+                ),
+            )
+        ],
+        tokens=ServiceSettings(tokens=TOKENS_ENV).token_registry(),
+        health_report=health_report,
+    )
+    await host.start()
+    return host, probe
+
+
+async def test_typed_errors_map_to_codes_with_details() -> None:
+    host, _ = await start_probe()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{host.port}") as channel:
+            stub = insights_pb2_grpc.InsightsServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.GetTrends(insights_pb2.GetTrendsRequest(), metadata=auth("reader"))
+            assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            bad_request = error_details_pb2.BadRequest()
+            assert any(d.Unpack(bad_request) for d in status_details(caught.value).details)
+            assert [(v.field, v.description) for v in bad_request.field_violations] == [
+                ("weeks", "must be between 1 and 104")
+            ]
+
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.GetLearningPaths(
+                    insights_pb2.GetLearningPathsRequest(), metadata=auth("reader")
+                )
+            assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+            assert error_info(caught.value).metadata["team"] == "x"
+
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.GetRoi(insights_pb2.GetRoiRequest(), metadata=auth("reader"))
+            assert caught.value.code() is grpc.StatusCode.INTERNAL
+            assert "a bug" not in (caught.value.details() or "")  # internals stay in the log
+    finally:
+        await host.stop(grace=0)
+
+
+async def test_shutdown_flips_health_then_drains_in_flight_calls() -> None:
+    host, probe = await start_probe()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{host.port}") as channel:
+        stub = insights_pb2_grpc.InsightsServiceStub(channel)
+        in_flight = asyncio.ensure_future(
+            stub.GetTeamMetrics(insights_pb2.GetTeamMetricsRequest(), metadata=auth("reader"))
+        )
+        await probe.started.wait()
+        health = health_pb2_grpc.HealthStub(channel)
+        watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
+        first = await watch.read()
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        stopping = asyncio.ensure_future(host.stop())
+        second = await watch.read()
+        assert second.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        response = await in_flight  # finished within the grace period, not cancelled
+        assert response.from_cache is True
+        await stopping
+
+
+async def test_side_port_serves_prometheus_metrics_and_health() -> None:
+    host, _ = await start_probe()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{host.port}") as channel:
+            stub = insights_pb2_grpc.InsightsServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.GetTrends(insights_pb2.GetTrendsRequest(), metadata=auth("reader"))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{host.metrics_port}") as http:
+            metrics_text = (await http.get("/metrics")).text
+            healthz = await http.get("/healthz")
+        families = {family.name: family for family in text_string_to_metric_families(metrics_text)}
+        assert "api_response_time_seconds" in families
+        samples = [
+            s
+            for s in families["api_error_rate"].samples
+            if s.labels.get("rpc_method") == "/reviewlearn.insights.v1.InsightsService/GetTrends"
+        ]
+        assert samples
+        assert samples[0].labels["grpc_code"] == "INVALID_ARGUMENT"
+        assert healthz.status_code == 200
+        assert healthz.json() == {"status": "healthy"}
+    finally:
+        await host.stop(grace=0)
+
+
+async def test_healthz_is_503_when_the_database_is_down(start_service: StartService) -> None:
+    service = await start_service(
+        build_control, ControlSettings, database_url="postgresql+asyncpg://postgres@127.0.0.1:1/x"
+    )
+    report = await service.runtime.health_report()
+    # The fixture's engine is shared, so the check passes; a dead engine must not:
+    assert report["status"] == "healthy"
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    dead = create_async_engine("postgresql+asyncpg://postgres@127.0.0.1:1/nothing")
+    runtime = build_control(
+        ControlSettings(tokens=TOKENS_ENV, grpc_port=0, metrics_port=0), engine=dead
+    )
+    report = await runtime.health_report()
+    assert report["status"] == "unhealthy"
+    assert report["components"]["database"] == "unhealthy"
+    await dead.dispose()
