@@ -16,6 +16,8 @@ gives exactly what a recompute over the whole log gives.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
 from enum import IntEnum
 
 
@@ -55,11 +57,6 @@ def is_decisive(kind: FeedbackKind) -> bool:
     return kind is not FeedbackKind.DISMISSED
 
 
-def winning_key(kind: FeedbackKind, occurred_at_us: int, feedback_id: int) -> tuple[bool, int, int]:
-    """The ordering key of an event; the greatest key among a finding's events wins."""
-    return (is_decisive(kind), occurred_at_us, feedback_id)
-
-
 def sql_outcome_case(kind_column: str) -> str:
     """A SQL CASE expression mapping a feedback kind column to its outcome value."""
     whens = " ".join(
@@ -71,3 +68,15 @@ def sql_outcome_case(kind_column: str) -> str:
 def sql_decisive(kind_column: str) -> str:
     """A SQL boolean expression: is this kind decisive?"""
     return f"({kind_column} <> {int(FeedbackKind.DISMISSED)})"
+
+
+def outcome_of(events: Iterable[tuple[FeedbackKind | int, datetime, int]]) -> Outcome:
+    """The outcome of a finding from its (kind, occurred_at, feedback id) events."""
+    winner: tuple[bool, datetime, int] | None = None
+    winning_kind = FeedbackKind.DISMISSED
+    for raw_kind, occurred_at, feedback_id in events:
+        kind = FeedbackKind(raw_kind)
+        key = (is_decisive(kind), occurred_at, feedback_id)
+        if winner is None or key > winner:
+            winner, winning_kind = key, kind
+    return Outcome.PENDING if winner is None else OUTCOME_OF_KIND[winning_kind]

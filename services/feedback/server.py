@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from redis.asyncio import Redis
 from reviewlearn.feedback.v1 import feedback_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.feedback.handlers import SERVICE, FeedbackHandlers
+from services.feedback.ingestion import FeedbackIngestion
+from services.feedback.instruments import FeedbackInstruments
+from services.feedback.repository import FEEDBACK_CHANNEL
 from services.feedback.settings import FeedbackSettings
-from shared.db.engine import create_engine
+from shared.db.engine import create_engine, create_session_factory
+from shared.periodic import Periodic
 from shared.rpc.runtime import ServiceRuntime
 from shared.rpc.server import ServiceBinding
 
@@ -15,10 +22,34 @@ from shared.rpc.server import ServiceBinding
 def build_server(
     settings: FeedbackSettings, *, engine: AsyncEngine | None = None
 ) -> ServiceRuntime:
-    handlers = FeedbackHandlers()
+    db = engine or create_engine(settings)
+    instruments = FeedbackInstruments()
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+
+    async def publish(payload: str) -> None:
+        assert redis is not None
+        await redis.publish(FEEDBACK_CHANNEL, payload)
+
+    ingestion = FeedbackIngestion(
+        sessions=create_session_factory(db),
+        limits=settings.limits(),
+        instruments=instruments,
+        publisher=publish if redis is not None else None,
+    )
+    handlers = FeedbackHandlers(ingestion)
+
+    async def measure_backlog() -> None:
+        instruments.backlog = await ingestion.backlog()
+
+    async def health_metrics() -> dict[str, Any]:
+        return {
+            "feedback_queue_size": instruments.backlog,
+            "feedback_collection_success_rate": round(instruments.success_rate, 4),
+        }
+
     return ServiceRuntime(
         settings=settings,
-        engine=engine or create_engine(settings),
+        engine=db,
         owns_engine=engine is None,
         bindings=[
             ServiceBinding(
@@ -28,4 +59,9 @@ def build_server(
                 ),
             )
         ],
+        health_metrics=health_metrics,
+        background=[
+            Periodic("feedback-backlog", measure_backlog, interval=settings.backlog_refresh_seconds)
+        ],
+        cleanups=[redis.aclose] if redis is not None else [],
     )

@@ -15,7 +15,7 @@ from shared.rpc.server import ServiceBinding
 def build_server(
     settings: LearningSettings, *, engine: AsyncEngine | None = None
 ) -> ServiceRuntime:
-    handlers = LearningHandlers()
+    handlers = LearningHandlers()  # type: ignore[abstract]
     return ServiceRuntime(
         settings=settings,
         engine=engine or create_engine(settings),

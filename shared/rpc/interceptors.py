@@ -52,33 +52,66 @@ BehaviourWrapper = Callable[[Behaviour, bool], Behaviour]
 
 
 def wrap_handler(
-    handler: Handler, wrap: Callable[[Behaviour, bool], Behaviour]
+    handler: Handler,
+    wrap: Callable[[Behaviour, bool], Behaviour],
+    deserializer: Callable[[Any], Any] | None = None,
 ) -> Handler:
     """Rebuilds a method handler with its behaviour wrapped; the flag tells a response stream."""
+    options = {
+        "request_deserializer": deserializer or handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
     if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(
-            wrap(handler.unary_unary, False),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary, False), **options)
     if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(
-            wrap(handler.stream_unary, False),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return grpc.stream_unary_rpc_method_handler(wrap(handler.stream_unary, False), **options)
     if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(
-            wrap(handler.unary_stream, True),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return grpc.unary_stream_rpc_method_handler(wrap(handler.unary_stream, True), **options)
     assert handler.stream_stream is not None, "a handler has exactly one behaviour"
-    return grpc.stream_stream_rpc_method_handler(
-        wrap(handler.stream_stream, True),
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream, True), **options)
+
+
+class UndecodableRequest:
+    """Stands in for a request message that failed to parse (e.g. a string that is not UTF-8),
+    so that the client gets INVALID_ARGUMENT instead of grpc's own INTERNAL."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+    def error(self) -> errors.InvalidArgument:
+        return errors.InvalidArgument(
+            [errors.FieldViolation("request", f"is not a valid message: {self.problem}")],
+            reason="UNDECODABLE_REQUEST",
+        )
+
+
+def tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # protobuf raises DecodeError, or RuntimeError for bad UTF-8
+            return UndecodableRequest(str(exc) or exc.__class__.__name__)
+
+    return deserialize
+
+
+async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        if isinstance(request, UndecodableRequest):
+            raise request.error()
+        yield request
+
+
+def _decoded(request: Any) -> Any:
+    """The request itself, or a stream that raises on an undecodable message."""
+    if isinstance(request, UndecodableRequest):
+        raise request.error()
+    if hasattr(request, "__aiter__"):
+        return _checked_stream(request)
+    return request
 
 
 def _yields_responses(behaviour: Behaviour, streaming: bool) -> bool:
@@ -205,6 +238,18 @@ class ErrorInterceptor(_ServerInterceptor):
         async def on_error(exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> None:
             if isinstance(exc, errors.ReviewlearnError):
                 await _abort_with(context, exc, self._domain)
+            if isinstance(exc, sa_exc.DataError):
+                # SQLSTATE class 22: a value the database cannot take. Validation should have
+                # caught it; the caller still gets a clear INVALID_ARGUMENT, not INTERNAL.
+                log.warning("data error in %s: %s", method, exc.orig)
+                await _abort_with(
+                    context,
+                    errors.InvalidArgument(
+                        [errors.FieldViolation("request", "holds a value that cannot be stored")],
+                        reason="UNSTORABLE_VALUE",
+                    ),
+                    self._domain,
+                )
             if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
                 exc = ConnectionError(str(exc))
             if isinstance(exc, _DATABASE_DOWN) and not isinstance(exc, sa_exc.ProgrammingError):
@@ -230,7 +275,22 @@ class ErrorInterceptor(_ServerInterceptor):
                 )
             raise exc
 
-        return wrap_handler(handler, _around(None, on_error, None))
+        def wrap(behaviour: Behaviour, streaming: bool) -> Behaviour:
+            guarded = _around(None, on_error, None)
+            if _yields_responses(behaviour, streaming):
+
+                async def stream_decoded(request: Any, context: Any) -> AsyncIterator[Any]:
+                    async for response in behaviour(_decoded(request), context):
+                        yield response
+
+                return guarded(stream_decoded, streaming)
+
+            async def decoded(request: Any, context: Any) -> Any:
+                return await behaviour(_decoded(request), context)
+
+            return guarded(decoded, streaming)
+
+        return wrap_handler(handler, wrap, tolerant(handler.request_deserializer))
 
 
 def _is_grpc_abort(exc: BaseException) -> bool:
@@ -250,6 +310,16 @@ _CODES: dict[type[errors.ReviewlearnError], grpc.StatusCode] = {
 }
 
 
+# Errors travel in HTTP/2 trailers, which peers cap at a few KiB: an error that echoes a huge
+# input must not turn into RESOURCE_EXHAUSTED. Long texts are clipped, long lists cut.
+MAX_MESSAGE_CHARS = 1000
+MAX_VIOLATIONS = 20
+
+
+def _clip(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def status_code_of(error: errors.ReviewlearnError) -> grpc.StatusCode:
     for error_type, code in _CODES.items():
         if isinstance(error, error_type):
@@ -262,8 +332,12 @@ def to_rpc_status(
 ) -> status_pb2.Status:
     """The google.rpc.Status for an error: ErrorInfo always, BadRequest for field violations."""
     grpc_code = code or status_code_of(error)
-    status = status_pb2.Status(code=grpc_code.value[0], message=error.message)
-    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=domain, metadata=error.metadata)
+    status = status_pb2.Status(code=grpc_code.value[0], message=_clip(error.message))
+    info = error_details_pb2.ErrorInfo(
+        reason=error.reason,
+        domain=domain,
+        metadata={key: _clip(value, 200) for key, value in error.metadata.items()},
+    )
     detail = any_pb2.Any()
     detail.Pack(info)
     status.details.append(detail)
@@ -271,9 +345,9 @@ def to_rpc_status(
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
+                    field=_clip(v.field, 200), description=_clip(v.description, 300)
                 )
-                for v in error.violations
+                for v in error.violations[:MAX_VIOLATIONS]
             ]
         )
         detail = any_pb2.Any()
@@ -292,7 +366,7 @@ async def _abort_with(
     status = to_rpc_status(error, domain, code)
     await context.abort(
         code or status_code_of(error),
-        error.message,
+        status.message,
         trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
     )
 

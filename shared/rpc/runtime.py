@@ -37,6 +37,7 @@ class ServiceRuntime:
         health_checks: Mapping[str, HealthCheck] | None = None,
         health_metrics: Callable[[], Awaitable[dict[str, Any]]] | None = None,
         background: Sequence[BackgroundTask] = (),
+        cleanups: Sequence[Callable[[], Awaitable[Any]]] = (),
         owns_engine: bool = True,
     ) -> None:
         self.settings = settings
@@ -45,6 +46,7 @@ class ServiceRuntime:
         self._checks.update(health_checks or {})
         self._health_metrics = health_metrics
         self._background = list(background)
+        self._cleanups = list(cleanups)
         self._owns_engine = owns_engine
         self.host = RpcHost(
             settings=settings,
@@ -72,6 +74,8 @@ class ServiceRuntime:
         await self.host.stop(grace)
         for task in reversed(self._background):
             await task.stop()
+        for cleanup in self._cleanups:
+            await cleanup()
         if self._owns_engine:
             await self.engine.dispose()
 

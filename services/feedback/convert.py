@@ -1,0 +1,185 @@
+"""Protobuf ↔ domain for the feedback service. Conversion problems become field violations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from reviewlearn.common.v1 import common_pb2
+from reviewlearn.feedback.v1 import feedback_pb2
+
+from services.feedback.domain import (
+    FeedbackDraft,
+    FindingDraft,
+    ItemResult,
+    ItemStatus,
+    RecordedReview,
+    ReviewDraft,
+)
+from services.feedback.repository import FeedbackRow, FindingView
+from shared.errors import Violations
+from shared.outcome import FeedbackKind
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_ITEM_CODES = {
+    ItemStatus.CONFLICT: (6, "EVENT_ID_CONFLICT"),
+    ItemStatus.NOT_FOUND: (5, "FINDING_NOT_FOUND"),
+    ItemStatus.INVALID: (3, "INVALID_EVENT"),
+}
+
+
+def review_from_pb(request: feedback_pb2.RecordFindingsRequest) -> ReviewDraft:
+    return ReviewDraft(
+        request_id=request.request_id or None,
+        repository_url=request.repository_url.strip(),
+        team=request.team.strip() or None,
+        pull_request=request.pull_request,
+        head_commit=request.head_commit.strip(),
+        findings=tuple(finding_from_pb(f) for f in request.findings),
+    )
+
+
+def finding_from_pb(finding: common_pb2.FindingInput) -> FindingDraft:
+    return FindingDraft(
+        client_finding_id=finding.client_finding_id or None,
+        rule_id=finding.rule_id.strip(),
+        category=finding.category,
+        severity=int(finding.severity),
+        confidence=finding.confidence,
+        file_path=finding.file_path.strip(),
+        line_start=finding.line_start,
+        line_end=finding.line_end if finding.line_end else finding.line_start,
+        title=finding.title,
+        message=finding.message,
+        suggested_fix=finding.suggested_fix,
+        code_context=finding.code_context,
+    )
+
+
+def timestamp_from_pb(
+    value: Timestamp, field: str, violations: Violations, *, required: bool = True
+) -> datetime:
+    if value.seconds == 0 and value.nanos == 0:
+        if required:
+            violations.add(field, "is required")
+        return _EPOCH
+    try:
+        return value.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as exc:
+        violations.add(field, f"is not a valid timestamp ({exc})")
+        return _EPOCH
+
+
+def timestamp_to_pb(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def feedback_from_pb(
+    event: feedback_pb2.FeedbackEvent, prefix: str, violations: Violations
+) -> FeedbackDraft:
+    try:
+        kind = FeedbackKind(int(event.kind))
+    except ValueError:
+        violations.add(
+            f"{prefix}.kind", "must be one of FEEDBACK_KIND_APPLIED … FEEDBACK_KIND_NOT_HELPFUL"
+        )
+        kind = FeedbackKind.DISMISSED
+    return FeedbackDraft(
+        event_id=event.event_id.strip(),
+        finding_id=event.finding_id,
+        kind=kind,
+        actor_id=event.actor_id.strip(),
+        comment=event.comment,
+        occurred_at=timestamp_from_pb(event.occurred_at, f"{prefix}.occurred_at", violations),
+    )
+
+
+def recorded_review_to_pb(review: RecordedReview) -> feedback_pb2.RecordFindingsResponse:
+    return feedback_pb2.RecordFindingsResponse(
+        review_id=review.review_id,
+        replayed=review.replayed,
+        findings=[
+            feedback_pb2.RecordedFinding(
+                finding_id=f.finding_id,
+                client_finding_id=f.client_finding_id or "",
+                fingerprint=f.fingerprint,
+                already_recorded=f.already_recorded,
+            )
+            for f in review.findings
+        ],
+    )
+
+
+def item_result_to_pb(result: ItemResult) -> feedback_pb2.FeedbackItemResult:
+    item = feedback_pb2.FeedbackItemResult(
+        index=result.index,
+        event_id=result.event_id,
+        feedback_id=result.feedback_id,
+        duplicate=result.status == ItemStatus.DUPLICATE,
+    )
+    if result.status in _ITEM_CODES:
+        item.error.CopyFrom(item_error_to_pb(result))
+    return item
+
+
+def item_error_to_pb(result: ItemResult) -> common_pb2.ItemError:
+    code, reason = _ITEM_CODES[result.status]
+    return common_pb2.ItemError(
+        index=result.index,
+        code=code,
+        reason=reason,
+        message=result.message,
+        field_violations=[
+            common_pb2.FieldViolation(field=field, description=description)
+            for field, description in result.violations
+        ],
+    )
+
+
+def finding_to_pb(view: FindingView) -> feedback_pb2.Finding:
+    row = view.finding
+    return feedback_pb2.Finding(
+        finding_id=row.id,
+        review_id=row.review_id,
+        repository_url=view.repository_url,
+        team=view.team,
+        pull_request=row.pull_request,
+        head_commit=view.head_commit,
+        fingerprint=row.fingerprint,
+        create_time=timestamp_to_pb(row.created_at),
+        outcome=int(view.outcome),  # type: ignore[arg-type]
+        feedback_count=view.feedback_count,
+        input=common_pb2.FindingInput(
+            client_finding_id=row.client_finding_id or "",
+            rule_id=row.rule_id,
+            category=row.category,
+            severity=row.severity,  # type: ignore[arg-type]
+            confidence=row.confidence,
+            file_path=row.file_path,
+            line_start=row.line_start,
+            line_end=row.line_end,
+            title=row.title,
+            message=row.message,
+            suggested_fix=row.suggested_fix,
+            code_context=row.code_context,
+        ),
+    )
+
+
+def feedback_record_to_pb(row: FeedbackRow) -> feedback_pb2.FeedbackRecord:
+    return feedback_pb2.FeedbackRecord(
+        feedback_id=row.feedback_id,
+        repository_url=row.repository_url,
+        record_time=timestamp_to_pb(row.recorded_at),
+        event=feedback_pb2.FeedbackEvent(
+            event_id=row.event_id,
+            finding_id=row.finding_id,
+            kind=row.kind,  # type: ignore[arg-type]
+            actor_id=row.actor_id,
+            comment=row.comment,
+            occurred_at=timestamp_to_pb(row.occurred_at),
+        ),
+    )

@@ -1,0 +1,360 @@
+"""Use cases of the feedback service: record findings, record feedback, read, delete.
+
+One transaction per call. Ingestion only validates and appends: a bad item is reported, never
+half-stored, and a transient database failure retries the whole transaction (it is idempotent).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from services.feedback.domain import (
+    FeedbackDraft,
+    ItemResult,
+    ItemStatus,
+    Limits,
+    RecordedFinding,
+    RecordedReview,
+    ReviewDraft,
+    validate_feedback,
+    validate_review,
+)
+from services.feedback.instruments import FeedbackInstruments
+from services.feedback.repository import FeedbackRepository, FeedbackRow, FindingView, StoredEvent
+from shared.db.models import IdempotentResponse
+from shared.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Violations
+from shared.fingerprint import finding_fingerprint
+
+Publisher = Callable[[str], Any]
+"""Publishes a notification payload after commit (Redis pub/sub), when configured."""
+
+
+def _is_transient(error: BaseException) -> bool:
+    # Integrity errors here are races the retry resolves: a finding deleted between the
+    # existence check and the insert, or two first sightings of the same repository.
+    # A dropped connection (failover, restart, a killed backend) rolled the transaction back.
+    return isinstance(error, sa_exc.IntegrityError | sa_exc.OperationalError) or (
+        isinstance(error, sa_exc.DBAPIError)
+        and (error.connection_invalidated or "deadlock" in str(error).lower())
+    )
+
+
+def _retrying() -> AsyncRetrying:
+    return AsyncRetrying(
+        retry=retry_if_exception(_is_transient),
+        stop=stop_after_attempt(3),
+        wait=wait_exponential(multiplier=0.01, max=0.2),
+        reraise=True,
+    )
+
+
+class FeedbackIngestion:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        limits: Limits,
+        instruments: FeedbackInstruments,
+        publisher: Publisher | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._sessions = sessions
+        self._limits = limits
+        self._instruments = instruments
+        self._publish = publisher
+        self._clock = clock
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    # ---------------------------------------------------------------------------- findings
+
+    async def record_findings(self, draft: ReviewDraft) -> RecordedReview:
+        violations = Violations()
+        validate_review(draft, self._limits, violations)
+        violations.raise_if_any()
+        fingerprints = [
+            finding_fingerprint(
+                rule_id=f.rule_id,
+                file_path=f.file_path,
+                message=f.message,
+                code_context=f.code_context,
+            )
+            for f in draft.findings
+        ]
+        async for attempt in _retrying():
+            with attempt:
+                recorded = await self._record_findings_once(draft, fingerprints)
+        if not recorded.replayed:
+            await self._after_commit({"findings": len(recorded.findings)})
+        return recorded
+
+    async def _record_findings_once(
+        self, draft: ReviewDraft, fingerprints: Sequence[str]
+    ) -> RecordedReview:
+        async with self._sessions.begin() as session:
+            repo = FeedbackRepository(session)
+            if draft.request_id is not None:
+                replay = await self._replay(session, draft.request_id)
+                if replay is not None:
+                    return replay
+            ref = await repo.find_repository(draft.repository_url)
+            if ref is None:
+                if draft.team is None:
+                    raise InvalidArgument(
+                        [FieldViolation("team", "is required the first time a repository is seen")]
+                    )
+                ref = await repo.ensure_repository(draft.repository_url, draft.team)
+            elif draft.team is not None and draft.team != ref.team:
+                raise FailedPrecondition(
+                    f"repository {draft.repository_url} belongs to team {ref.team!r}, "
+                    f"not {draft.team!r}",
+                    reason="REPOSITORY_TEAM_MISMATCH",
+                    metadata={"team": ref.team},
+                )
+            review_id = await repo.insert_review(
+                repository_id=ref.repository_id,
+                pull_request=draft.pull_request,
+                head_commit=draft.head_commit,
+                request_id=draft.request_id,
+            )
+            if review_id is None:
+                # A concurrent call with the same request_id committed first: retry replays it.
+                raise sa_exc.IntegrityError("request_id taken concurrently", None, ValueError())
+            client_ids = [f.client_finding_id for f in draft.findings if f.client_finding_id]
+            existing = await repo.existing_client_findings(ref.repository_id, client_ids)
+            new = [
+                (finding, fingerprint)
+                for finding, fingerprint in zip(draft.findings, fingerprints, strict=True)
+                if finding.client_finding_id not in existing
+            ]
+            new_ids = iter(
+                await repo.insert_findings(
+                    review_id=review_id,
+                    repository=ref,
+                    pull_request=draft.pull_request,
+                    findings=new,
+                )
+            )
+            recorded: list[RecordedFinding] = []
+            for finding, fingerprint in zip(draft.findings, fingerprints, strict=True):
+                if finding.client_finding_id in existing:
+                    finding_id, stored_fingerprint = existing[finding.client_finding_id]
+                    recorded.append(
+                        RecordedFinding(
+                            finding_id, finding.client_finding_id, stored_fingerprint, True
+                        )
+                    )
+                else:
+                    recorded.append(
+                        RecordedFinding(
+                            next(new_ids), finding.client_finding_id, fingerprint, False
+                        )
+                    )
+            result = RecordedReview(review_id=review_id, findings=tuple(recorded), replayed=False)
+            if draft.request_id is not None:
+                session.add(
+                    IdempotentResponse(
+                        service="feedback",
+                        request_id=draft.request_id,
+                        method="RecordFindings",
+                        response=json.dumps(asdict(result)).encode(),
+                    )
+                )
+            if new:
+                await repo.notify(json.dumps({"findings": len(new)}))
+            return result
+
+    async def _replay(self, session: AsyncSession, request_id: str) -> RecordedReview | None:
+        stored = await session.get(IdempotentResponse, ("feedback", request_id))
+        if stored is None:
+            return None
+        data = json.loads(stored.response)
+        return RecordedReview(
+            review_id=data["review_id"],
+            findings=tuple(RecordedFinding(**f) for f in data["findings"]),
+            replayed=True,
+        )
+
+    # ---------------------------------------------------------------------------- feedback
+
+    async def record_feedback(
+        self, items: Sequence[tuple[FeedbackDraft, Violations]], *, first_index: int = 0
+    ) -> list[ItemResult]:
+        """Stores every valid event of a batch; each item gets its own result.
+
+        ``first_index`` numbers the items of a chunk of a longer stream, so that results and
+        field paths name positions in the whole stream.
+        """
+        started = time.perf_counter()
+        results: list[ItemResult | None] = [None] * len(items)
+        valid: list[tuple[int, FeedbackDraft]] = []
+        now = self._clock()
+        for position, (draft, violations) in enumerate(items):
+            index = first_index + position
+            validate_feedback(draft, f"events[{index}]", self._limits, violations, now=now)
+            if violations:
+                results[position] = ItemResult(
+                    index=index,
+                    event_id=draft.event_id,
+                    status=ItemStatus.INVALID,
+                    message="; ".join(f"{v.field}: {v.description}" for v in violations.items),
+                    violations=tuple((v.field, v.description) for v in violations.items),
+                )
+            else:
+                valid.append((index, draft))
+        if valid:
+            async for attempt in _retrying():
+                with attempt:
+                    stored = await self._store_feedback(valid)
+            for result in stored:
+                results[result.index - first_index] = result
+        final = [r for r in results if r is not None]
+        self._instruments.record_batch(final, [draft for draft, _ in items], first_index)
+        self._instruments.ingestion_duration.record(time.perf_counter() - started)
+        if any(r.status == ItemStatus.STORED for r in final):
+            await self._after_commit({"events": sum(r.status == ItemStatus.STORED for r in final)})
+        return final
+
+    async def _store_feedback(self, valid: Sequence[tuple[int, FeedbackDraft]]) -> list[ItemResult]:
+        async with self._sessions.begin() as session:
+            repo = FeedbackRepository(session)
+            inserted = await repo.insert_feedback([draft for _, draft in valid])
+            # The first item with an event id inserted now was stored; any other item is a
+            # re-send (duplicate or conflict) or names a finding that does not exist.
+            stored_now: set[int] = set()
+            seen: set[str] = set()
+            for index, draft in valid:
+                if draft.event_id in inserted and draft.event_id not in seen:
+                    stored_now.add(index)
+                seen.add(draft.event_id)
+            earlier = await repo.stored_events(
+                [draft.event_id for index, draft in valid if index not in stored_now]
+            )
+            if inserted:
+                await repo.notify(json.dumps({"events": len(inserted)}))
+        return [
+            ItemResult(index, draft.event_id, ItemStatus.STORED, inserted[draft.event_id])
+            if index in stored_now
+            else _resent_or_missing(index, draft, earlier.get(draft.event_id))
+            for index, draft in valid
+        ]
+
+    # ---------------------------------------------------------------------------- reads
+
+    async def get_finding(self, finding_id: int) -> FindingView:
+        if finding_id <= 0:
+            raise InvalidArgument([FieldViolation("finding_id", "must be a positive finding id")])
+        async with self._sessions.begin() as session:
+            view = await FeedbackRepository(session).finding_view(finding_id)
+        if view is None:
+            raise NotFound(f"finding {finding_id} does not exist", reason="FINDING_NOT_FOUND")
+        return view
+
+    async def list_feedback(
+        self,
+        *,
+        finding_id: int | None,
+        repository_url: str | None,
+        before_id: int | None,
+        page_size: int,
+    ) -> list[FeedbackRow]:
+        async with self._sessions.begin() as session:
+            repo = FeedbackRepository(session)
+            repository_id: int | None = None
+            if repository_url is not None:
+                repository_id = await repo.repository_id(repository_url)
+                if repository_id is None:
+                    raise NotFound(
+                        f"repository {repository_url} is unknown", reason="REPOSITORY_NOT_FOUND"
+                    )
+            elif finding_id is not None and not await repo.finding_exists(finding_id):
+                raise NotFound(f"finding {finding_id} does not exist", reason="FINDING_NOT_FOUND")
+            return await repo.list_feedback(
+                finding_id=finding_id,
+                repository_id=repository_id,
+                before_id=before_id,
+                limit=page_size,
+            )
+
+    # ---------------------------------------------------------------------------- delete
+
+    async def delete_finding(self, finding_id: int, *, actor: str, reason: str) -> int:
+        violations = Violations()
+        if finding_id <= 0:
+            violations.add("finding_id", "must be a positive finding id")
+        if not reason.strip():
+            violations.add("reason", "is required: deletions are audited")
+        violations.raise_if_any()
+        async with self._sessions.begin() as session:
+            repo = FeedbackRepository(session)
+            view = await repo.lock_finding(finding_id)
+            if view is None:
+                raise NotFound(f"finding {finding_id} does not exist", reason="FINDING_NOT_FOUND")
+            await repo.delete_finding(
+                view, actor=actor, reason=reason.strip(), snapshot=_snapshot(view)
+            )
+            await repo.notify(json.dumps({"deleted_findings": 1}))
+        await self._after_commit({"deleted_findings": 1})
+        return view.feedback_count
+
+    async def backlog(self) -> int:
+        async with self._sessions.begin() as session:
+            return await FeedbackRepository(session).backlog()
+
+    async def _after_commit(self, payload: dict[str, int]) -> None:
+        if self._publish is not None:
+            await self._publish(json.dumps(payload))
+
+
+def _resent_or_missing(index: int, draft: FeedbackDraft, earlier: StoredEvent | None) -> ItemResult:
+    if earlier is None:
+        return ItemResult(
+            index,
+            draft.event_id,
+            ItemStatus.NOT_FOUND,
+            message=f"finding {draft.finding_id} does not exist",
+            violations=(("finding_id", f"no finding {draft.finding_id}"),),
+        )
+    if earlier.draft.same_content(draft):
+        return ItemResult(index, draft.event_id, ItemStatus.DUPLICATE, earlier.feedback_id)
+    return ItemResult(
+        index,
+        draft.event_id,
+        ItemStatus.CONFLICT,
+        message=(
+            f"event_id {draft.event_id!r} was already recorded with different content; "
+            "use a new event_id for a new event"
+        ),
+    )
+
+
+def _snapshot(view: FindingView) -> dict[str, Any]:
+    finding = view.finding
+    return {
+        "finding_id": finding.id,
+        "repository_url": view.repository_url,
+        "team": view.team,
+        "pull_request": finding.pull_request,
+        "rule_id": finding.rule_id,
+        "category": finding.category,
+        "severity": finding.severity,
+        "confidence": finding.confidence,
+        "file_path": finding.file_path,
+        "line_start": finding.line_start,
+        "message": finding.message,
+        "fingerprint": finding.fingerprint,
+        "outcome": view.outcome.name.lower(),
+        "feedback_count": view.feedback_count,
+        "created_at": finding.created_at.isoformat(),
+    }
