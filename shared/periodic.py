@@ -9,9 +9,16 @@ from collections.abc import Awaitable, Callable
 
 log = logging.getLogger("reviewlearn.periodic")
 
+STOP_GRACE_SECONDS = 10.0
+
 
 class Periodic:
-    """Runs ``action`` every ``interval`` seconds; failures are logged and retried next time."""
+    """Runs ``action`` every ``interval`` seconds; failures are logged and retried next time.
+
+    Stopping sets a flag and waits for the current run to finish instead of cancelling the
+    task: in Python 3.11 a cancellation that races with ``asyncio.timeout``'s own expiry is
+    swallowed, and the task would then wait forever. Cancellation is only the fallback.
+    """
 
     def __init__(
         self, name: str, action: Callable[[], Awaitable[None]], *, interval: float
@@ -21,8 +28,10 @@ class Periodic:
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
+        self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name=self._name)
 
     def wake(self) -> None:
@@ -30,22 +39,26 @@ class Periodic:
         self._wake.set()
 
     async def stop(self) -> None:
-        if self._task is not None:
+        if self._task is None:
+            return
+        self._stopping.set()
+        self._wake.set()
+        done, _ = await asyncio.wait({self._task}, timeout=STOP_GRACE_SECONDS)
+        if not done:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            self._task = None
+        self._task = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self._action()
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.warning(
                     "%s failed; retrying in %.1fs", self._name, self._interval, exc_info=True
                 )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
+                async with asyncio.timeout(self._interval):
+                    await self._wake.wait()
             self._wake.clear()

@@ -174,14 +174,45 @@ _TEAM_NAMES = ("payments", "search", "platform", "mobile", "data", "identity", "
 _REPO_NAMES = ("api", "web", "worker", "sdk", "gateway", "billing", "indexer", "console")
 _DIRECTORIES = ("src/api", "src/core", "src/db", "src/auth", "src/jobs", "lib", "app/services")
 _MODULES = (
-    "handlers", "models", "views", "client", "service", "schema", "tasks", "routes",
-    "storage", "crypto", "billing", "search", "report", "session", "config", "cache",
-)  # fmt: skip
+    "handlers",
+    "models",
+    "views",
+    "client",
+    "service",
+    "schema",
+    "tasks",
+    "routes",
+    "storage",
+    "crypto",
+    "billing",
+    "search",
+    "report",
+    "session",
+    "config",
+    "cache",
+)
 _NAMES = (
-    "user_id", "payload", "config", "items", "token", "session", "path", "request", "result",
-    "buffer", "records", "handler", "cursor", "options", "response", "query", "account",
-    "order", "event", "retries",
-)  # fmt: skip
+    "user_id",
+    "payload",
+    "config",
+    "items",
+    "token",
+    "session",
+    "path",
+    "request",
+    "result",
+    "buffer",
+    "records",
+    "handler",
+    "cursor",
+    "options",
+    "response",
+    "query",
+    "account",
+    "order",
+    "event",
+    "retries",
+)
 _FUNCTIONS = ("load", "parse", "fetch", "render", "validate", "save", "compute", "send", "build")
 _CODE_TEMPLATES = (
     "{name} = {fn}({arg}, {num})\nif not {name}:\n    return None",

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
 from reviewlearn.common.v1 import common_pb2
 from reviewlearn.feedback.v1 import feedback_pb2
 
 from services.feedback.domain import (
     FeedbackDraft,
-    FindingDraft,
     ItemResult,
     ItemStatus,
     RecordedReview,
     ReviewDraft,
 )
 from services.feedback.repository import FeedbackRow, FindingView
+from shared.convert import finding_from_pb, timestamp_from_pb, timestamp_to_pb
 from shared.errors import Violations
 from shared.outcome import FeedbackKind
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_KINDS = {int(kind): kind for kind in FeedbackKind}
 
 _ITEM_CODES = {
     ItemStatus.CONFLICT: (6, "EVENT_ID_CONFLICT"),
@@ -40,49 +37,11 @@ def review_from_pb(request: feedback_pb2.RecordFindingsRequest) -> ReviewDraft:
     )
 
 
-def finding_from_pb(finding: common_pb2.FindingInput) -> FindingDraft:
-    return FindingDraft(
-        client_finding_id=finding.client_finding_id or None,
-        rule_id=finding.rule_id.strip(),
-        category=finding.category,
-        severity=int(finding.severity),
-        confidence=finding.confidence,
-        file_path=finding.file_path.strip(),
-        line_start=finding.line_start,
-        line_end=finding.line_end if finding.line_end else finding.line_start,
-        title=finding.title,
-        message=finding.message,
-        suggested_fix=finding.suggested_fix,
-        code_context=finding.code_context,
-    )
-
-
-def timestamp_from_pb(
-    value: Timestamp, field: str, violations: Violations, *, required: bool = True
-) -> datetime:
-    if value.seconds == 0 and value.nanos == 0:
-        if required:
-            violations.add(field, "is required")
-        return _EPOCH
-    try:
-        return value.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError) as exc:
-        violations.add(field, f"is not a valid timestamp ({exc})")
-        return _EPOCH
-
-
-def timestamp_to_pb(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def feedback_from_pb(
     event: feedback_pb2.FeedbackEvent, prefix: str, violations: Violations
 ) -> FeedbackDraft:
-    try:
-        kind = FeedbackKind(int(event.kind))
-    except ValueError:
+    kind = _KINDS.get(event.kind)
+    if kind is None:
         violations.add(
             f"{prefix}.kind", "must be one of FEEDBACK_KIND_APPLIED … FEEDBACK_KIND_NOT_HELPFUL"
         )

@@ -10,9 +10,10 @@ from typing import Any
 from reviewlearn.feedback.v1 import feedback_pb2, feedback_pb2_grpc
 
 from services.feedback import convert
-from services.feedback.domain import FeedbackDraft, ItemStatus, check_text, validate_batch_size
+from services.feedback.domain import FeedbackDraft, ItemStatus, validate_batch_size
 from services.feedback.ingestion import FeedbackIngestion
 from shared.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound, Violations
+from shared.finding_input import check_text
 from shared.pagination import decode_token, encode_token, page_size
 from shared.rpc.interceptors import current_principal
 
@@ -56,11 +57,9 @@ class FeedbackHandlers(feedback_pb2_grpc.FeedbackServiceServicer):
     ) -> feedback_pb2.RecordFeedbackResponse:
         violations = Violations()
         draft = convert.feedback_from_pb(request.event, "event", violations)
-        [result] = await self._ingestion.record_feedback([(draft, violations)])
+        result = await self._ingestion.record_event(draft, violations)
         if result.status == ItemStatus.INVALID:
-            raise InvalidArgument(
-                [FieldViolation(f.replace("events[0]", "event"), d) for f, d in result.violations]
-            )
+            raise InvalidArgument([FieldViolation(f, d) for f, d in result.violations])
         if result.status == ItemStatus.NOT_FOUND:
             raise NotFound(result.message, reason="FINDING_NOT_FOUND")
         if result.status == ItemStatus.CONFLICT:
@@ -113,9 +112,11 @@ class FeedbackHandlers(feedback_pb2_grpc.FeedbackServiceServicer):
             )
         violations = Violations()
         check_text(
-            violations, "repository_url", request.repository_url,
+            violations,
+            "repository_url",
+            request.repository_url,
             max_chars=self._ingestion.limits.max_url_chars,
-        )  # fmt: skip
+        )
         violations.raise_if_any()
         query = f"f:{request.finding_id}" if request.finding_id else f"r:{request.repository_url}"
         before = decode_token(request.page_token, query)
@@ -171,7 +172,8 @@ async def _chunks(
             while len(chunk) < STREAM_CHUNK_EVENTS:
                 remaining = deadline - asyncio.get_running_loop().time()
                 try:
-                    message = await asyncio.wait_for(queue.get(), timeout=max(remaining, 0.001))
+                    async with asyncio.timeout(max(remaining, 0.001)):
+                        message = await queue.get()
                 except TimeoutError:
                     break
                 if message is None:

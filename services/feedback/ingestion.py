@@ -17,11 +17,11 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from services.feedback.coalescer import Coalescer
 from services.feedback.domain import (
     FeedbackDraft,
     ItemResult,
     ItemStatus,
-    Limits,
     RecordedFinding,
     RecordedReview,
     ReviewDraft,
@@ -29,13 +29,12 @@ from services.feedback.domain import (
     validate_review,
 )
 from services.feedback.instruments import FeedbackInstruments
+from services.feedback.notifier import ChangeNotifier
 from services.feedback.repository import FeedbackRepository, FeedbackRow, FindingView, StoredEvent
 from shared.db.models import IdempotentResponse
 from shared.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Violations
+from shared.finding_input import Limits, check_text
 from shared.fingerprint import finding_fingerprint
-
-Publisher = Callable[[str], Any]
-"""Publishes a notification payload after commit (Redis pub/sub), when configured."""
 
 
 def _is_transient(error: BaseException) -> bool:
@@ -64,14 +63,17 @@ class FeedbackIngestion:
         sessions: async_sessionmaker[AsyncSession],
         limits: Limits,
         instruments: FeedbackInstruments,
-        publisher: Publisher | None = None,
+        notifier: ChangeNotifier | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._sessions = sessions
         self._limits = limits
         self._instruments = instruments
-        self._publish = publisher
+        self._notifier = notifier
         self._clock = clock
+        self._single_events: Coalescer[FeedbackDraft, ItemResult] = Coalescer(
+            self._store_coalesced, max_items=limits.max_events_per_batch
+        )
 
     @property
     def limits(self) -> Limits:
@@ -96,7 +98,7 @@ class FeedbackIngestion:
             with attempt:
                 recorded = await self._record_findings_once(draft, fingerprints)
         if not recorded.replayed:
-            await self._after_commit({"findings": len(recorded.findings)})
+            self._changed(findings=sum(not f.already_recorded for f in recorded.findings))
         return recorded
 
     async def _record_findings_once(
@@ -171,8 +173,6 @@ class FeedbackIngestion:
                         response=json.dumps(asdict(result)).encode(),
                     )
                 )
-            if new:
-                await repo.notify(json.dumps({"findings": len(new)}))
             return result
 
     async def _replay(self, session: AsyncSession, request_id: str) -> RecordedReview | None:
@@ -221,10 +221,38 @@ class FeedbackIngestion:
                 results[result.index - first_index] = result
         final = [r for r in results if r is not None]
         self._instruments.record_batch(final, [draft for draft, _ in items], first_index)
-        self._instruments.ingestion_duration.record(time.perf_counter() - started)
-        if any(r.status == ItemStatus.STORED for r in final):
-            await self._after_commit({"events": sum(r.status == ItemStatus.STORED for r in final)})
+        self._instruments.ingestion_duration.record(
+            time.perf_counter() - started, {"method": "batch"}
+        )
+        self._changed(events=sum(r.status == ItemStatus.STORED for r in final))
         return final
+
+    async def record_event(self, draft: FeedbackDraft, violations: Violations) -> ItemResult:
+        """One event (RecordFeedback): validated here, stored together with concurrent calls."""
+        validate_feedback(draft, "event", self._limits, violations, now=self._clock())
+        if violations:
+            result = ItemResult(
+                index=0,
+                event_id=draft.event_id,
+                status=ItemStatus.INVALID,
+                message="; ".join(f"{v.field}: {v.description}" for v in violations.items),
+                violations=tuple((v.field, v.description) for v in violations.items),
+            )
+            self._instruments.record_batch([result], [draft])
+            return result
+        return await self._single_events.submit(draft)
+
+    async def _store_coalesced(self, drafts: Sequence[FeedbackDraft]) -> list[ItemResult]:
+        started = time.perf_counter()
+        async for attempt in _retrying():
+            with attempt:
+                results = await self._store_feedback(list(enumerate(drafts)))
+        self._instruments.record_batch(results, drafts)
+        self._instruments.ingestion_duration.record(
+            time.perf_counter() - started, {"method": "single"}
+        )
+        self._changed(events=sum(r.status == ItemStatus.STORED for r in results))
+        return results
 
     async def _store_feedback(self, valid: Sequence[tuple[int, FeedbackDraft]]) -> list[ItemResult]:
         async with self._sessions.begin() as session:
@@ -241,8 +269,6 @@ class FeedbackIngestion:
             earlier = await repo.stored_events(
                 [draft.event_id for index, draft in valid if index not in stored_now]
             )
-            if inserted:
-                await repo.notify(json.dumps({"events": len(inserted)}))
         return [
             ItemResult(index, draft.event_id, ItemStatus.STORED, inserted[draft.event_id])
             if index in stored_now
@@ -295,6 +321,7 @@ class FeedbackIngestion:
             violations.add("finding_id", "must be a positive finding id")
         if not reason.strip():
             violations.add("reason", "is required: deletions are audited")
+        check_text(violations, "reason", reason, max_chars=self._limits.max_text_chars)
         violations.raise_if_any()
         async with self._sessions.begin() as session:
             repo = FeedbackRepository(session)
@@ -304,17 +331,16 @@ class FeedbackIngestion:
             await repo.delete_finding(
                 view, actor=actor, reason=reason.strip(), snapshot=_snapshot(view)
             )
-            await repo.notify(json.dumps({"deleted_findings": 1}))
-        await self._after_commit({"deleted_findings": 1})
+        self._changed(deleted_findings=1)
         return view.feedback_count
 
     async def backlog(self) -> int:
         async with self._sessions.begin() as session:
             return await FeedbackRepository(session).backlog()
 
-    async def _after_commit(self, payload: dict[str, int]) -> None:
-        if self._publish is not None:
-            await self._publish(json.dumps(payload))
+    def _changed(self, **counts: int) -> None:
+        if self._notifier is not None:
+            self._notifier.changed(**counts)
 
 
 def _resent_or_missing(index: int, draft: FeedbackDraft, earlier: StoredEvent | None) -> ItemResult:

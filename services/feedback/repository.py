@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import BigInteger, DateTime, SmallInteger, Text
 
-from services.feedback.domain import FeedbackDraft, FindingDraft
+from services.feedback.domain import FeedbackDraft
 from shared.db.models import (
     Feedback,
     Finding,
@@ -23,6 +23,8 @@ from shared.db.models import (
     Review,
     Team,
 )
+from shared.finding_input import FindingDraft
+from shared.fingerprint import pattern_key
 from shared.outcome import FeedbackKind, Outcome, outcome_of
 
 FEEDBACK_CHANNEL = "reviewlearn_feedback"
@@ -190,6 +192,7 @@ class FeedbackRepository:
                 "suggested_fix": draft.suggested_fix,
                 "code_context": draft.code_context,
                 "fingerprint": fingerprint,
+                "pattern_key": pattern_key(rule_id=draft.rule_id, message=draft.message),
             }
             for draft, fingerprint in findings
         ]
@@ -349,10 +352,6 @@ class FeedbackRepository:
         return [FeedbackRow(*row) for row in await self._session.execute(query)]
 
     # ------------------------------------------------------------------- notification, backlog
-
-    async def notify(self, payload: str) -> None:
-        """Queues a NOTIFY that PostgreSQL delivers when (and only if) the transaction commits."""
-        await self._session.execute(select(func.pg_notify(FEEDBACK_CHANNEL, payload)))
 
     async def backlog(self) -> int:
         """Feedback events recorded but not yet folded by the learning service."""

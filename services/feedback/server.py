@@ -6,11 +6,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 from reviewlearn.feedback.v1 import feedback_pb2_grpc
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.feedback.handlers import SERVICE, FeedbackHandlers
 from services.feedback.ingestion import FeedbackIngestion
 from services.feedback.instruments import FeedbackInstruments
+from services.feedback.notifier import ChangeNotifier
 from services.feedback.repository import FEEDBACK_CHANNEL
 from services.feedback.settings import FeedbackSettings
 from shared.db.engine import create_engine, create_session_factory
@@ -26,15 +28,20 @@ def build_server(
     instruments = FeedbackInstruments()
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
 
-    async def publish(payload: str) -> None:
-        assert redis is not None
-        await redis.publish(FEEDBACK_CHANNEL, payload)
+    async def send_notification(payload: str) -> None:
+        if redis is not None:
+            await redis.publish(FEEDBACK_CHANNEL, payload)
+            return
+        async with db.connect() as connection:
+            await connection.execute(select(func.pg_notify(FEEDBACK_CHANNEL, payload)))
+            await connection.commit()
 
+    notifier = ChangeNotifier(send_notification, interval=settings.notify_interval_seconds)
     ingestion = FeedbackIngestion(
         sessions=create_session_factory(db),
         limits=settings.limits(),
         instruments=instruments,
-        publisher=publish if redis is not None else None,
+        notifier=notifier,
     )
     handlers = FeedbackHandlers(ingestion)
 
@@ -61,7 +68,10 @@ def build_server(
         ],
         health_metrics=health_metrics,
         background=[
-            Periodic("feedback-backlog", measure_backlog, interval=settings.backlog_refresh_seconds)
+            Periodic(
+                "feedback-backlog", measure_backlog, interval=settings.backlog_refresh_seconds
+            ),
+            notifier,
         ],
         cleanups=[redis.aclose] if redis is not None else [],
     )

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from pydantic import Field
 
-from services.feedback.domain import Limits
+from shared.finding_input import Limits
 from shared.settings import ServiceSettings, port_field
 
 
@@ -23,6 +23,8 @@ class FeedbackSettings(ServiceSettings):
     """How far in the future an event's occurred_at may be (clock skew)."""
     backlog_refresh_seconds: float = Field(5.0, gt=0)
     """How often the backlog gauge is measured."""
+    notify_interval_seconds: float = Field(0.05, ge=0)
+    """Writes within this interval share one change notification to the learning service."""
 
     def limits(self) -> Limits:
         return Limits(

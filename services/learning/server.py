@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 from reviewlearn.learning.v1 import learning_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.learning.folding import Folder
+from services.learning.gates import LearningGate
 from services.learning.handlers import SERVICE, LearningHandlers
+from services.learning.instruments import LearningInstruments
+from services.learning.listener import FeedbackListener
+from services.learning.model_store import ModelStore
+from services.learning.pattern_mining import PatternMiner
+from services.learning.reads import LearningReads
 from services.learning.settings import LearningSettings
-from shared.db.engine import create_engine
+from services.learning.suggestions import SuggestionRanker
+from services.learning.tuner import ConfidenceTuner
+from shared.db.engine import create_engine, create_session_factory
+from shared.finding_input import Limits
+from shared.periodic import Periodic
 from shared.rpc.runtime import ServiceRuntime
 from shared.rpc.server import ServiceBinding
 
@@ -15,10 +29,73 @@ from shared.rpc.server import ServiceBinding
 def build_server(
     settings: LearningSettings, *, engine: AsyncEngine | None = None
 ) -> ServiceRuntime:
-    handlers = LearningHandlers()  # type: ignore[abstract]
+    db = engine or create_engine(settings)
+    sessions = create_session_factory(db)
+    instruments = LearningInstruments()
+    models = ModelStore(sessions=sessions, parameters=settings.model_parameters())
+    folder = Folder(sessions=sessions, instruments=instruments)
+    miner = PatternMiner(
+        sessions=sessions,
+        models=models,
+        min_occurrences=settings.pattern_min_occurrences,
+        alpha=settings.pattern_alpha,
+        emerging_ratio=settings.pattern_emerging_ratio,
+        window=timedelta(days=settings.pattern_window_days),
+    )
+    ranker = SuggestionRanker(
+        sessions=sessions,
+        models=models,
+        gate=LearningGate(learning_enabled=settings.learning_enabled),
+        instruments=instruments,
+        limits=Limits(),
+        max_findings=settings.max_findings_per_ranking,
+        severity_weights=settings.severity_weights,
+        line_window=settings.near_duplicate_line_window,
+        max_hamming=settings.near_duplicate_max_hamming,
+    )
+    # Abstract only to mypy: answer_unimplemented fills in RunJobs and ListJobRuns.
+    handlers = LearningHandlers(  # type: ignore[abstract]
+        ranker=ranker,
+        reads=LearningReads(
+            sessions=sessions,
+            models=models,
+            stale_after=timedelta(hours=settings.threshold_stale_hours),
+        ),
+        tuner=ConfidenceTuner(sessions=sessions, models=models, instruments=instruments),
+        folder=folder,
+        settings=settings,
+    )
+
+    async def fold_and_refresh() -> None:
+        result = await folder.fold()
+        if result.counts.findings or result.counts.events or result.counts.changes:
+            await models.refresh()
+
+    folding = Periodic("learning-fold", fold_and_refresh, interval=settings.fold_poll_seconds)
+
+    def on_notify(payload: str) -> None:
+        if "deleted_findings" in payload:
+            folder.note_deletion()
+        folding.wake()
+
+    async def refresh_model() -> None:
+        await models.refresh()
+
+    async def refresh_patterns() -> None:
+        await miner.refresh()
+
+    async def health_metrics() -> dict[str, Any]:
+        model = await models.current()
+        return {
+            "watermark": model.watermark,
+            "model_version": model.version,
+            "last_learning_update": model.built_at.isoformat(),
+            "confidence_threshold_stale": model.last_tune is None,
+        }
+
     return ServiceRuntime(
         settings=settings,
-        engine=engine or create_engine(settings),
+        engine=db,
         owns_engine=engine is None,
         bindings=[
             ServiceBinding(
@@ -27,5 +104,18 @@ def build_server(
                     handlers, server
                 ),
             )
+        ],
+        health_metrics=health_metrics,
+        background=[
+            folding,
+            Periodic("learning-model", refresh_model, interval=settings.model_refresh_seconds),
+            Periodic(
+                "learning-patterns", refresh_patterns, interval=settings.patterns_refresh_seconds
+            ),
+            FeedbackListener(
+                database_url=settings.require_database_url(),
+                redis_url=settings.redis_url,
+                on_notify=on_notify,
+            ),
         ],
     )

@@ -24,6 +24,11 @@ class ThresholdDecision:
     and the remaining fields then describe the best candidate (lowest upper bound).
     ``sample_size`` and the rates refer to the findings at or above the threshold, or to
     all findings when there were too few of them.
+
+    When the target is not reachable on the Wilson bound, two fallbacks are offered:
+    ``point_threshold`` is the lowest candidate whose observed rate meets the target (the bar
+    is met, just not yet with 95% confidence), and ``best_threshold`` the candidate with the
+    lowest upper bound.
     """
 
     threshold: float | None
@@ -31,6 +36,8 @@ class ThresholdDecision:
     sample_size: int
     not_useful_upper: float
     not_useful_rate: float
+    point_threshold: float | None = None
+    best_threshold: float | None = None
 
 
 def choose_threshold(
@@ -85,6 +92,8 @@ def choose_threshold(
     _, upper = wilson_interval(shown_bad, shown, z=z)
 
     passing = np.flatnonzero(upper <= target)
+    point_threshold: float | None = None
+    best_threshold: float | None = None
     if passing.size:
         # Candidates run from high to low confidence, so the last passing one is the lowest.
         pick = int(passing[-1])
@@ -93,10 +102,16 @@ def choose_threshold(
         # Best effort: lowest upper bound, preferring the larger sample on ties.
         pick = int(np.flatnonzero(upper == upper.min())[-1])
         threshold = None
+        best_threshold = float(candidates[pick])
+        meets_on_average = np.flatnonzero(shown_bad <= target * shown)
+        if meets_on_average.size:
+            point_threshold = float(candidates[int(meets_on_average[-1])])
     return ThresholdDecision(
         threshold=threshold,
         reachable=threshold is not None,
         sample_size=int(shown[pick]),
         not_useful_upper=float(upper[pick]),
         not_useful_rate=float(shown_bad[pick] / shown[pick]),
+        point_threshold=point_threshold,
+        best_threshold=best_threshold,
     )

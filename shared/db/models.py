@@ -116,6 +116,8 @@ class Finding(Base):
     suggested_fix: Mapped[str] = mapped_column(Text, server_default="")
     code_context: Mapped[str] = mapped_column(Text, server_default="")
     fingerprint: Mapped[str] = mapped_column(String(32))
+    # Recurring (rule, normalised message) key, see shared.fingerprint.pattern_key.
+    pattern_key: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = created_at_column()
     tx_id: Mapped[int] = mapped_column(BigInteger, server_default=CURRENT_TX_ID)
 
@@ -207,6 +209,7 @@ class FindingOutcome(Base):
     severity: Mapped[int] = mapped_column(SmallInteger)
     confidence: Mapped[float] = mapped_column(Double)
     fingerprint: Mapped[str] = mapped_column(String(32))
+    pattern_key: Mapped[str] = mapped_column(String(16))
     outcome: Mapped[int] = mapped_column(SmallInteger)
     # The winning event's key (see shared.outcome): decisive, occurred_at, feedback id.
     win_decisive: Mapped[bool | None] = mapped_column(Boolean)
@@ -236,12 +239,9 @@ class LearningMetric(Base):
     dismissed: Mapped[int] = mapped_column(BigInteger, server_default="0")
     updated_at: Mapped[datetime] = created_at_column()
 
-    __table_args__ = (
-        CheckConstraint(
-            "shown >= 0 AND positive >= 0 AND negative >= 0 AND dismissed >= 0", name="non_negative"
-        ),
-        Index("ix_learning_metrics_dimension_key", "dimension", "key"),
-    )
+    # No CHECK (>= 0) here: PostgreSQL checks the proposed row of an upsert before it sees the
+    # conflict, and the fold's proposed rows carry negative deltas. Tests check the totals.
+    __table_args__ = (Index("ix_learning_metrics_dimension_key", "dimension", "key"),)
 
 
 class CalibrationCurveRow(Base):
@@ -316,19 +316,6 @@ class PatternRow(Base):
     updated_at: Mapped[datetime] = created_at_column()
 
     __table_args__ = (Index("ix_pattern_metrics_pattern_type", "pattern_type"),)
-
-
-class SuppressedFingerprint(Base):
-    """Fingerprints dismissed or rejected on a pull request: never re-raised on that PR."""
-
-    __tablename__ = "suppressed_fingerprints"
-
-    repository_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    pull_request: Mapped[int] = mapped_column(Integer, primary_key=True)
-    fingerprint: Mapped[str] = mapped_column(String(32), primary_key=True)
-    outcome: Mapped[int] = mapped_column(SmallInteger)
-    finding_id: Mapped[int] = mapped_column(BigInteger)
-    updated_at: Mapped[datetime] = created_at_column()
 
 
 class JobRun(Base):

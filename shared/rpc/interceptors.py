@@ -238,10 +238,10 @@ class ErrorInterceptor(_ServerInterceptor):
         async def on_error(exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> None:
             if isinstance(exc, errors.ReviewlearnError):
                 await _abort_with(context, exc, self._domain)
-            if isinstance(exc, sa_exc.DataError):
+            if isinstance(exc, sa_exc.DataError) or _sqlstate(exc).startswith("22"):
                 # SQLSTATE class 22: a value the database cannot take. Validation should have
                 # caught it; the caller still gets a clear INVALID_ARGUMENT, not INTERNAL.
-                log.warning("data error in %s: %s", method, exc.orig)
+                log.warning("data error in %s: %s", method, getattr(exc, "orig", exc))
                 await _abort_with(
                     context,
                     errors.InvalidArgument(
@@ -291,6 +291,19 @@ class ErrorInterceptor(_ServerInterceptor):
             return guarded(decoded, streaming)
 
         return wrap_handler(handler, wrap, tolerant(handler.request_deserializer))
+
+
+def _sqlstate(exc: BaseException) -> str:
+    """The SQLSTATE of a database error, looked up through SQLAlchemy's and asyncpg's wrappers."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            break
+        code = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
+        if isinstance(code, str):
+            return code
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return ""
 
 
 def _is_grpc_abort(exc: BaseException) -> bool:

@@ -81,15 +81,17 @@ async def _call(service: RunningService, method: str, request: Message) -> grpc.
     try:
         if method_descriptor.client_streaming:
             stream = service.channel.stream_unary(
-                path, request_serializer=lambda m: m.SerializeToString(),
+                path,
+                request_serializer=lambda m: m.SerializeToString(),
                 response_deserializer=response_class.FromString,
-            )  # fmt: skip
+            )
             await stream(iter([request, request]), metadata=auth("operator"))
         else:
             unary = service.channel.unary_unary(
-                path, request_serializer=lambda m: m.SerializeToString(),
+                path,
+                request_serializer=lambda m: m.SerializeToString(),
                 response_deserializer=response_class.FromString,
-            )  # fmt: skip
+            )
             await unary(request, metadata=auth("operator"))
     except grpc.aio.AioRpcError as error:
         return error.code()

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 17:53:12.462669
+Create Date: 2026-11-28 18:53:24.403583
 """
 
 from __future__ import annotations
@@ -180,6 +180,7 @@ def upgrade() -> None:
         sa.Column("severity", sa.SmallInteger(), nullable=False),
         sa.Column("confidence", sa.Double(), nullable=False),
         sa.Column("fingerprint", sa.String(length=32), nullable=False),
+        sa.Column("pattern_key", sa.String(length=16), nullable=False),
         sa.Column("outcome", sa.SmallInteger(), nullable=False),
         sa.Column("win_decisive", sa.Boolean(), nullable=True),
         sa.Column("win_occurred_at", sa.DateTime(timezone=True), nullable=True),
@@ -353,10 +354,6 @@ def upgrade() -> None:
             server_default=sa.text("now()"),
             nullable=False,
         ),
-        sa.CheckConstraint(
-            "shown >= 0 AND positive >= 0 AND negative >= 0 AND dismissed >= 0",
-            name=op.f("ck_learning_metrics_non_negative"),
-        ),
         sa.PrimaryKeyConstraint(
             "scope_type", "scope_id", "dimension", "key", name=op.f("pk_learning_metrics")
         ),
@@ -489,23 +486,6 @@ def upgrade() -> None:
         ),
         sa.CheckConstraint("phase BETWEEN 0 AND 4", name=op.f("ck_rollout_phases_phase_range")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_rollout_phases")),
-    )
-    op.create_table(
-        "suppressed_fingerprints",
-        sa.Column("repository_id", sa.BigInteger(), nullable=False),
-        sa.Column("pull_request", sa.Integer(), nullable=False),
-        sa.Column("fingerprint", sa.String(length=32), nullable=False),
-        sa.Column("outcome", sa.SmallInteger(), nullable=False),
-        sa.Column("finding_id", sa.BigInteger(), nullable=False),
-        sa.Column(
-            "updated_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("now()"),
-            nullable=False,
-        ),
-        sa.PrimaryKeyConstraint(
-            "repository_id", "pull_request", "fingerprint", name=op.f("pk_suppressed_fingerprints")
-        ),
     )
     op.create_table(
         "team_metrics",
@@ -660,6 +640,7 @@ def upgrade() -> None:
         sa.Column("suggested_fix", sa.Text(), server_default="", nullable=False),
         sa.Column("code_context", sa.Text(), server_default="", nullable=False),
         sa.Column("fingerprint", sa.String(length=32), nullable=False),
+        sa.Column("pattern_key", sa.String(length=16), nullable=False),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
@@ -793,7 +774,6 @@ def downgrade() -> None:
     op.drop_table("teams")
     op.drop_index("ix_team_metrics_team_id_created", table_name="team_metrics")
     op.drop_table("team_metrics")
-    op.drop_table("suppressed_fingerprints")
     op.drop_table("rollout_phases")
     op.drop_table("rollout_exposures")
     op.drop_index(op.f("ix_roi_reports_team_id"), table_name="roi_reports")

@@ -1,0 +1,151 @@
+"""The SQL of the learning fold: set-based statements that turn the feedback log into counts.
+
+Every statement runs inside the fold's transaction (see ``services.learning.folding``) and reads
+only rows whose writing transaction finished before ``:horizon``; ``:watermark`` is where the
+previous fold stopped. The outcome of a finding is its greatest event by
+``(decisive, occurred_at, id)`` (shared.outcome); applying an event twice is a no-op, so the
+fold and a full recompute give identical counts.
+"""
+
+from __future__ import annotations
+
+from shared.outcome import FeedbackKind, Outcome, sql_decisive, sql_outcome_case
+
+_DISMISSED = int(FeedbackKind.DISMISSED)
+PENDING = int(Outcome.PENDING)
+POSITIVE = int(Outcome.POSITIVE)
+NEGATIVE = int(Outcome.NEGATIVE)
+DISMISSED = int(Outcome.DISMISSED)
+
+SEVERITY_NAMES = ("info", "low", "medium", "high", "critical")
+_SEVERITY_KEY = (
+    "(CASE fd.severity "
+    + " ".join(f"WHEN {i + 1} THEN '{name}'" for i, name in enumerate(SEVERITY_NAMES))
+    + " END)"
+)
+
+SNAPSHOT_HORIZON = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+
+LOCK_STATE = "SELECT watermark FROM fold_state WHERE stream = 'feedback' FOR UPDATE"
+
+CREATE_DELTA = """
+CREATE TEMP TABLE IF NOT EXISTS fold_delta (
+    team_id bigint, repository_id bigint, category text, severity smallint, rule_id text,
+    d_shown integer, d_positive integer, d_negative integer, d_dismissed integer
+) ON COMMIT DELETE ROWS
+"""
+
+# New findings enter with the outcome of every event already committed for them: an event can
+# commit before its finding is folded (a transaction with a lower id that commits later).
+FOLD_NEW_FINDINGS = f"""
+WITH new_findings AS (
+    SELECT * FROM findings WHERE tx_id >= :watermark AND tx_id < :horizon
+), winners AS (
+    SELECT DISTINCT ON (fb.finding_id)
+        fb.finding_id, fb.kind, fb.occurred_at, fb.id, {sql_decisive("fb.kind")} AS decisive
+    FROM suggestion_feedback fb JOIN new_findings nf ON nf.id = fb.finding_id
+    WHERE fb.tx_id < :horizon
+    ORDER BY fb.finding_id, {sql_decisive("fb.kind")} DESC, fb.occurred_at DESC, fb.id DESC
+), inserted AS (
+    INSERT INTO finding_outcomes (
+        finding_id, team_id, repository_id, pull_request, rule_id, category, severity,
+        confidence, fingerprint, pattern_key, outcome, win_decisive, win_occurred_at,
+        win_feedback_id, created_at, updated_at)
+    SELECT nf.id, nf.team_id, nf.repository_id, nf.pull_request, nf.rule_id, nf.category,
+        nf.severity, nf.confidence, nf.fingerprint, nf.pattern_key,
+        COALESCE({sql_outcome_case("w.kind")}, {PENDING}), w.decisive, w.occurred_at, w.id,
+        nf.created_at, now()
+    FROM new_findings nf LEFT JOIN winners w ON w.finding_id = nf.id
+    ON CONFLICT (finding_id) DO NOTHING
+    RETURNING team_id, repository_id, category, severity, rule_id, outcome
+)
+INSERT INTO fold_delta
+SELECT team_id, repository_id, category, severity, rule_id, 1,
+    (outcome = {POSITIVE})::int, (outcome = {NEGATIVE})::int, (outcome = {DISMISSED})::int
+FROM inserted
+"""
+
+# New events of findings already folded: the finding moves between counts when the new event
+# beats its current winner.
+FOLD_NEW_EVENTS = f"""
+WITH new_winners AS (
+    SELECT DISTINCT ON (fb.finding_id)
+        fb.finding_id, fb.kind, fb.occurred_at, fb.id, {sql_decisive("fb.kind")} AS decisive
+    FROM suggestion_feedback fb
+    WHERE fb.tx_id >= :watermark AND fb.tx_id < :horizon
+    ORDER BY fb.finding_id, {sql_decisive("fb.kind")} DESC, fb.occurred_at DESC, fb.id DESC
+), changed AS (
+    SELECT o.finding_id, o.outcome AS old_outcome, {sql_outcome_case("nw.kind")} AS new_outcome,
+        nw.decisive, nw.occurred_at, nw.id
+    FROM new_winners nw JOIN finding_outcomes o ON o.finding_id = nw.finding_id
+    WHERE o.win_feedback_id IS NULL
+       OR (nw.decisive, nw.occurred_at, nw.id)
+          > (o.win_decisive, o.win_occurred_at, o.win_feedback_id)
+), updated AS (
+    UPDATE finding_outcomes o
+    SET outcome = c.new_outcome, win_decisive = c.decisive, win_occurred_at = c.occurred_at,
+        win_feedback_id = c.id, updated_at = now()
+    FROM changed c WHERE o.finding_id = c.finding_id
+    RETURNING o.team_id, o.repository_id, o.category, o.severity, o.rule_id,
+        c.old_outcome, c.new_outcome
+)
+INSERT INTO fold_delta
+SELECT team_id, repository_id, category, severity, rule_id, 0,
+    (new_outcome = {POSITIVE})::int - (old_outcome = {POSITIVE})::int,
+    (new_outcome = {NEGATIVE})::int - (old_outcome = {NEGATIVE})::int,
+    (new_outcome = {DISMISSED})::int - (old_outcome = {DISMISSED})::int
+FROM updated WHERE old_outcome <> new_outcome
+"""
+
+# Findings deleted by the feedback service leave orphans here; take them out of the counts.
+FOLD_DELETED_FINDINGS = f"""
+WITH gone AS (
+    DELETE FROM finding_outcomes o
+    WHERE NOT EXISTS (SELECT 1 FROM findings f WHERE f.id = o.finding_id)
+    RETURNING team_id, repository_id, category, severity, rule_id, outcome
+)
+INSERT INTO fold_delta
+SELECT team_id, repository_id, category, severity, rule_id, -1,
+    -(outcome = {POSITIVE})::int, -(outcome = {NEGATIVE})::int, -(outcome = {DISMISSED})::int
+FROM gone
+"""
+
+# Every finding counts in 3 scopes (global, its team, its repository) x 4 dimensions
+# (everything, its category, its severity, its rule).
+APPLY_DELTA = f"""
+INSERT INTO learning_metrics AS lm
+    (scope_type, scope_id, dimension, key, shown, positive, negative, dismissed, updated_at)
+SELECT s.scope_type, s.scope_id, d.dimension, d.key,
+    sum(fd.d_shown), sum(fd.d_positive), sum(fd.d_negative), sum(fd.d_dismissed), now()
+FROM fold_delta fd
+CROSS JOIN LATERAL (VALUES (1, 0::bigint), (2, fd.team_id), (3, fd.repository_id))
+    AS s(scope_type, scope_id)
+CROSS JOIN LATERAL (VALUES (1, '*'), (2, fd.category), (3, {_SEVERITY_KEY}), (4, fd.rule_id))
+    AS d(dimension, key)
+GROUP BY s.scope_type, s.scope_id, d.dimension, d.key
+ON CONFLICT (scope_type, scope_id, dimension, key) DO UPDATE SET
+    shown = lm.shown + EXCLUDED.shown,
+    positive = lm.positive + EXCLUDED.positive,
+    negative = lm.negative + EXCLUDED.negative,
+    dismissed = lm.dismissed + EXCLUDED.dismissed,
+    updated_at = now()
+"""
+
+DELTA_SIZE = "SELECT count(*), coalesce(sum(abs(d_shown)), 0) FROM fold_delta"
+
+ADVANCE = """
+UPDATE fold_state SET watermark = :horizon, updated_at = now(),
+    findings_folded = findings_folded + :findings, events_folded = events_folded + :events
+WHERE stream = 'feedback'
+"""
+
+COUNT_NEW_EVENTS = """
+SELECT count(*) FROM suggestion_feedback WHERE tx_id >= :watermark AND tx_id < :horizon
+"""
+
+RESET_FOR_RECOMPUTE = [
+    "DELETE FROM finding_outcomes",
+    "DELETE FROM learning_metrics",
+    "UPDATE fold_state SET watermark = 0, findings_folded = 0, events_folded = 0 "
+    "WHERE stream = 'feedback'",
+]

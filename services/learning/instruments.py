@@ -1,0 +1,34 @@
+"""The learning service's OpenTelemetry instruments (the plan's learning and ranking metrics)."""
+
+from __future__ import annotations
+
+from opentelemetry import metrics
+
+
+class LearningInstruments:
+    def __init__(self) -> None:
+        meter = metrics.get_meter("reviewlearn.learning")
+        self.update_duration = meter.create_histogram(
+            "learning_metrics_update_duration", unit="s", description="Time to fold new feedback"
+        )
+        self.events_folded = meter.create_counter(
+            "learning_events_folded", description="Feedback events folded into learning metrics"
+        )
+        self.threshold_changes = meter.create_counter(
+            "confidence_threshold_changes", description="Confidence thresholds changed by a tune"
+        )
+        self.ranking_duration = meter.create_histogram(
+            "suggestion_ranking_duration", unit="s", description="Time to rank one request"
+        )
+        self.deduplication_hits = meter.create_counter(
+            "deduplication_hits", description="Findings collapsed into another (exact or near)"
+        )
+        self.diversity_factor = meter.create_histogram(
+            "diversity_factor_distribution", description="Diversity asked for by ranking requests"
+        )
+        self.last_average_score = 0.0
+        meter.create_observable_gauge(
+            "average_ranking_score",
+            callbacks=[lambda _: [metrics.Observation(self.last_average_score)]],
+            description="Mean score of the shown findings of the last ranking",
+        )

@@ -1,0 +1,78 @@
+"""Loads the learned model from the database and keeps the current one in memory.
+
+The ranker reads the in-memory model (no query per ranking for learned state); it is rebuilt
+after every fold or tune that changed something, and periodically as a fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.learning.calibration import CalibrationCurve
+from services.learning.model import (
+    LearnedModel,
+    ModelParameters,
+    Scope,
+    ThresholdEntry,
+    build_model,
+)
+from services.learning.repository import LearningRepository
+
+
+class ModelStore:
+    def __init__(
+        self, *, sessions: async_sessionmaker[AsyncSession], parameters: ModelParameters
+    ) -> None:
+        self._sessions = sessions
+        self._parameters = parameters
+        self._model: LearnedModel | None = None
+        self._lock = asyncio.Lock()
+
+    async def current(self) -> LearnedModel:
+        if self._model is None:
+            await self.refresh()
+        assert self._model is not None
+        return self._model
+
+    async def refresh(self) -> LearnedModel:
+        async with self._lock:
+            async with self._sessions.begin() as session:
+                repo = LearningRepository(session)
+                state = await repo.fold_state()
+                rows = await repo.all_metrics([1, 2, 3, 4])
+                rule_category = await repo.rule_categories()
+                _, _, team_of_repository = await repo.scope_names()
+                curve_rows = await repo.curves()
+                threshold_rows = await repo.thresholds()
+            curves: dict[tuple[Scope, str], CalibrationCurve] = {
+                ((row.scope_type, row.scope_id), row.category): CalibrationCurve.from_dict(
+                    row.curve
+                )
+                for row in curve_rows
+            }
+            thresholds = {
+                ((row.scope_type, row.scope_id), row.category): ThresholdEntry(
+                    threshold=row.threshold,
+                    source=row.source,
+                    target=row.target,
+                    not_useful_upper=row.not_useful_upper,
+                    sample_size=row.sample_size,
+                    updated_at=row.updated_at,
+                )
+                for row in threshold_rows
+            }
+            self._model = build_model(
+                watermark=state.watermark if state else 0,
+                built_at=datetime.now(UTC),
+                rows=rows,
+                rule_category=rule_category,
+                team_of_repository=team_of_repository,
+                curves=curves,
+                thresholds=thresholds,
+                last_tune=max((row.updated_at for row in threshold_rows), default=None),
+                parameters=self._parameters,
+            )
+            return self._model

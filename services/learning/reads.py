@@ -1,0 +1,171 @@
+"""The learning service's reads: metrics, thresholds and patterns of a scope."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.learning.calibration import CalibrationCurve
+from services.learning.model import (
+    GLOBAL,
+    GLOBAL_SCOPE,
+    REPOSITORY,
+    TEAM,
+    MetricView,
+    Scope,
+    ThresholdEntry,
+)
+from services.learning.model_store import ModelStore
+from services.learning.repository import LearningRepository
+from shared.db.models import PatternRow
+from shared.errors import FieldViolation, InvalidArgument, NotFound
+
+
+@dataclass(frozen=True)
+class ScopeName:
+    """A scope as people name it: a team name or a repository URL ("" for global)."""
+
+    scope_type: int
+    name: str
+
+
+@dataclass(frozen=True)
+class MetricsPage:
+    metrics: tuple[MetricView, ...]
+    names: dict[Scope, ScopeName]
+    watermark: int
+    last_update: datetime | None
+    backlog: int
+    next_offset: int | None
+
+
+@dataclass(frozen=True)
+class ThresholdView:
+    scope: ScopeName
+    category: str
+    entry: ThresholdEntry
+    curve: CalibrationCurve | None
+
+
+@dataclass(frozen=True)
+class ThresholdsView:
+    thresholds: tuple[ThresholdView, ...]
+    last_tune: datetime | None
+    stale: bool
+
+
+class LearningReads:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        models: ModelStore,
+        stale_after: timedelta,
+    ) -> None:
+        self._sessions = sessions
+        self._models = models
+        self._stale_after = stale_after
+
+    async def resolve(self, scope: ScopeName) -> Scope:
+        if scope.scope_type == GLOBAL:
+            return GLOBAL_SCOPE
+        if not scope.name:
+            raise InvalidArgument([FieldViolation("scope.id", "name the team or repository")])
+        async with self._sessions.begin() as session:
+            repo = LearningRepository(session)
+            if scope.scope_type == TEAM:
+                team_id = await repo.team_id(scope.name)
+                if team_id is None:
+                    raise NotFound(f"no team {scope.name!r}", reason="TEAM_NOT_FOUND")
+                return (TEAM, team_id)
+            repository = await repo.repository(scope.name)
+        if repository is None:
+            raise NotFound(f"no repository {scope.name!r}", reason="REPOSITORY_NOT_FOUND")
+        return (REPOSITORY, repository[0])
+
+    async def scope_names(self) -> dict[Scope, ScopeName]:
+        async with self._sessions.begin() as session:
+            teams, repositories, _ = await LearningRepository(session).scope_names()
+        names: dict[Scope, ScopeName] = {GLOBAL_SCOPE: ScopeName(GLOBAL, "")}
+        names.update({(TEAM, i): ScopeName(TEAM, name) for i, name in teams.items()})
+        names.update(
+            {(REPOSITORY, i): ScopeName(REPOSITORY, url) for i, url in repositories.items()}
+        )
+        return names
+
+    async def metrics(
+        self, scope: ScopeName, *, dimension: int, key: str | None, offset: int, limit: int
+    ) -> MetricsPage:
+        resolved = await self.resolve(scope)
+        model = await self._models.current()
+        views = sorted(
+            (
+                view
+                for (s, d, k), view in model.metrics.items()
+                if s == resolved and d == dimension and (key is None or k == key)
+            ),
+            key=lambda v: (-v.counts.shown, v.key),
+        )
+        async with self._sessions.begin() as session:
+            repo = LearningRepository(session)
+            state = await repo.fold_state()
+            backlog = await repo.backlog(state.watermark if state else 0)
+        page = views[offset : offset + limit]
+        return MetricsPage(
+            metrics=tuple(page),
+            names={resolved: scope},
+            watermark=model.watermark,
+            last_update=state.updated_at if state else None,
+            backlog=backlog,
+            next_offset=offset + limit if offset + limit < len(views) else None,
+        )
+
+    async def thresholds(self, scope: ScopeName, *, category: str | None) -> ThresholdsView:
+        resolved = await self.resolve(scope)
+        model = await self._models.current()
+        chain = _chain(model.team_of_repository, resolved)
+        categories = sorted({c for (_, c) in model.thresholds} | {c for (_, c) in model.curves})
+        views: list[ThresholdView] = []
+        for name in categories:
+            if category is not None and name != category:
+                continue
+            entry = next(
+                (model.thresholds[(s, name)] for s in chain if (s, name) in model.thresholds), None
+            )
+            curve = next(
+                (model.curves[(s, name)] for s in chain if (s, name) in model.curves), None
+            )
+            if entry is not None:
+                views.append(ThresholdView(scope, name, entry, curve))
+        last_tune = model.last_tune
+        stale = last_tune is None or datetime.now(UTC) - last_tune > self._stale_after
+        return ThresholdsView(tuple(views), last_tune, stale)
+
+    async def patterns(
+        self,
+        scope: ScopeName,
+        *,
+        pattern_type: int | None,
+        after: tuple[int, str] | None,
+        limit: int,
+    ) -> list[PatternRow]:
+        resolved = await self.resolve(scope)
+        async with self._sessions.begin() as session:
+            return await LearningRepository(session).patterns(
+                scope_type=resolved[0],
+                scope_id=resolved[1],
+                pattern_type=pattern_type,
+                after=after,
+                limit=limit,
+            )
+
+
+def _chain(team_of_repository: dict[int, int], scope: Scope) -> list[Scope]:
+    if scope[0] == REPOSITORY:
+        team = team_of_repository.get(scope[1])
+        return [scope, *([(TEAM, team)] if team is not None else []), GLOBAL_SCOPE]
+    if scope[0] == TEAM:
+        return [scope, GLOBAL_SCOPE]
+    return [GLOBAL_SCOPE]

@@ -1,0 +1,445 @@
+"""RankSuggestions: gather a review's findings and the learned state, rank, explain."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.learning.dedup import simhash64
+from services.learning.gates import LearningGate
+from services.learning.instruments import LearningInstruments
+from services.learning.model import CATEGORY, RULE, LearnedModel
+from services.learning.model_store import ModelStore
+from services.learning.ranking import (
+    RankingInputs,
+    RankingPolicy,
+    RankingResult,
+    pass_through,
+    rank_findings,
+)
+from services.learning.repository import LearningRepository
+from shared.errors import Violations
+from shared.finding_input import FindingDraft, Limits, check_text, validate_finding
+from shared.fingerprint import finding_fingerprint
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One finding to rank, registered (finding_id > 0) or inline."""
+
+    index: int
+    finding_id: int
+    client_finding_id: str
+    rule_id: str
+    category: str
+    severity: int
+    confidence: float
+    file_path: str
+    line_start: int
+    message: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class RankOptions:
+    max_results: int = 0
+    diversity: float = 0.0
+    exploration: bool = False
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RankRequest:
+    repository_url: str
+    pull_request: int
+    finding_ids: tuple[int, ...]
+    inline: tuple[FindingDraft, ...]
+    options: RankOptions
+
+
+@dataclass(frozen=True)
+class Explanation:
+    raw_confidence: float
+    calibrated_probability: float
+    calibration_source: str
+    severity_weight: float
+    rule_acceptance: float
+    category_acceptance: float
+    adjusted_probability: float
+    threshold: float
+    threshold_source: str
+    diversity_penalty: float
+    explored: bool
+
+
+@dataclass(frozen=True)
+class RankedItem:
+    candidate: Candidate
+    rank: int
+    score: float
+    calibrated: float
+    suppressed: bool
+    reason: str
+    detail: str
+    duplicate_of: Candidate | None
+    flagged: bool
+    explanation: Explanation | None
+
+
+@dataclass(frozen=True)
+class ItemProblem:
+    index: int
+    code: int
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class RankOutcome:
+    items: tuple[RankedItem, ...]
+    learning_applied: bool
+    not_applied_reason: str
+    model_version: str
+    problems: tuple[ItemProblem, ...] = field(default=())
+
+
+@lru_cache(maxsize=65_536)
+def _simhash_of(message: str) -> int:
+    # Bots repeat their messages: hashing each distinct text once keeps big requests cheap.
+    return int(simhash64([message])[0])
+
+
+def validate_request(request: RankRequest, *, limits: Limits, max_findings: int) -> None:
+    violations = Violations()
+    check_text(
+        violations,
+        "repository_url",
+        request.repository_url,
+        max_chars=limits.max_url_chars,
+        required=True,
+    )
+    if request.pull_request < 0:
+        violations.add("pull_request", "must not be negative")
+    total = len(request.finding_ids) + len(request.inline)
+    if total == 0:
+        violations.add("finding_ids", "give finding ids or inline findings to rank")
+    elif total > max_findings:
+        violations.add("findings", f"{total} findings; at most {max_findings} per request")
+    for i, finding_id in enumerate(request.finding_ids[:max_findings]):
+        if finding_id <= 0:
+            violations.add(f"finding_ids[{i}]", "must be a positive finding id")
+    if total <= max_findings:
+        for i, draft in enumerate(request.inline):
+            validate_finding(draft, f"findings[{i}]", limits, violations)
+    options = request.options
+    if not math.isfinite(options.diversity) or not 0.0 <= options.diversity <= 1.0:
+        violations.add("options.diversity", f"must be within [0, 1], got {options.diversity}")
+    if options.max_results < 0:
+        violations.add("options.max_results", "must not be negative")
+    violations.raise_if_any()
+
+
+class SuggestionRanker:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        models: ModelStore,
+        gate: LearningGate,
+        instruments: LearningInstruments,
+        limits: Limits,
+        max_findings: int,
+        severity_weights: tuple[float, float, float, float, float],
+        line_window: int,
+        max_hamming: int,
+    ) -> None:
+        self._sessions = sessions
+        self._models = models
+        self._gate = gate
+        self._instruments = instruments
+        self._limits = limits
+        self._max_findings = max_findings
+        self._severity_weights = severity_weights
+        self._line_window = line_window
+        self._max_hamming = max_hamming
+
+    async def rank(self, request: RankRequest) -> RankOutcome:
+        started = time.perf_counter()
+        validate_request(request, limits=self._limits, max_findings=self._max_findings)
+        async with self._sessions.begin() as session:
+            repo = LearningRepository(session)
+            repository = await repo.repository(request.repository_url)
+            candidates, problems = await self._candidates(repo, request, repository)
+            gate = await self._gate.check(feature="ranking", repository_url=request.repository_url)
+            dismissed: set[str] = set()
+            if gate.enabled and repository is not None and request.pull_request > 0:
+                dismissed = await repo.dismissed_fingerprints(
+                    repository_id=repository[0],
+                    pull_request=request.pull_request,
+                    fingerprints=[c.fingerprint for c in candidates],
+                )
+        if not gate.enabled:
+            outcome = _pass_through_outcome(candidates, problems, gate.reason)
+        else:
+            model = await self._models.current()
+            outcome = self._rank(model, candidates, problems, request, repository, dismissed)
+        seconds = time.perf_counter() - started
+        self._instruments.ranking_duration.record(
+            seconds, {"learning_applied": outcome.learning_applied}
+        )
+        self._instruments.diversity_factor.record(request.options.diversity)
+        return outcome
+
+    async def _candidates(
+        self, repo: LearningRepository, request: RankRequest, repository: tuple[int, int] | None
+    ) -> tuple[list[Candidate], list[ItemProblem]]:
+        records = await repo.findings(request.finding_ids)
+        candidates: list[Candidate] = []
+        problems: list[ItemProblem] = []
+        for index, finding_id in enumerate(request.finding_ids):
+            record = records.get(finding_id)
+            if record is None:
+                problems.append(
+                    ItemProblem(index, 5, "FINDING_NOT_FOUND", f"no finding {finding_id}")
+                )
+                continue
+            if repository is None or record.repository_id != repository[0]:
+                problems.append(
+                    ItemProblem(
+                        index,
+                        9,
+                        "FINDING_OF_ANOTHER_REPOSITORY",
+                        f"finding {finding_id} belongs to another repository",
+                    )
+                )
+                continue
+            candidates.append(
+                Candidate(
+                    index,
+                    finding_id,
+                    record.client_finding_id or "",
+                    record.rule_id,
+                    record.category,
+                    record.severity,
+                    record.confidence,
+                    record.file_path,
+                    record.line_start,
+                    record.message,
+                    record.fingerprint,
+                )
+            )
+        offset = len(request.finding_ids)
+        for position, draft in enumerate(request.inline):
+            fingerprint = finding_fingerprint(
+                rule_id=draft.rule_id,
+                file_path=draft.file_path,
+                message=draft.message,
+                code_context=draft.code_context,
+            )
+            candidates.append(
+                Candidate(
+                    offset + position,
+                    0,
+                    draft.client_finding_id or "",
+                    draft.rule_id,
+                    draft.category,
+                    draft.severity,
+                    draft.confidence,
+                    draft.file_path,
+                    draft.line_start,
+                    draft.message,
+                    fingerprint,
+                )
+            )
+        return candidates, problems
+
+    def _rank(
+        self,
+        model: LearnedModel,
+        candidates: Sequence[Candidate],
+        problems: Sequence[ItemProblem],
+        request: RankRequest,
+        repository: tuple[int, int] | None,
+        dismissed: set[str],
+    ) -> RankOutcome:
+        n = len(candidates)
+        chain = model.scopes_of(repository[0] if repository else None)
+        confidence = np.fromiter((c.confidence for c in candidates), dtype=np.float64, count=n)
+        severity = np.fromiter((c.severity for c in candidates), dtype=np.int64, count=n)
+        categories = [c.category for c in candidates]
+        rules = [c.rule_id for c in candidates]
+
+        calibrated = np.empty(n)
+        calibration_source = np.empty(n, dtype=object)
+        threshold = np.empty(n)
+        threshold_source = np.empty(n, dtype=object)
+        category_acceptance = np.empty(n)
+        for category, members in _group(categories).items():
+            curve, source = model.curve_for(category, chain)
+            calibrated[members] = curve.predict(confidence[members])
+            calibration_source[members] = source
+            threshold[members], threshold_source[members] = model.threshold_for(category, chain)
+            alpha, beta = model.usefulness(CATEGORY, category, chain)
+            category_acceptance[members] = alpha / (alpha + beta)
+        rule_alpha = np.empty(n)
+        rule_beta = np.empty(n)
+        noisy = np.zeros(n, dtype=bool)
+        for rule, members in _group(rules).items():
+            rule_alpha[members], rule_beta[members] = model.usefulness(RULE, rule, chain)
+            noisy[members] = rule in model.noisy_rules
+
+        options = request.options
+        inputs = RankingInputs(
+            raw_confidence=confidence,
+            calibrated=np.clip(calibrated, 0.0, 1.0),
+            severity=severity,
+            is_security=np.array([c == "security" for c in categories], dtype=bool),
+            rule_alpha=rule_alpha,
+            rule_beta=rule_beta,
+            category_acceptance=np.clip(category_acceptance, 1e-4, 1 - 1e-4),
+            noisy_rule=noisy,
+            threshold=threshold,
+            previously_dismissed=np.array(
+                [c.fingerprint in dismissed for c in candidates], dtype=bool
+            ),
+            fingerprints=[c.fingerprint for c in candidates],
+            file_paths=[c.file_path for c in candidates],
+            line_starts=np.fromiter((c.line_start for c in candidates), dtype=np.int64, count=n),
+            rule_ids=rules,
+            categories=categories,
+            simhashes=np.fromiter(
+                (_simhash_of(c.message) for c in candidates), dtype=np.uint64, count=n
+            ),
+        )
+        policy = RankingPolicy(
+            max_results=options.max_results,
+            diversity=options.diversity,
+            exploration=options.exploration,
+            seed=options.seed,
+            severity_weights=self._severity_weights,
+            line_window=self._line_window,
+            max_hamming=self._max_hamming,
+        )
+        result = rank_findings(inputs, policy)
+        weights = np.asarray(self._severity_weights)[severity - 1]
+        items = [
+            _item(
+                candidates,
+                result,
+                int(i),
+                calibrated,
+                calibration_source,
+                weights,
+                category_acceptance,
+                threshold,
+                threshold_source,
+            )
+            for i in result.order
+        ]
+        duplicates = int(np.count_nonzero(result.duplicate_of >= 0))
+        if duplicates:
+            self._instruments.deduplication_hits.add(duplicates)
+        shown = result.score[~result.suppressed]
+        if shown.size:
+            self._instruments.last_average_score = float(shown.mean())
+        return RankOutcome(
+            items=tuple(items),
+            learning_applied=True,
+            not_applied_reason="",
+            model_version=model.version,
+            problems=tuple(problems),
+        )
+
+
+def _group(keys: Sequence[str]) -> dict[str, npt.NDArray[np.intp]]:
+    unique, inverse = np.unique(np.asarray(keys, dtype=object), return_inverse=True)
+    return {str(key): np.flatnonzero(inverse == i) for i, key in enumerate(unique)}
+
+
+def _item(
+    candidates: Sequence[Candidate],
+    result: RankingResult,
+    i: int,
+    calibrated: npt.NDArray[np.float64],
+    calibration_source: npt.NDArray[np.object_],
+    weights: npt.NDArray[np.float64],
+    category_acceptance: npt.NDArray[np.float64],
+    threshold: npt.NDArray[np.float64],
+    threshold_source: npt.NDArray[np.object_],
+) -> RankedItem:
+    duplicate = int(result.duplicate_of[i])
+    reason = str(result.reason[i])
+    return RankedItem(
+        candidate=candidates[i],
+        rank=int(result.rank[i]),
+        score=float(result.score[i]),
+        calibrated=float(calibrated[i]),
+        suppressed=bool(result.suppressed[i]),
+        reason=reason,
+        detail=_detail(reason, candidates[i], threshold[i], duplicate, candidates),
+        duplicate_of=candidates[duplicate] if duplicate >= 0 else None,
+        flagged=bool(result.flagged[i]),
+        explanation=Explanation(
+            raw_confidence=candidates[i].confidence,
+            calibrated_probability=float(calibrated[i]),
+            calibration_source=str(calibration_source[i]),
+            severity_weight=float(weights[i]),
+            rule_acceptance=float(result.rule_acceptance[i]),
+            category_acceptance=float(category_acceptance[i]),
+            adjusted_probability=float(result.adjusted_probability[i]),
+            threshold=float(threshold[i]),
+            threshold_source=str(threshold_source[i]),
+            diversity_penalty=float(result.diversity_penalty[i]),
+            explored=bool(result.explored[i]),
+        ),
+    )
+
+
+def _detail(
+    reason: str,
+    candidate: Candidate,
+    threshold: float,
+    duplicate: int,
+    candidates: Sequence[Candidate],
+) -> str:
+    if reason == "below_threshold":
+        category = candidate.category
+        return f"confidence {candidate.confidence:.2f} < {category} threshold {threshold:.2f}"
+    if reason == "duplicate" and duplicate >= 0:
+        return f"duplicate of finding at position {candidates[duplicate].index}"
+    if reason == "previously_dismissed":
+        return "already dismissed or rejected on this pull request"
+    if reason == "noisy_rule":
+        return f"rule {candidate.rule_id} is statistically often ignored or rejected"
+    if reason == "over_limit":
+        return "ranked below max_results"
+    return ""
+
+
+def _pass_through_outcome(
+    candidates: Sequence[Candidate], problems: Sequence[ItemProblem], reason: str
+) -> RankOutcome:
+    result = pass_through(len(candidates))
+    items = tuple(
+        RankedItem(
+            candidate=candidates[i],
+            rank=int(result.rank[i]),
+            score=math.nan,
+            calibrated=math.nan,
+            suppressed=False,
+            reason="",
+            detail="",
+            duplicate_of=None,
+            flagged=False,
+            explanation=None,
+        )
+        for i in result.order
+    )
+    return RankOutcome(items, False, reason, "", tuple(problems))

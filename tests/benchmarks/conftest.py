@@ -1,0 +1,124 @@
+"""Benchmark fixtures: the servers under test, each in its own process.
+
+The load generator (this pytest process) and the server must not share an interpreter: on a
+small machine one event loop would then serve both sides, and the numbers would measure their
+contention instead of the server. So both the feedback service and the echo ceiling run as
+subprocesses, started the way production starts them and stopped with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import psutil
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.conftest import free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BENCH_TOKEN = "bench-token"
+AUTH = (("authorization", f"Bearer {BENCH_TOKEN}"),)
+READY_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 15.0
+
+
+@dataclass(frozen=True)
+class ServerProcess:
+    name: str
+    pid: int
+    address: str
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far (all its threads)."""
+        times = psutil.Process(self.pid).cpu_times()
+        return float(times.user + times.system)
+
+
+def _clean_environment() -> dict[str, str]:
+    # A developer's own REVIEWLEARN_* settings (a Redis URL, debug logging, other ports) would
+    # change what is measured; the benchmark sets every knob it depends on itself.
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("REVIEWLEARN_") and key != "LEARNING_ENABLED"
+    }
+
+
+async def _wait_until_serving(name: str, address: str, process: asyncio.subprocess.Process) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + READY_TIMEOUT_SECONDS
+    async with grpc.aio.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if process.returncode is not None:
+                raise RuntimeError(
+                    f"{name} exited with code {process.returncode} before serving "
+                    "(its output is above)"
+                )
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                response = await health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            if loop.time() > deadline:
+                raise TimeoutError(f"{name} is not SERVING on {address} after a minute")
+            await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def server_process(
+    name: str, args: list[str], *, port: int, env: Mapping[str, str]
+) -> AsyncIterator[ServerProcess]:
+    """Runs ``python <args>`` from the repository root until the block ends, then stops it.
+
+    The server's output goes to this process's own (logs at WARNING, so it is quiet unless
+    something is wrong, and then it is right there in the benchmark's output).
+    """
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, *args, cwd=REPO_ROOT, env=dict(env)
+    )
+    try:
+        address = f"127.0.0.1:{port}"
+        await _wait_until_serving(name, address, process)
+        yield ServerProcess(name=name, pid=process.pid, address=address)
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), STOP_TIMEOUT_SECONDS)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+@pytest.fixture
+async def feedback_server(database_url: str) -> AsyncIterator[ServerProcess]:
+    """``python -m services.feedback`` on the test database, exactly as deployed."""
+    port = free_port()
+    env = _clean_environment() | {
+        "REVIEWLEARN_DATABASE_URL": database_url,
+        "REVIEWLEARN_TOKENS": f"ingest={BENCH_TOKEN}",
+        "REVIEWLEARN_FEEDBACK_GRPC_PORT": str(port),
+        "REVIEWLEARN_FEEDBACK_METRICS_PORT": str(free_port()),
+        "REVIEWLEARN_LOG_LEVEL": "WARNING",
+        "REVIEWLEARN_GRACE_PERIOD_SECONDS": "1",
+    }
+    async with server_process("feedback", ["-m", "services.feedback"], port=port, env=env) as s:
+        yield s
+
+
+@pytest.fixture
+async def echo_server() -> AsyncIterator[ServerProcess]:
+    """The bare grpc.aio ceiling (tests/benchmarks/echo.py)."""
+    port = free_port()
+    args = ["-m", "tests.benchmarks.echo", "--port", str(port)]
+    async with server_process("echo", args, port=port, env=_clean_environment()) as s:
+        yield s

@@ -1,0 +1,135 @@
+"""The incremental fold against the real database: exactly once, and equal to a recompute."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime
+
+import pytest
+from reviewlearn.feedback.v1 import feedback_pb2, feedback_pb2_grpc
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.cli.loader import load_feedback, load_reviews
+from services.cli.synthetic import generate_history
+from services.learning.folding import Folder
+from services.learning.instruments import LearningInstruments
+from shared.db.engine import create_session_factory
+from shared.db.models import LearningMetric
+from shared.outcome import FeedbackKind, Outcome, outcome_of
+from tests.conftest import RunningService, auth
+
+END = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+async def metrics_snapshot(engine: AsyncEngine) -> dict[tuple[int, int, int, str], tuple[int, ...]]:
+    async with engine.connect() as connection:
+        rows = await connection.execute(select(LearningMetric))
+        return {
+            (r.scope_type, r.scope_id, r.dimension, r.key): (
+                r.shown,
+                r.positive,
+                r.negative,
+                r.dismissed,
+            )
+            for r in rows
+            if (r.shown, r.positive, r.negative, r.dismissed) != (0, 0, 0, 0)
+        }
+
+
+@pytest.fixture
+def folder(db_engine: AsyncEngine) -> Folder:
+    return Folder(sessions=create_session_factory(db_engine), instruments=LearningInstruments())
+
+
+async def test_fold_in_steps_equals_recompute_and_the_outcome_rule(
+    feedback_service: RunningService, db_engine: AsyncEngine, folder: Folder
+) -> None:
+    stub = feedback_pb2_grpc.FeedbackServiceStub(feedback_service.channel)
+    history = generate_history(seed=3, reviews=60, findings_per_review=8, end=END)
+    ids = await load_reviews(stub, history.reviews, metadata=auth("ingest"), request_prefix="fold")
+    await folder.fold()
+    # Feedback arrives in slices, with folds in between; later slices change earlier outcomes.
+    slices = [history.feedback[i::3] for i in range(3)]
+    for part in slices:
+        await load_feedback(stub, part, ids, metadata=auth("ingest"))
+        await folder.fold()
+    folded = await metrics_snapshot(db_engine)
+    assert (await folder.fold()).counts.changes == 0  # nothing new: nothing changes
+
+    result = await folder.recompute()
+    assert result.counts.findings == sum(len(r.findings) for r in history.reviews)
+    assert await metrics_snapshot(db_engine) == folded
+
+    # And the counts are what the outcome rule says, computed here independently.
+    events: dict[int, list[tuple[FeedbackKind, datetime, int]]] = {}
+    for position, event in enumerate(history.feedback):
+        finding_id = ids[event.review_index][event.finding_index]
+        events.setdefault(finding_id, []).append(
+            (FeedbackKind[event.kind.upper()], event.occurred_at, position)
+        )
+    outcomes = Counter(outcome_of(e) for e in events.values())
+    total = sum(len(r) for r in ids)
+    assert folded[(1, 0, 1, "*")] == (
+        total,
+        outcomes[Outcome.POSITIVE],
+        outcomes[Outcome.NEGATIVE],
+        outcomes[Outcome.DISMISSED],
+    )
+
+
+async def test_folding_while_writers_write_loses_and_doubles_nothing(
+    feedback_service: RunningService, db_engine: AsyncEngine, folder: Folder
+) -> None:
+    stub = feedback_pb2_grpc.FeedbackServiceStub(feedback_service.channel)
+    history = generate_history(seed=4, reviews=40, findings_per_review=6, end=END)
+    ids = await load_reviews(stub, history.reviews, metadata=auth("ingest"), request_prefix="race")
+    done = asyncio.Event()
+
+    async def keep_folding() -> int:
+        folds = 0
+        while not done.is_set():
+            await folder.fold()
+            folds += 1
+            await asyncio.sleep(0)
+        return folds
+
+    async def write() -> None:
+        for i in range(0, len(history.feedback), 25):
+            await load_feedback(stub, history.feedback[i : i + 25], ids, metadata=auth("ingest"))
+        done.set()
+
+    folds, _ = await asyncio.gather(keep_folding(), write())
+    await folder.fold()
+    assert folds > 1
+    folded = await metrics_snapshot(db_engine)
+    await folder.recompute()
+    assert await metrics_snapshot(db_engine) == folded
+
+
+async def test_a_deleted_finding_leaves_the_counts(
+    feedback_service: RunningService, db_engine: AsyncEngine, folder: Folder
+) -> None:
+    stub = feedback_pb2_grpc.FeedbackServiceStub(feedback_service.channel)
+    history = generate_history(seed=5, reviews=10, findings_per_review=5, end=END)
+    ids = await load_reviews(stub, history.reviews, metadata=auth("ingest"), request_prefix="del")
+    await load_feedback(stub, history.feedback, ids, metadata=auth("ingest"))
+    await folder.fold()
+    before = (await metrics_snapshot(db_engine))[(1, 0, 1, "*")]
+    await stub.DeleteFinding(
+        feedback_pb2.DeleteFindingRequest(finding_id=ids[0][0], reason="test"),
+        metadata=auth("operator"),
+    )
+    folder.note_deletion()
+    await folder.fold()
+    after = (await metrics_snapshot(db_engine))[(1, 0, 1, "*")]
+    assert after[0] == before[0] - 1
+    async with db_engine.connect() as connection:
+        orphans = await connection.execute(
+            text("SELECT count(*) FROM finding_outcomes WHERE finding_id = :id"), {"id": ids[0][0]}
+        )
+        assert orphans.scalar_one() == 0
+    folded = await metrics_snapshot(db_engine)
+    await folder.recompute()
+    assert await metrics_snapshot(db_engine) == folded
