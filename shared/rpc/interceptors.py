@@ -168,12 +168,16 @@ def _around(
     return wrap
 
 
-class AuthInterceptor(_ServerInterceptor):
-    """Bearer token → role; the role each method needs comes from its proto option."""
+class _CachingInterceptor(_ServerInterceptor):
+    """Wraps each method's handler once and reuses it: per-call work stays inside the behaviour.
 
-    def __init__(self, *, tokens: TokenRegistry, method_roles: Mapping[str, Role]) -> None:
-        self._tokens = tokens
-        self._method_roles = dict(method_roles)
+    Rebuilding handlers and closures on every call costs more than a small RPC itself. Every
+    interceptor of the chain caches, so the handler it receives for a method is the same object
+    each time and the identity check below holds.
+    """
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
@@ -181,14 +185,43 @@ class AuthInterceptor(_ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler:
         handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
         method = handler_call_details.method
-        if handler is None or method.lstrip("/").startswith(OPEN_SERVICES):
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self.wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        raise NotImplementedError
+
+
+def _metadata(context: Any) -> dict[str, str]:
+    return {
+        key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)
+    }
+
+
+class AuthInterceptor(_CachingInterceptor):
+    """Bearer token → role; the role each method needs comes from its proto option."""
+
+    def __init__(self, *, tokens: TokenRegistry, method_roles: Mapping[str, Role]) -> None:
+        super().__init__()
+        self._tokens = tokens
+        self._method_roles = dict(method_roles)
+
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        if method.lstrip("/").startswith(OPEN_SERVICES):
             return handler
         required = self._method_roles.get(method)
-        metadata = dict(handler_call_details.invocation_metadata or ())
-        principal = self._tokens.authenticate(_bearer_token(metadata.get("authorization", "")))
+        tokens = self._tokens
 
-        async def check(_context: Any) -> None:
+        async def check(context: Any) -> None:
+            header = _metadata(context).get("authorization", "")
+            principal = tokens.authenticate(_bearer_token(header))
             if principal is None:
                 raise errors.Unauthenticated(
                     "missing or unknown bearer token: send 'authorization: Bearer <token>'",
@@ -219,22 +252,14 @@ def _bearer_token(header: str | bytes) -> str:
 _DATABASE_DOWN = (sa_exc.OperationalError, sa_exc.InterfaceError, ConnectionError, OSError)
 
 
-class ErrorInterceptor(_ServerInterceptor):
+class ErrorInterceptor(_CachingInterceptor):
     """Maps typed errors to status codes with google.rpc.Status details; unknown → INTERNAL."""
 
     def __init__(self, *, domain: str) -> None:
+        super().__init__()
         self._domain = domain
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-
+    def wrap(self, method: str, handler: Handler) -> Handler:
         async def on_error(exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> None:
             if isinstance(exc, errors.ReviewlearnError):
                 await _abort_with(context, exc, self._domain)
@@ -384,10 +409,11 @@ async def _abort_with(
     )
 
 
-class TelemetryInterceptor(_ServerInterceptor):
+class TelemetryInterceptor(_CachingInterceptor):
     """A server span per call (W3C context from metadata) and RPC count/errors/duration."""
 
     def __init__(self, *, service: str) -> None:
+        super().__init__()
         self._tracer = trace.get_tracer("reviewlearn.rpc")
         meter = metrics.get_meter("reviewlearn.rpc")
         self._requests = meter.create_counter("api_request_rate", description="RPCs handled")
@@ -398,11 +424,11 @@ class TelemetryInterceptor(_ServerInterceptor):
         self._service = service
 
     @contextmanager
-    def _observed(self, method: str, carrier: dict[str, str], context: Any) -> Iterator[None]:
+    def _observed(self, method: str, context: Any) -> Iterator[None]:
         started = time.perf_counter()
         with self._tracer.start_as_current_span(
             method.lstrip("/"),
-            context=extract(carrier),
+            context=extract(_metadata(context)),
             kind=SpanKind.SERVER,
             record_exception=False,
             set_status_on_exception=False,
@@ -427,34 +453,21 @@ class TelemetryInterceptor(_ServerInterceptor):
                     self._errors.add(1, attributes)
                     span.set_status(Status(StatusCode.ERROR, code.name))
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-        carrier = {
-            key: value
-            for key, value in (handler_call_details.invocation_metadata or ())
-            if isinstance(value, str)
-        }
+    def wrap(self, method: str, handler: Handler) -> Handler:
         observed = self._observed
 
         def wrap(behaviour: Behaviour, streaming: bool) -> Behaviour:
             if _yields_responses(behaviour, streaming):
 
                 async def stream_wrapper(request: Any, context: Any) -> AsyncIterator[Any]:
-                    with observed(method, carrier, context):
+                    with observed(method, context):
                         async for response in behaviour(request, context):
                             yield response
 
                 return stream_wrapper
 
             async def unary_wrapper(request: Any, context: Any) -> Any:
-                with observed(method, carrier, context):
+                with observed(method, context):
                     return await behaviour(request, context)
 
             return unary_wrapper

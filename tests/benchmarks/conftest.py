@@ -2,17 +2,18 @@
 
 The load generator (this pytest process) and the server must not share an interpreter: on a
 small machine one event loop would then serve both sides, and the numbers would measure their
-contention instead of the server. So both the feedback service and the echo ceiling run as
-subprocesses, started the way production starts them and stopped with SIGTERM.
+contention instead of the server. So the feedback and learning services and the echo ceiling run
+as subprocesses, started the way production starts them and stopped with SIGTERM.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,14 @@ from tests.conftest import free_port
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BENCH_TOKEN = "bench-token"
 AUTH = (("authorization", f"Bearer {BENCH_TOKEN}"),)
+BENCH_OPERATOR_TOKEN = "bench-operator-token"
+OPERATOR_AUTH = (("authorization", f"Bearer {BENCH_OPERATOR_TOKEN}"),)
+# What the services accept (shared.settings.max_message_bytes); a client of a 10,000-finding
+# ranking needs it too, the answer is larger than gRPC's default 4 MiB.
+CHANNEL_OPTIONS = (
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+)
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 15.0
 
@@ -41,6 +50,12 @@ class ServerProcess:
         """User + system CPU time the server process has used so far (all its threads)."""
         times = psutil.Process(self.pid).cpu_times()
         return float(times.user + times.system)
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """Nearest rank: the value that ``fraction`` of the (sorted) values did not exceed."""
+    rank = max(math.ceil(fraction * len(sorted_values)), 1)
+    return sorted_values[rank - 1]
 
 
 def _clean_environment() -> dict[str, str]:
@@ -112,6 +127,25 @@ async def feedback_server(database_url: str) -> AsyncIterator[ServerProcess]:
         "REVIEWLEARN_GRACE_PERIOD_SECONDS": "1",
     }
     async with server_process("feedback", ["-m", "services.feedback"], port=port, env=env) as s:
+        yield s
+
+
+@pytest.fixture
+async def learning_server(database_url: str) -> AsyncIterator[ServerProcess]:
+    """``python -m services.learning`` on the test database, exactly as deployed.
+
+    ``BENCH_TOKEN`` is a reader (ranking, metrics), ``BENCH_OPERATOR_TOKEN`` an operator (tuning).
+    """
+    port = free_port()
+    env = _clean_environment() | {
+        "REVIEWLEARN_DATABASE_URL": database_url,
+        "REVIEWLEARN_TOKENS": f"reader={BENCH_TOKEN},operator={BENCH_OPERATOR_TOKEN}",
+        "REVIEWLEARN_LEARNING_GRPC_PORT": str(port),
+        "REVIEWLEARN_LEARNING_METRICS_PORT": str(free_port()),
+        "REVIEWLEARN_LOG_LEVEL": "WARNING",
+        "REVIEWLEARN_GRACE_PERIOD_SECONDS": "1",
+    }
+    async with server_process("learning", ["-m", "services.learning"], port=port, env=env) as s:
         yield s
 
 

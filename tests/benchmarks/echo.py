@@ -1,9 +1,10 @@
-"""A bare grpc.aio server answering the feedback ingestion RPCs without doing any work.
+"""A bare grpc.aio server answering the benchmarked RPCs without doing any work.
 
-It is the framework ceiling the benchmarks compare the real service with: the same method paths,
-the same request decoding and a response of the same shape (one result per batch item), but no
-interceptors, no auth, no validation and no database. Run it in its own process, as the
-benchmark does, so that it competes with the load generator exactly as the service does::
+It is the framework ceiling the benchmarks compare the real services with: the same method paths,
+the same request decoding and a response of the same shape (one result per batch item, one
+ranked finding per finding to rank), but no interceptors, no auth, no validation, no learning
+and no database. Run it in its own process, as the benchmarks do, so that it competes with the
+load generator exactly as a service does::
 
     python -m tests.benchmarks.echo --port 50151
 """
@@ -18,10 +19,19 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from reviewlearn.feedback.v1 import feedback_pb2
+from reviewlearn.learning.v1 import learning_pb2
 
 from shared.rpc.server import run_until_signalled
 
 SERVICE_NAME = "reviewlearn.feedback.v1.FeedbackService"
+LEARNING_SERVICE_NAME = "reviewlearn.learning.v1.LearningService"
+# As large as the services allow (shared.settings.max_message_bytes): a ranking of 10,000
+# findings with explanations is larger than gRPC's default 4 MiB.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# As long as a typical summary of the learning service's explanations.
+ECHO_SUMMARY = (
+    "P(useful) 0.50 (isotonic) x rule lift 1.00 (rule 0.50 vs category 0.50) x severity 1.0 = 0.500"
+)
 
 
 async def batch_record_feedback(
@@ -46,6 +56,54 @@ async def record_feedback(
     return feedback_pb2.RecordFeedbackResponse(feedback_id=1)
 
 
+async def rank_suggestions(
+    request: learning_pb2.RankSuggestionsRequest, context: Any
+) -> learning_pb2.RankSuggestionsResponse:
+    # One ranked finding per input in input order, with the fields the service fills and an
+    # explanation whose summary is as long as the service's, so that building and encoding the
+    # response costs the ceiling what it costs the service; nothing is scored or deduplicated.
+    offset = len(request.finding_ids)
+    ranked = [
+        learning_pb2.RankedFinding(
+            ref=learning_pb2.FindingRef(index=index, finding_id=finding_id),
+            rank=index + 1,
+            score=0.5,
+            calibrated_probability=0.5,
+            explanation=learning_pb2.Explanation(summary=ECHO_SUMMARY),
+        )
+        for index, finding_id in enumerate(request.finding_ids)
+    ]
+    ranked.extend(
+        learning_pb2.RankedFinding(
+            ref=learning_pb2.FindingRef(
+                index=offset + position, client_finding_id=finding.client_finding_id
+            ),
+            fingerprint="0" * 32,
+            rank=offset + position + 1,
+            score=finding.confidence,
+            calibrated_probability=finding.confidence,
+            rule_id=finding.rule_id,
+            category=finding.category,
+            explanation=learning_pb2.Explanation(
+                raw_confidence=finding.confidence,
+                calibrated_probability=finding.confidence,
+                calibration_source="isotonic",
+                severity_weight=1.0,
+                rule_acceptance=0.5,
+                category_acceptance=0.5,
+                adjusted_probability=finding.confidence,
+                threshold=0.5,
+                threshold_source="own",
+                summary=ECHO_SUMMARY,
+            ),
+        )
+        for position, finding in enumerate(request.findings)
+    )
+    return learning_pb2.RankSuggestionsResponse(
+        findings=ranked, learning_applied=True, model_version="echo"
+    )
+
+
 def _unary(
     behaviour: Any, request_type: Any, response_type: Any
 ) -> grpc.RpcMethodHandler[Any, Any]:
@@ -65,7 +123,12 @@ class EchoServer:
         self.port = 0
 
     async def start(self) -> None:
-        server = grpc.aio.server()
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ]
+        )
         server.add_generic_rpc_handlers(
             (
                 grpc.method_handlers_generic_handler(
@@ -80,6 +143,16 @@ class EchoServer:
                             record_feedback,
                             feedback_pb2.RecordFeedbackRequest,
                             feedback_pb2.RecordFeedbackResponse,
+                        ),
+                    },
+                ),
+                grpc.method_handlers_generic_handler(
+                    LEARNING_SERVICE_NAME,
+                    {
+                        "RankSuggestions": _unary(
+                            rank_suggestions,
+                            learning_pb2.RankSuggestionsRequest,
+                            learning_pb2.RankSuggestionsResponse,
                         ),
                     },
                 ),
@@ -102,7 +175,7 @@ class EchoServer:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="A bare grpc.aio feedback ingestion server.")
+    parser = argparse.ArgumentParser(description="A bare grpc.aio server on the benchmarked RPCs.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     arguments = parser.parse_args()
