@@ -20,6 +20,7 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 
 # Latency buckets in seconds, from sub-millisecond RPCs to slow batch jobs.
 DURATION_BUCKETS = (
@@ -72,7 +73,11 @@ def setup_telemetry(
     )
     metrics.set_meter_provider(meter_provider)
 
-    tracer_provider = TracerProvider(resource=resource)
+    # Without an exporter nothing would read the spans: record none, but keep creating span
+    # contexts so that W3C trace ids still propagate to downstream calls and into the logs.
+    tracer_provider = TracerProvider(
+        resource=resource, sampler=ParentBased(ALWAYS_ON) if otlp_endpoint else ALWAYS_OFF
+    )
     if otlp_endpoint:
         # Imported lazily: the OTLP exporter pulls in a second gRPC client stack.
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter

@@ -9,6 +9,7 @@ import signal
 import sys
 from typing import Annotated
 
+import grpc
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -20,7 +21,7 @@ from services.cli.supervisor import (
     SERVICES,
     Supervisor,
 )
-from shared.auth import Role, TokenRegistry
+from shared.auth import Role, TokenRegistry, parse_tokens
 from shared.db import migrate as migrations
 
 app = typer.Typer(
@@ -173,6 +174,53 @@ def serve(
         raise typer.Exit(2)
     # exec, so the service is PID 1's direct child and receives SIGTERM itself.
     os.execv(sys.executable, [sys.executable, "-m", f"services.{service}"])
+
+
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Where `reviewlearn up` is listening.")] = "127.0.0.1",
+    feedback_port: int = DEFAULT_GRPC_PORTS["feedback"],
+    learning_port: int = DEFAULT_GRPC_PORTS["learning"],
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic history.")] = 7,
+    reviews: Annotated[int, typer.Option(help="Reviews in the synthetic history.")] = 600,
+) -> None:
+    """Load a synthetic review history into the running system and show what it learned."""
+    from services.cli.demo import DemoTarget, run_demo
+
+    spec = os.environ.get("REVIEWLEARN_TOKENS", "").strip()
+    token_file = state_dir() / "tokens"
+    if not spec and token_file.exists():
+        spec = token_file.read_text().strip()
+    if not spec:
+        console.print(
+            "[red]no tokens: start the system with `make run` (or `reviewlearn up`) first, "
+            "or set REVIEWLEARN_TOKENS[/red]"
+        )
+        raise typer.Exit(2)
+    by_role = {role: token for token, role in _token_items(parse_tokens(spec))}
+    operator = by_role.get(Role.OPERATOR)
+    if operator is None:
+        console.print("[red]the demo needs an operator token in REVIEWLEARN_TOKENS[/red]")
+        raise typer.Exit(2)
+
+    def bearer(role: Role) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {by_role.get(role, operator)}"),)
+
+    target = DemoTarget(
+        feedback_address=f"{host}:{feedback_port}",
+        learning_address=f"{host}:{learning_port}",
+        ingest=bearer(Role.INGEST),
+        reader=bearer(Role.READER),
+        operator=bearer(Role.OPERATOR),
+    )
+    try:
+        asyncio.run(run_demo(target, seed=seed, reviews=reviews, console=Console()))
+    except grpc.aio.AioRpcError as error:
+        console.print(
+            f"[red]{error.code().name}: {error.details()}[/red] — is `reviewlearn up` running "
+            f"on {host}?"
+        )
+        raise typer.Exit(1) from error
 
 
 @app.command()

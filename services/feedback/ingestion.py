@@ -71,8 +71,9 @@ class FeedbackIngestion:
         self._instruments = instruments
         self._notifier = notifier
         self._clock = clock
+        # Two flushes at a time: one can fill while the other commits, and flushes stay large.
         self._single_events: Coalescer[FeedbackDraft, ItemResult] = Coalescer(
-            self._store_coalesced, max_items=limits.max_events_per_batch
+            self._store_coalesced, max_items=limits.max_events_per_batch, max_concurrent_flushes=2
         )
 
     @property

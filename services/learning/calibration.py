@@ -7,7 +7,7 @@ prediction is one ``np.interp`` and curves round-trip through JSON unchanged.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -175,11 +175,34 @@ def fit_calibration(
         ece=0.0,
         raw_ece=0.0,
     )
-    return replace(
-        curve,
-        ece=expected_calibration_error(curve.predict(x), y),
-        raw_ece=expected_calibration_error(x, y),
-    )
+    fitted = {ISOTONIC: _isotonic_knots, SIGMOID: _sigmoid_knots}.get(method)
+    if fitted is not None and samples >= 4 * CV_FOLDS:
+        ece = _out_of_fold_ece(x, y, fitted)
+    else:
+        ece = expected_calibration_error(curve.predict(x), y)
+    return replace(curve, ece=ece, raw_ece=expected_calibration_error(x, y))
+
+
+CV_FOLDS = 5
+
+
+def _out_of_fold_ece(
+    x: FloatArray,
+    y: FloatArray,
+    fit: Callable[[FloatArray, FloatArray], tuple[FloatArray, FloatArray]],
+) -> float:
+    """ECE of predictions each made by a curve that did not see the point (k-fold).
+
+    In-sample ECE flatters a fitted curve (isotonic regression is perfectly calibrated on its
+    own data), so the reported error is measured out of fold.
+    """
+    folds = np.random.default_rng(0).permutation(x.size) % CV_FOLDS
+    predicted = np.empty_like(x)
+    for fold in range(CV_FOLDS):
+        held = folds == fold
+        xs, ys = fit(x[~held], y[~held])
+        predicted[held] = np.interp(x[held], xs, np.maximum.accumulate(np.clip(ys, 0.0, 1.0)))
+    return expected_calibration_error(predicted, y)
 
 
 def _outcomes(positive: npt.ArrayLike, size: int) -> FloatArray:

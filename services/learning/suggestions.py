@@ -413,7 +413,7 @@ def _detail(
         category = candidate.category
         return f"confidence {candidate.confidence:.2f} < {category} threshold {threshold:.2f}"
     if reason == "duplicate" and duplicate >= 0:
-        return f"duplicate of finding at position {candidates[duplicate].index}"
+        return f"duplicate of request finding {candidates[duplicate].index}"
     if reason == "previously_dismissed":
         return "already dismissed or rejected on this pull request"
     if reason == "noisy_rule":
