@@ -1,50 +1,82 @@
-"""The HTTP side port: ``/metrics`` for Prometheus and ``/healthz`` as JSON."""
+"""The HTTP side port: ``/metrics`` for Prometheus and ``/healthz`` as JSON.
+
+Served by prometheus_client's threading WSGI server rather than an async web framework: the
+side port handles a scrape every few seconds, and importing aiohttp alone cost a third of a
+service's cold start. The health report is async (it queries the database), so the request
+thread hands it to the service's event loop and waits for the answer.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import REGISTRY, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
-HealthReport = Callable[[], Awaitable[dict[str, Any]]]
+HealthReport = Callable[[], Coroutine[Any, Any, dict[str, Any]]]
+HEALTH_TIMEOUT_SECONDS = 5.0
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes every few seconds would flood the log; access logs are not kept."""
 
 
 class SidePort:
-    """A small aiohttp server; its report callback decides the /healthz status code."""
-
     def __init__(self, *, host: str, port: int, health_report: HealthReport) -> None:
         self._host = host
         self._port = port
         self._health_report = health_report
-        self._runner: web.AppRunner | None = None
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._metrics_app = make_wsgi_app(REGISTRY)
         self.bound_port = 0
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/healthz", self._healthz)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
-        server = site._server  # aiohttp exposes the bound port only here
-        sockets = getattr(server, "sockets", None) or []
-        self.bound_port = sockets[0].getsockname()[1] if sockets else self._port
+        self._loop = asyncio.get_running_loop()
+        self._server = make_server(
+            self._host, self._port, self._app, ThreadingWSGIServer, handler_class=_QuietHandler
+        )
+        self.bound_port = self._server.server_port
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="side-port", daemon=True
+        )
+        self._thread.start()
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._server is not None:
+            server = self._server
+            await asyncio.to_thread(server.shutdown)
+            server.server_close()
+            self._server = None
 
-    async def _metrics(self, _request: web.Request) -> web.Response:
-        body = generate_latest(REGISTRY)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    def _app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return self._metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        if path == "/healthz":
+            return self._healthz(start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found: try /metrics or /healthz\n"]
 
-    async def _healthz(self, _request: web.Request) -> web.Response:
-        report = await self._health_report()
-        status = 503 if report.get("status") == "unhealthy" else 200
-        return web.Response(
-            text=json.dumps(report, default=str), status=status, content_type="application/json"
-        )
+    def _healthz(self, start_response: StartResponse) -> Iterable[bytes]:
+        assert self._loop is not None
+        report: dict[str, Any]
+        try:
+            report = asyncio.run_coroutine_threadsafe(self._health_report(), self._loop).result(
+                timeout=HEALTH_TIMEOUT_SECONDS
+            )
+        except Exception as exc:  # a hung or failing check is itself the answer
+            report = {"status": "unhealthy", "error": f"{exc.__class__.__name__}: {exc}"}
+        status = "503 Service Unavailable" if report.get("status") == "unhealthy" else "200 OK"
+        body = json.dumps(report, default=str).encode()
+        start_response(status, [("Content-Type", "application/json")])
+        return [body]

@@ -21,9 +21,15 @@ class Periodic:
     """
 
     def __init__(
-        self, name: str, action: Callable[[], Awaitable[None]], *, interval: float
+        self,
+        name: str,
+        action: Callable[[], Awaitable[None]],
+        *,
+        interval: float,
+        run_at_start: bool = True,
     ) -> None:
         self._name = name
+        self._run_at_start = run_at_start
         self._action = action
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
@@ -51,6 +57,8 @@ class Periodic:
         self._task = None
 
     async def _run(self) -> None:
+        if not self._run_at_start:
+            await self._sleep()
         while not self._stopping.is_set():
             try:
                 await self._action()
@@ -58,7 +66,11 @@ class Periodic:
                 log.warning(
                     "%s failed; retrying in %.1fs", self._name, self._interval, exc_info=True
                 )
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval):
-                    await self._wake.wait()
-            self._wake.clear()
+            await self._sleep()
+
+    async def _sleep(self) -> None:
+        """Until the next tick, a wake() or stop()."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._interval):
+                await self._wake.wait()
+        self._wake.clear()

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from redis.asyncio import Redis
 from reviewlearn.feedback.v1 import feedback_pb2_grpc
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,13 +19,24 @@ from shared.periodic import Periodic
 from shared.rpc.runtime import ServiceRuntime
 from shared.rpc.server import ServiceBinding
 
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+
+def _redis(url: str | None) -> Redis | None:
+    if not url:
+        return None
+    from redis.asyncio import Redis  # only when configured: the client costs startup time
+
+    return Redis.from_url(url)
+
 
 def build_server(
     settings: FeedbackSettings, *, engine: AsyncEngine | None = None
 ) -> ServiceRuntime:
     db = engine or create_engine(settings)
     instruments = FeedbackInstruments()
-    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    redis = _redis(settings.redis_url)
 
     async def send_notification(payload: str) -> None:
         if redis is not None:

@@ -13,9 +13,9 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import expit, logit
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
+
+# scikit-learn and SciPy are imported inside the fitting functions: they cost a second and
+# ~90 MB to import, and a serving process only ever predicts (numpy interpolation).
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -215,6 +215,8 @@ def _outcomes(positive: npt.ArrayLike, size: int) -> FloatArray:
 
 
 def _isotonic_knots(x: FloatArray, y: FloatArray) -> tuple[FloatArray, FloatArray]:
+    from sklearn.isotonic import IsotonicRegression
+
     model = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
     model.fit(x, y)
     xs = np.asarray(model.X_thresholds_, dtype=np.float64)
@@ -237,6 +239,9 @@ def _sigmoid_knots(x: FloatArray, y: FloatArray) -> tuple[FloatArray, FloatArray
     n_pos = float(y.sum())
     n_neg = float(y.size) - n_pos
     target = np.where(y > 0.5, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+    from scipy.special import expit, logit
+    from sklearn.linear_model import LogisticRegression
+
     features = logit(np.clip(x, _LOGIT_EPSILON, 1.0 - _LOGIT_EPSILON))
     grid = np.linspace(0.0, 1.0, SIGMOID_GRID_POINTS)
 

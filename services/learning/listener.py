@@ -11,7 +11,6 @@ import logging
 from collections.abc import Callable
 
 import asyncpg
-from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
 log = logging.getLogger("reviewlearn.learning.listener")
@@ -73,6 +72,8 @@ class FeedbackListener:
                 await connection.close(timeout=2)
 
     async def _listen_redis(self, url: str) -> None:
+        from redis.asyncio import Redis  # only when configured: the client costs startup time
+
         redis = Redis.from_url(url)
         try:
             async with redis.pubsub() as pubsub:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
-from scipy.stats import binom
 
 ANTI_PATTERN: Final = "anti_pattern"
 TEAM_WEAKNESS: Final = "team_weakness"
@@ -104,6 +103,8 @@ def classify_patterns(
     decided = positive + negative + dismissed
 
     # P(X <= k) and P(X >= k) for X ~ Binom(decided, baseline); 1.0 when nothing was decided.
+    from scipy.stats import binom  # lazily: SciPy's import is slow and large for a server
+
     p_below = np.where(decided > 0, binom.cdf(positive, decided, baseline), 1.0)
     p_above = np.where(decided > 0, binom.sf(positive - 1, decided, baseline), 1.0)
     # Given recent + prior occurrences in two equal windows, recent ~ Binom(total, 1/2).

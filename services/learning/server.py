@@ -109,8 +109,12 @@ def build_server(
         background=[
             folding,
             Periodic("learning-model", refresh_model, interval=settings.model_refresh_seconds),
+            # Not at start: mining imports SciPy, which a process that only ranks never needs.
             Periodic(
-                "learning-patterns", refresh_patterns, interval=settings.patterns_refresh_seconds
+                "learning-patterns",
+                refresh_patterns,
+                interval=settings.patterns_refresh_seconds,
+                run_at_start=False,
             ),
             FeedbackListener(
                 database_url=settings.require_database_url(),
