@@ -7,6 +7,7 @@ Roles are not a ladder: ``operator`` may call everything, ``ingest`` only the fe
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -45,7 +46,8 @@ class TokenRegistry:
         found: Principal | None = None
         for candidate, role in self._tokens.items():
             if hmac.compare_digest(candidate.encode(), token.encode()):
-                found = Principal(role=role, token_id=f"{role.value}:{candidate[:4]}")
+                digest = hashlib.sha256(candidate.encode()).hexdigest()[:10]
+                found = Principal(role=role, token_id=f"{role.value}:{digest}")
         return found
 
     def as_env(self) -> str:

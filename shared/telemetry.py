@@ -68,8 +68,14 @@ def setup_telemetry(
         )
         for suffix in ("duration", "response_time", "latency")
     ]
+    ratio_view = View(
+        instrument_name="diversity_factor_distribution",
+        aggregation=ExplicitBucketHistogramAggregation(tuple(i / 10 for i in range(11))),
+    )
     meter_provider = MeterProvider(
-        resource=resource, metric_readers=[PrometheusMetricReader()], views=second_views
+        resource=resource,
+        metric_readers=[PrometheusMetricReader()],
+        views=[*second_views, ratio_view],
     )
     metrics.set_meter_provider(meter_provider)
 

@@ -38,7 +38,10 @@ def _database_url() -> tuple[str, EmbeddedPostgres | None]:
     if configured:
         return _async_url(configured), None
     embedded = EmbeddedPostgres(state_dir() / "pgdata")
-    with console.status("starting the embedded PostgreSQL in .reviewlearn/pgdata ..."):
+    console.print(
+        f"REVIEWLEARN_DATABASE_URL is not set: using the embedded PostgreSQL in {embedded.data_dir}"
+    )
+    with console.status("starting the embedded PostgreSQL ..."):
         url = embedded.start()
     return url, embedded
 
@@ -130,7 +133,8 @@ def _print_ready(
     out = Console()
     out.print(table)
     out.print(
-        f"database: {'embedded PostgreSQL in .reviewlearn/pgdata' if embedded else 'configured'}"
+        "database: "
+        + (f"embedded PostgreSQL in {state_dir() / 'pgdata'}" if embedded else "configured")
     )
     by_role = {role: token for token, role in _token_items(tokens)}
     where = "generated and saved in .reviewlearn/tokens" if created else "from your configuration"
@@ -221,6 +225,68 @@ def demo(
             f"on {host}?"
         )
         raise typer.Exit(1) from error
+
+
+@app.command()
+def validate(
+    repair: Annotated[
+        bool, typer.Option(help="Rebuild the counts from the feedback log if they differ.")
+    ] = False,
+) -> None:
+    """Check that the learned counts equal a full recompute from the feedback log."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from services.learning.folding import Folder
+    from services.learning.instruments import LearningInstruments
+    from shared.db.engine import create_session_factory
+
+    url, embedded = _database_url()
+
+    async def check() -> int:
+        engine = create_async_engine(url)
+        try:
+            folder = Folder(
+                sessions=create_session_factory(engine), instruments=LearningInstruments()
+            )
+            with console.status("recomputing every count from the feedback log ..."):
+                mismatches = await folder.validate()
+        finally:
+            await engine.dispose()
+        if not mismatches:
+            console.print("[green]the folded learning metrics equal a full recompute[/green]")
+            return 0
+        table = Table(title=f"{len(mismatches)} counts differ (shown, +, -, dismissed)")
+        for column in ("scope", "dimension", "key", "folded", "recomputed"):
+            table.add_column(column)
+        for m in mismatches[:50]:
+            table.add_row(
+                f"{m.key[0]}:{m.key[1]}", str(m.key[2]), m.key[3], str(m.folded), str(m.recomputed)
+            )
+        console.print(table)
+        if not repair:
+            console.print("run `reviewlearn validate --repair` to rebuild them from the log")
+            return 1
+        engine = create_async_engine(url)
+        try:
+            folder = Folder(
+                sessions=create_session_factory(engine), instruments=LearningInstruments()
+            )
+            with console.status("rebuilding every count from the feedback log ..."):
+                result = await folder.recompute()
+        finally:
+            await engine.dispose()
+        console.print(
+            f"[green]rebuilt from {result.counts.findings:,} findings "
+            f"in {result.seconds:.1f}s[/green]"
+        )
+        return 0
+
+    try:
+        code = asyncio.run(check())
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    raise typer.Exit(code)
 
 
 @app.command()

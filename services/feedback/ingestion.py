@@ -177,9 +177,22 @@ class FeedbackIngestion:
             return result
 
     async def _replay(self, session: AsyncSession, request_id: str) -> RecordedReview | None:
+        """The first answer to a request_id: stored, or rebuilt from its review if the stored
+        answer was pruned (findings that were already recorded then are not in it)."""
         stored = await session.get(IdempotentResponse, ("feedback", request_id))
         if stored is None:
-            return None
+            repo = FeedbackRepository(session)
+            review_id = await repo.review_id_for_request(request_id)
+            if review_id is None:
+                return None
+            return RecordedReview(
+                review_id=review_id,
+                findings=tuple(
+                    RecordedFinding(finding_id, client_id, fingerprint, False)
+                    for finding_id, client_id, fingerprint in await repo.review_findings(review_id)
+                ),
+                replayed=True,
+            )
         data = json.loads(stored.response)
         return RecordedReview(
             review_id=data["review_id"],

@@ -1,10 +1,17 @@
 """The SQL of the learning fold: set-based statements that turn the feedback log into counts.
 
 Every statement runs inside the fold's transaction (see ``services.learning.folding``) and reads
-only rows whose writing transaction finished before ``:horizon``; ``:watermark`` is where the
-previous fold stopped. The outcome of a finding is its greatest event by
-``(decisive, occurred_at, id)`` (shared.outcome); applying an event twice is a no-op, so the
-fold and a full recompute give identical counts.
+the rows written at or after ``:watermark``, the transaction-id horizon where the previous fold
+stopped. The new watermark is the current snapshot's xmin: every transaction below it has
+finished, so no row can later appear below the watermark (a bigserial watermark would miss rows
+whose transactions commit out of order).
+
+Rows above the new watermark that are already visible are folded now too, and seen again next
+time: that is harmless, because folding is idempotent. A finding enters the counts once (ON
+CONFLICT DO NOTHING), and its outcome is its greatest event by ``(decisive, occurred_at, id)``
+(shared.outcome), so applying an event twice changes nothing. It also keeps learning fresh while a
+long-running write transaction elsewhere in the cluster holds the horizon back. The fold and a
+full recompute therefore give identical counts.
 """
 
 from __future__ import annotations
@@ -39,12 +46,11 @@ CREATE TEMP TABLE IF NOT EXISTS fold_delta (
 # commit before its finding is folded (a transaction with a lower id that commits later).
 FOLD_NEW_FINDINGS = f"""
 WITH new_findings AS (
-    SELECT * FROM findings WHERE tx_id >= :watermark AND tx_id < :horizon
+    SELECT * FROM findings WHERE tx_id >= :watermark
 ), winners AS (
     SELECT DISTINCT ON (fb.finding_id)
         fb.finding_id, fb.kind, fb.occurred_at, fb.id, {sql_decisive("fb.kind")} AS decisive
     FROM suggestion_feedback fb JOIN new_findings nf ON nf.id = fb.finding_id
-    WHERE fb.tx_id < :horizon
     ORDER BY fb.finding_id, {sql_decisive("fb.kind")} DESC, fb.occurred_at DESC, fb.id DESC
 ), inserted AS (
     INSERT INTO finding_outcomes (
@@ -72,7 +78,7 @@ WITH new_winners AS (
     SELECT DISTINCT ON (fb.finding_id)
         fb.finding_id, fb.kind, fb.occurred_at, fb.id, {sql_decisive("fb.kind")} AS decisive
     FROM suggestion_feedback fb
-    WHERE fb.tx_id >= :watermark AND fb.tx_id < :horizon
+    WHERE fb.tx_id >= :watermark
     ORDER BY fb.finding_id, {sql_decisive("fb.kind")} DESC, fb.occurred_at DESC, fb.id DESC
 ), changed AS (
     SELECT o.finding_id, o.outcome AS old_outcome, {sql_outcome_case("nw.kind")} AS new_outcome,
@@ -140,7 +146,7 @@ WHERE stream = 'feedback'
 """
 
 COUNT_NEW_EVENTS = """
-SELECT count(*) FROM suggestion_feedback WHERE tx_id >= :watermark AND tx_id < :horizon
+SELECT count(*) FROM suggestion_feedback WHERE tx_id >= :watermark
 """
 
 RESET_FOR_RECOMPUTE = [

@@ -28,36 +28,38 @@ class FoldResult:
         return self.counts.horizon > self.counts.watermark
 
 
+@dataclass(frozen=True)
+class Mismatch:
+    """A count that the fold and a recompute disagree on: (shown, positive, negative, dismissed)."""
+
+    key: tuple[int, int, int, str]
+    folded: tuple[int, int, int, int] | None
+    recomputed: tuple[int, int, int, int] | None
+
+
 class Folder:
     def __init__(
         self, *, sessions: async_sessionmaker[AsyncSession], instruments: LearningInstruments
     ) -> None:
         self._sessions = sessions
         self._instruments = instruments
-        self._deletions_pending = True  # a fresh process checks for deletions once
-
-    def note_deletion(self) -> None:
-        """The feedback service deleted a finding: the next fold takes it out of the counts."""
-        self._deletions_pending = True
+        # Deletions are found from the feedback service's deletion log, so folding them does not
+        # depend on a notification arriving; -1 makes a fresh process check once.
+        self._deletions_seen = -1
 
     async def fold(self) -> FoldResult:
         started = time.perf_counter()
-        deletions = self._deletions_pending
-        self._deletions_pending = False
-        try:
-            async with self._sessions.begin() as session:
-                repo = FoldRepository(session)
-                watermark = await repo.lock_watermark()
-                horizon = await repo.horizon()
-                if horizon <= watermark and not deletions:
-                    counts = FoldCounts(watermark, watermark, 0, 0, 0)
-                else:
-                    counts = await repo.fold(
-                        watermark=watermark, horizon=max(horizon, watermark), deletions=deletions
-                    )
-        except BaseException:
-            self._deletions_pending = self._deletions_pending or deletions
-            raise
+        async with self._sessions.begin() as session:
+            repo = FoldRepository(session)
+            watermark = await repo.lock_watermark()
+            horizon = await repo.horizon()
+            latest_deletion = await repo.latest_deletion()
+            counts = await repo.fold(
+                watermark=watermark,
+                horizon=max(horizon, watermark),
+                deletions=latest_deletion != self._deletions_seen,
+            )
+        self._deletions_seen = latest_deletion
         result = FoldResult(counts, time.perf_counter() - started)
         if counts.findings or counts.events or counts.changes:
             self._instruments.update_duration.record(result.seconds, {"kind": "fold"})
@@ -70,6 +72,31 @@ class Folder:
             }
             log.info("folded", extra={"fields": fields})
         return result
+
+    async def validate(self) -> list[Mismatch]:
+        """Folds, then recomputes every count from the raw log, and lists where the two differ
+        (none, when all is well). One REPEATABLE READ transaction sees a single snapshot of the
+        log for both, and it is rolled back: validating changes nothing."""
+        async with self._sessions() as session:
+            await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            try:
+                repo = FoldRepository(session)
+                watermark = await repo.lock_watermark()
+                horizon = await repo.horizon()
+                await repo.fold(
+                    watermark=watermark, horizon=max(horizon, watermark), deletions=True
+                )
+                folded = await repo.metric_counts()
+                await repo.reset()
+                await repo.fold(watermark=0, horizon=horizon, deletions=False)
+                recomputed = await repo.metric_counts()
+            finally:
+                await session.rollback()
+        return [
+            Mismatch(key, folded.get(key), recomputed.get(key))
+            for key in sorted(set(folded) | set(recomputed))
+            if folded.get(key) != recomputed.get(key)
+        ]
 
     async def recompute(self) -> FoldResult:
         """Rebuilds every count from the raw log in one transaction (readers see old or new)."""

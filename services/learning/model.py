@@ -227,6 +227,9 @@ def build_model(
     return model
 
 
+ROOT_PRIOR_STRENGTH = 2.0
+
+
 def _parent(model: LearnedModel, key: MetricKey) -> MetricKey | None:
     (scope_type, scope_id), dimension, name = key
     if scope_type == REPOSITORY:
@@ -257,15 +260,23 @@ def _smooth_level(
     parents = [_parent(model, k) for k in keys]
     parent_views = [model.metrics.get(p) if p else None for p in parents]
     acceptance_prior = np.array(
-        [v.acceptance.smoothed if v else _ratio(positive, decided) for v in parent_views]
+        [
+            v.acceptance.smoothed if v else (0.5 if p is None else _ratio(positive, decided))
+            for p, v in zip(parents, parent_views, strict=True)
+        ]
     )
     usefulness_prior = np.array(
-        [v.usefulness.smoothed if v else _ratio(positive, reacted) for v in parent_views]
+        [
+            v.usefulness.smoothed if v else (0.5 if p is None else _ratio(positive, reacted))
+            for p, v in zip(parents, parent_views, strict=True)
+        ]
     )
     acceptance_strength = estimate_prior_strength(positive, decided)
     usefulness_strength = estimate_prior_strength(positive, reacted)
-    if all(p is None for p in parents):  # the root: nothing to shrink toward
-        acceptance_strength = usefulness_strength = 0.0
+    if all(p is None for p in parents):
+        # The root has no parent: a weak prior toward 1/2 keeps a handful of reactions from
+        # making every rate below it look certain (one positive would otherwise read 100%).
+        acceptance_strength = usefulness_strength = ROOT_PRIOR_STRENGTH
     acceptance = summarize_rates(
         positive, decided, parent_rate=np.clip(acceptance_prior, 0, 1), strength=acceptance_strength
     )

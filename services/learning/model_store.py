@@ -7,6 +7,7 @@ after every fold or tune that changed something, and periodically as a fallback.
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -30,6 +31,18 @@ class ModelStore:
         self._parameters = parameters
         self._model: LearnedModel | None = None
         self._lock = asyncio.Lock()
+        self._stale = True
+        self._refreshed_at = 0.0
+
+    def mark_stale(self) -> None:
+        """New counts were folded: the next refresh_if_stale rebuilds the model."""
+        self._stale = True
+
+    async def refresh_if_stale(self, *, max_age: float) -> None:
+        """Rebuilds when something changed, or at least every ``max_age`` seconds (another
+        replica may have tuned). Called on a short tick, so a burst of folds costs one build."""
+        if self._stale or time.monotonic() - self._refreshed_at > max_age:
+            await self.refresh()
 
     async def current(self) -> LearnedModel:
         if self._model is None:
@@ -39,6 +52,8 @@ class ModelStore:
 
     async def refresh(self) -> LearnedModel:
         async with self._lock:
+            self._stale = False
+            self._refreshed_at = time.monotonic()
             async with self._sessions.begin() as session:
                 repo = LearningRepository(session)
                 state = await repo.fold_state()
@@ -64,7 +79,8 @@ class ModelStore:
                 )
                 for row in threshold_rows
             }
-            self._model = build_model(
+            self._model = await asyncio.to_thread(
+                build_model,
                 watermark=state.watermark if state else 0,
                 built_at=datetime.now(UTC),
                 rows=rows,

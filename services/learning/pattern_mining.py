@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -71,7 +72,8 @@ class PatternMiner:
             by_scope.setdefault((int(row[0]), int(row[1])), []).append((stats, tuple(row)))
         stored: list[dict[str, object]] = []
         for scope, entries in by_scope.items():
-            verdicts = classify_patterns(
+            verdicts = await asyncio.to_thread(
+                classify_patterns,
                 [stats for stats, _ in entries],
                 baseline_acceptance=_baseline(model, scope),
                 min_occurrences=self._min_occurrences,
@@ -101,7 +103,10 @@ class PatternMiner:
                     }
                 )
         async with self._sessions.begin() as session:
-            await LearningRepository(session).replace_patterns(stored)
+            repo = LearningRepository(session)
+            if not await repo.try_lock("reviewlearn.patterns"):
+                return 0  # another replica is writing the same patterns right now
+            await repo.replace_patterns(stored)
         self._mined_watermark = model.watermark
         return len(stored)
 

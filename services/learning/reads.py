@@ -99,6 +99,8 @@ class LearningReads:
         self, scope: ScopeName, *, dimension: int, key: str | None, offset: int, limit: int
     ) -> MetricsPage:
         resolved = await self.resolve(scope)
+        # Reads of the counts are exact: rebuild now if a fold landed since the last build.
+        await self._models.refresh_if_stale(max_age=float("inf"))
         model = await self._models.current()
         views = sorted(
             (
@@ -126,19 +128,20 @@ class LearningReads:
         resolved = await self.resolve(scope)
         model = await self._models.current()
         chain = _chain(model.team_of_repository, resolved)
+        names = await self.scope_names()
         categories = sorted({c for (_, c) in model.thresholds} | {c for (_, c) in model.curves})
         views: list[ThresholdView] = []
         for name in categories:
             if category is not None and name != category:
                 continue
-            entry = next(
-                (model.thresholds[(s, name)] for s in chain if (s, name) in model.thresholds), None
-            )
+            # The most specific scope that has an entry: say which one it is.
+            found = next((s for s in chain if (s, name) in model.thresholds), None)
             curve = next(
                 (model.curves[(s, name)] for s in chain if (s, name) in model.curves), None
             )
-            if entry is not None:
-                views.append(ThresholdView(scope, name, entry, curve))
+            if found is not None:
+                owner = names.get(found, ScopeName(found[0], str(found[1])))
+                views.append(ThresholdView(owner, name, model.thresholds[(found, name)], curve))
         last_tune = model.last_tune
         stale = last_tune is None or datetime.now(UTC) - last_tune > self._stale_after
         return ThresholdsView(tuple(views), last_tune, stale)

@@ -19,6 +19,7 @@ from shared.db.models import (
     CalibrationCurveRow,
     ConfidenceThresholdRow,
     Finding,
+    FindingDeletion,
     FindingOutcome,
     FoldState,
     IdempotentResponse,
@@ -105,6 +106,31 @@ class FoldRepository:
             text(fold_sql.ADVANCE), {"horizon": horizon, "findings": findings, "events": events}
         )
         return FoldCounts(watermark, horizon, findings, events, changes)
+
+    async def latest_deletion(self) -> int:
+        """The id of the newest entry in the feedback service's deletion log (0: none)."""
+        found = await self._session.execute(select(func.coalesce(func.max(FindingDeletion.id), 0)))
+        return int(found.scalar_one())
+
+    async def metric_counts(self) -> dict[tuple[int, int, int, str], tuple[int, int, int, int]]:
+        """Every non-zero count, keyed by (scope type, scope id, dimension, key)."""
+        rows = await self._session.execute(
+            select(
+                LearningMetric.scope_type,
+                LearningMetric.scope_id,
+                LearningMetric.dimension,
+                LearningMetric.key,
+                LearningMetric.shown,
+                LearningMetric.positive,
+                LearningMetric.negative,
+                LearningMetric.dismissed,
+            )
+        )
+        return {
+            (int(a), int(b), int(c), str(d)): (int(e), int(f), int(g), int(h))
+            for a, b, c, d, e, f, g, h in rows
+            if (e, f, g, h) != (0, 0, 0, 0)
+        }
 
     async def reset(self) -> None:
         for statement in fold_sql.RESET_FOR_RECOMPUTE:
@@ -343,6 +369,13 @@ class LearningRepository:
             )
         )
         return {int(i): str(m) for i, m in rows}
+
+    async def try_lock(self, name: str) -> bool:
+        """A transaction-scoped advisory lock: one replica at a time does the named job."""
+        result = await self._session.execute(
+            text("SELECT pg_try_advisory_xact_lock(hashtext(:name))"), {"name": name}
+        )
+        return bool(result.scalar_one())
 
     async def replace_patterns(self, rows: Sequence[dict[str, Any]]) -> None:
         await self._session.execute(delete(PatternRow))

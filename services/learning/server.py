@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from reviewlearn.learning.v1 import learning_pb2_grpc
@@ -47,7 +47,7 @@ def build_server(
         models=models,
         gate=LearningGate(learning_enabled=settings.learning_enabled),
         instruments=instruments,
-        limits=Limits(),
+        limits=Limits(max_text_chars=settings.max_text_chars),
         max_findings=settings.max_findings_per_ranking,
         severity_weights=settings.severity_weights,
         line_window=settings.near_duplicate_line_window,
@@ -66,20 +66,18 @@ def build_server(
         settings=settings,
     )
 
-    async def fold_and_refresh() -> None:
+    async def fold() -> None:
         result = await folder.fold()
         if result.counts.findings or result.counts.events or result.counts.changes:
-            await models.refresh()
+            models.mark_stale()
 
-    folding = Periodic("learning-fold", fold_and_refresh, interval=settings.fold_poll_seconds)
+    folding = Periodic("learning-fold", fold, interval=settings.fold_poll_seconds)
 
     def on_notify(payload: str) -> None:
-        if "deleted_findings" in payload:
-            folder.note_deletion()
         folding.wake()
 
     async def refresh_model() -> None:
-        await models.refresh()
+        await models.refresh_if_stale(max_age=settings.model_refresh_seconds)
 
     async def refresh_patterns() -> None:
         await miner.refresh()
@@ -90,7 +88,9 @@ def build_server(
             "watermark": model.watermark,
             "model_version": model.version,
             "last_learning_update": model.built_at.isoformat(),
-            "confidence_threshold_stale": model.last_tune is None,
+            "confidence_threshold_stale": model.last_tune is None
+            or datetime.now(UTC) - model.last_tune
+            > timedelta(hours=settings.threshold_stale_hours),
         }
 
     return ServiceRuntime(
@@ -108,7 +108,7 @@ def build_server(
         health_metrics=health_metrics,
         background=[
             folding,
-            Periodic("learning-model", refresh_model, interval=settings.model_refresh_seconds),
+            Periodic("learning-model", refresh_model, interval=settings.model_rebuild_tick_seconds),
             # Not at start: mining imports SciPy, which a process that only ranks never needs.
             Periodic(
                 "learning-patterns",

@@ -18,6 +18,8 @@ class LearningSettings(ServiceSettings):
     """Fallback poll for new feedback when no notification arrives."""
     model_refresh_seconds: float = Field(30.0, gt=0)
     """How often the in-memory model is rebuilt even without a fold (another replica's tune)."""
+    model_rebuild_tick_seconds: float = Field(0.5, gt=0)
+    """How soon after a fold the ranker sees the new counts; many folds share one rebuild."""
     patterns_refresh_seconds: float = Field(300.0, gt=0)
 
     target_not_useful_rate: float = Field(0.10, gt=0, lt=1)
@@ -30,6 +32,8 @@ class LearningSettings(ServiceSettings):
     threshold_stale_hours: float = Field(24.0, gt=0)
 
     max_findings_per_ranking: int = Field(10_000, ge=1)
+    max_text_chars: int = Field(20_000, ge=100)
+    """Longest message or code context of an inline finding (as in the feedback service)."""
     severity_weights: tuple[float, float, float, float, float] = (0.6, 0.8, 1.0, 1.2, 1.5)
     """Score weight of info, low, medium, high, critical."""
     near_duplicate_line_window: int = Field(10, ge=0)

@@ -216,7 +216,7 @@ class SuggestionRanker:
                         index,
                         9,
                         "FINDING_OF_ANOTHER_REPOSITORY",
-                        f"finding {finding_id} belongs to another repository",
+                        f"finding {finding_id} was not recorded for {request.repository_url}",
                     )
                 )
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -89,8 +90,10 @@ class ConfidenceTuner:
                 for r in rows
             ]
         )
-        curves = fit_curves(samples, model.team_of_repository, parameters)
-        thresholds = fit_thresholds(
+        # Fitting takes seconds on big histories: a worker thread keeps ranking responsive.
+        curves = await asyncio.to_thread(fit_curves, samples, model.team_of_repository, parameters)
+        thresholds = await asyncio.to_thread(
+            fit_thresholds,
             samples,
             noisy_rules=model.noisy_rules,
             team_of_repository=model.team_of_repository,

@@ -275,6 +275,16 @@ class ErrorInterceptor(_CachingInterceptor):
                     ),
                     self._domain,
                 )
+            if _sqlstate(exc) == "57014":  # query_canceled: the statement timeout fired
+                log.warning("statement timeout in %s: %s", method, getattr(exc, "orig", exc))
+                await _abort_with(
+                    context,
+                    errors.Unavailable(
+                        "the database took too long; retry later or narrow the request",
+                        reason="DATABASE_TIMEOUT",
+                    ),
+                    self._domain,
+                )
             if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
                 exc = ConnectionError(str(exc))
             if isinstance(exc, _DATABASE_DOWN) and not isinstance(exc, sa_exc.ProgrammingError):

@@ -121,7 +121,6 @@ async def test_a_deleted_finding_leaves_the_counts(
         feedback_pb2.DeleteFindingRequest(finding_id=ids[0][0], reason="test"),
         metadata=auth("operator"),
     )
-    folder.note_deletion()
     await folder.fold()
     after = (await metrics_snapshot(db_engine))[(1, 0, 1, "*")]
     assert after[0] == before[0] - 1
@@ -133,3 +132,25 @@ async def test_a_deleted_finding_leaves_the_counts(
     folded = await metrics_snapshot(db_engine)
     await folder.recompute()
     assert await metrics_snapshot(db_engine) == folded
+
+
+async def test_validation_finds_a_corrupted_count_and_a_recompute_repairs_it(
+    feedback_service: RunningService, db_engine: AsyncEngine, folder: Folder
+) -> None:
+    stub = feedback_pb2_grpc.FeedbackServiceStub(feedback_service.channel)
+    history = generate_history(seed=6, reviews=20, findings_per_review=5, end=END)
+    ids = await load_reviews(stub, history.reviews, metadata=auth("ingest"), request_prefix="v")
+    await load_feedback(stub, history.feedback, ids, metadata=auth("ingest"))
+    await folder.fold()
+    assert await folder.validate() == []
+    async with db_engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE learning_metrics SET positive = positive + 1 WHERE dimension = 2")
+        )
+    corrupted = await metrics_snapshot(db_engine)
+    mismatches = await folder.validate()
+    assert mismatches
+    assert all(m.key[2] == 2 for m in mismatches)
+    assert await metrics_snapshot(db_engine) == corrupted  # validating changed nothing
+    await folder.recompute()
+    assert await folder.validate() == []

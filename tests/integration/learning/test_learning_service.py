@@ -398,7 +398,7 @@ async def test_a_notification_wakes_the_fold_before_the_poll(
         feedback_pb2.RecordFeedbackRequest(event=event("n-1", recorded.findings[0].finding_id)),
         metadata=auth("ingest"),
     )
-    await wait_for_fold(learning, within=10)
+    await wait_for_fold(learning)
     metrics = await learning.GetLearningMetrics(
         learning_pb2.GetLearningMetricsRequest(dimension=learning_pb2.DIMENSION_ALL),
         metadata=auth("reader"),
@@ -417,3 +417,45 @@ async def test_metrics_of_unknown_scopes_are_not_found(start_service: StartServi
         )
     assert caught.value.code() is grpc.StatusCode.NOT_FOUND
     assert OUTCOME_OF_KIND  # the outcome rule is the one shared module every reader uses
+
+
+async def test_patterns_find_the_noisy_rules_and_the_teams_weaknesses(
+    start_service: StartService, feedback_service: RunningService
+) -> None:
+    feedback = feedback_pb2_grpc.FeedbackServiceStub(feedback_service.channel)
+    learning = learning_pb2_grpc.LearningServiceStub(
+        (await start_learning(start_service, patterns_refresh_seconds=2)).channel
+    )
+    history = generate_history(seed=31, reviews=300, findings_per_review=10, end=END)
+    ids = await load_reviews(feedback, history.reviews, metadata=auth("ingest"), request_prefix="p")
+    await load_feedback(feedback, history.feedback, ids, metadata=auth("ingest"))
+    await wait_for_fold(learning)
+    usefulness = {rule.rule_id: rule.usefulness for rule in history.rules}
+
+    async def patterns(kind: int, token: str = "") -> learning_pb2.ListPatternsResponse:
+        return await learning.ListPatterns(
+            learning_pb2.ListPatternsRequest(kind=kind, page_size=5, page_token=token),  # type: ignore[arg-type]
+            metadata=auth("reader"),
+        )
+
+    deadline = asyncio.get_running_loop().time() + 20
+    while not (anti := await patterns(learning_pb2.PATTERN_KIND_ANTI_PATTERN)).patterns:
+        assert asyncio.get_running_loop().time() < deadline, "patterns were never mined"
+        await asyncio.sleep(0.2)
+    # Anti-patterns come from rules developers statistically ignore; weaknesses from rules
+    # they keep acting on.
+    assert all(usefulness[p.rule_id] < 0.5 for p in anti.patterns)
+    assert all(p.p_value < 0.01 for p in anti.patterns)
+    weaknesses = await patterns(learning_pb2.PATTERN_KIND_TEAM_WEAKNESS)
+    assert weaknesses.patterns
+    assert all(usefulness[p.rule_id] > 0.5 for p in weaknesses.patterns)
+    # Pages follow each other without repeats.
+    seen: list[str] = []
+    token = ""
+    for _ in range(50):
+        page = await patterns(learning_pb2.PATTERN_KIND_UNSPECIFIED, token)
+        seen += [p.pattern_key for p in page.patterns]
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(seen) == len(set(seen)) > 5
