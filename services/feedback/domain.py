@@ -75,6 +75,7 @@ class ItemResult:
     feedback_id: int = 0
     message: str = ""
     violations: tuple[tuple[str, str], ...] = ()
+    recorded_at: datetime | None = None
 
 
 def check_timestamp(

@@ -12,6 +12,7 @@ from reviewlearn.feedback.v1 import feedback_pb2, feedback_pb2_grpc
 from services.feedback import convert
 from services.feedback.domain import FeedbackDraft, ItemStatus, validate_batch_size
 from services.feedback.ingestion import FeedbackIngestion
+from shared.convert import timestamp_to_pb
 from shared.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound, Violations
 from shared.finding_input import check_text
 from shared.pagination import decode_token, encode_token, page_size
@@ -64,9 +65,12 @@ class FeedbackHandlers(feedback_pb2_grpc.FeedbackServiceServicer):
             raise NotFound(result.message, reason="FINDING_NOT_FOUND")
         if result.status == ItemStatus.CONFLICT:
             raise AlreadyExists(result.message, reason="EVENT_ID_CONFLICT")
-        return feedback_pb2.RecordFeedbackResponse(
+        response = feedback_pb2.RecordFeedbackResponse(
             feedback_id=result.feedback_id, duplicate=result.status == ItemStatus.DUPLICATE
         )
+        if result.recorded_at is not None:
+            response.record_time.CopyFrom(timestamp_to_pb(result.recorded_at))
+        return response
 
     async def BatchRecordFeedback(
         self, request: feedback_pb2.BatchRecordFeedbackRequest, context: Any

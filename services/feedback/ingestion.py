@@ -284,7 +284,13 @@ class FeedbackIngestion:
                 [draft.event_id for index, draft in valid if index not in stored_now]
             )
         return [
-            ItemResult(index, draft.event_id, ItemStatus.STORED, inserted[draft.event_id])
+            ItemResult(
+                index,
+                draft.event_id,
+                ItemStatus.STORED,
+                feedback_id=inserted[draft.event_id][0],
+                recorded_at=inserted[draft.event_id][1],
+            )
             if index in stored_now
             else _resent_or_missing(index, draft, earlier.get(draft.event_id))
             for index, draft in valid
@@ -367,7 +373,13 @@ def _resent_or_missing(index: int, draft: FeedbackDraft, earlier: StoredEvent | 
             violations=(("finding_id", f"no finding {draft.finding_id}"),),
         )
     if earlier.draft.same_content(draft):
-        return ItemResult(index, draft.event_id, ItemStatus.DUPLICATE, earlier.feedback_id)
+        return ItemResult(
+            index,
+            draft.event_id,
+            ItemStatus.DUPLICATE,
+            feedback_id=earlier.feedback_id,
+            recorded_at=earlier.recorded_at,
+        )
     return ItemResult(
         index,
         draft.event_id,

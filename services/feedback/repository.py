@@ -64,6 +64,7 @@ class FeedbackRow:
 class StoredEvent:
     feedback_id: int
     draft: FeedbackDraft
+    recorded_at: datetime
 
 
 # One statement stores a whole batch. The join skips events whose finding does not exist (the
@@ -79,7 +80,7 @@ _INSERT_FEEDBACK = text(
     JOIN findings f ON f.id = e.finding_id
     ORDER BY e.position
     ON CONFLICT (event_id) DO NOTHING
-    RETURNING id, event_id
+    RETURNING id, event_id, recorded_at
     """
 ).bindparams(
     bindparam("event_ids", type_=ARRAY(Text)),
@@ -263,8 +264,10 @@ class FeedbackRepository:
 
     # ------------------------------------------------------------------------------ feedback
 
-    async def insert_feedback(self, drafts: Sequence[FeedbackDraft]) -> dict[str, int]:
-        """Stores new events; returns event_id → feedback id for the rows inserted now."""
+    async def insert_feedback(
+        self, drafts: Sequence[FeedbackDraft]
+    ) -> dict[str, tuple[int, datetime]]:
+        """Stores new events; returns event_id → (feedback id, record time) of rows new now."""
         if not drafts:
             return {}
         result = await self._session.execute(
@@ -278,7 +281,7 @@ class FeedbackRepository:
                 "occurred_ats": [d.occurred_at for d in drafts],
             },
         )
-        return {str(event_id): int(feedback_id) for feedback_id, event_id in result}
+        return {str(event_id): (int(fid), recorded_at) for fid, event_id, recorded_at in result}
 
     async def stored_events(self, event_ids: Sequence[str]) -> dict[str, StoredEvent]:
         if not event_ids:
@@ -292,6 +295,7 @@ class FeedbackRepository:
                 Feedback.actor_id,
                 Feedback.comment,
                 Feedback.occurred_at,
+                Feedback.recorded_at,
             ).where(Feedback.event_id.in_(list(set(event_ids))))
         )
         return {
@@ -305,8 +309,18 @@ class FeedbackRepository:
                     comment=comment,
                     occurred_at=occurred_at,
                 ),
+                recorded_at=recorded_at,
             )
-            for feedback_id, event_id, finding_id, kind, actor_id, comment, occurred_at in rows
+            for (
+                feedback_id,
+                event_id,
+                finding_id,
+                kind,
+                actor_id,
+                comment,
+                occurred_at,
+                recorded_at,
+            ) in rows
         }
 
     async def repository_id(self, url: str) -> int | None:

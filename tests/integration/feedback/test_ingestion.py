@@ -156,6 +156,11 @@ async def test_the_same_event_sent_100_times_is_stored_once(
     ]
     assert not responses[0].duplicate
     assert all(r.duplicate for r in responses[1:])
+    # Every answer tells when the event was first recorded.
+    assert {r.record_time.ToDatetime() for r in responses} == {
+        responses[0].record_time.ToDatetime()
+    }
+    assert responses[0].record_time.seconds > 0
     assert {r.feedback_id for r in responses} == {responses[0].feedback_id}
     assert await count(db_engine, Feedback) == 1
 

@@ -36,7 +36,7 @@ class _SuppressionReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Sup
     SUPPRESSION_REASON_PREVIOUSLY_DISMISSED: _SuppressionReason.ValueType  # 3
     """Already dismissed or rejected on the same pull request."""
     SUPPRESSION_REASON_NOISY_RULE: _SuppressionReason.ValueType  # 4
-    """The rule is statistically often rejected (an anti-pattern)."""
+    """The rule's usefulness is confidently (Wilson upper bound) below the configured floor."""
     SUPPRESSION_REASON_OVER_LIMIT: _SuppressionReason.ValueType  # 5
     """Ranked below max_results."""
 
@@ -50,7 +50,7 @@ SUPPRESSION_REASON_DUPLICATE: SuppressionReason.ValueType  # 2
 SUPPRESSION_REASON_PREVIOUSLY_DISMISSED: SuppressionReason.ValueType  # 3
 """Already dismissed or rejected on the same pull request."""
 SUPPRESSION_REASON_NOISY_RULE: SuppressionReason.ValueType  # 4
-"""The rule is statistically often rejected (an anti-pattern)."""
+"""The rule's usefulness is confidently (Wilson upper bound) below the configured floor."""
 SUPPRESSION_REASON_OVER_LIMIT: SuppressionReason.ValueType  # 5
 """Ranked below max_results."""
 Global___SuppressionReason: _TypeAlias = SuppressionReason  # noqa: Y015
@@ -251,12 +251,16 @@ class Explanation(_message.Message):
     calibrated_probability: _builtins.float
     """P(positive) from the category's calibration curve."""
     calibration_source: _builtins.str
-    """Which curve: "isotonic", "sigmoid", "parent:<scope>", "identity"."""
+    """Which curve: "<method>:<scope>" ("isotonic:repository", "sigmoid:team", "parent:global"),
+    or "identity" when nothing was learned for the category yet.
+    """
     severity_weight: _builtins.float
     rule_acceptance: _builtins.float
-    """The rule's smoothed acceptance (or its Thompson sample when exploring)."""
+    """The rule's smoothed usefulness, positive / (positive + negative + dismissed), or its
+    Thompson sample when exploring.
+    """
     category_acceptance: _builtins.float
-    """The category's smoothed acceptance the rule is compared with."""
+    """The category's smoothed usefulness the rule is compared with."""
     adjusted_probability: _builtins.float
     """Probability after the rule's lift over its category."""
     threshold: _builtins.float
@@ -566,9 +570,14 @@ class ConfidenceThreshold(_message.Message):
     """Wilson upper bound of the not-useful rate of findings at or above the threshold."""
     sample_size: _builtins.int
     source: _builtins.str
-    """"own", "parent:<scope>", "default", or "unreachable" when no confidence meets the target."""
+    """"own" (target met on the Wilson upper bound), "point_estimate" (met on the observed rate
+    only), "unreachable" (not met at any confidence: the lowest upper bound, best effort),
+    "inherited:team" / "inherited:global" (too little data here), or "default" (no data).
+    """
     @_builtins.property
-    def scope(self) -> _common_pb2.Scope: ...
+    def scope(self) -> _common_pb2.Scope:
+        """The scope the threshold was found at: the requested one, or the parent it falls back to."""
+
     @_builtins.property
     def calibration(self) -> Global___CalibrationSummary: ...
     @_builtins.property
