@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import math
 import os
 import sys
@@ -38,6 +39,7 @@ CHANNEL_OPTIONS = (
 )
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 15.0
+LONG_BENCHMARK_DUMP_SECONDS = 900
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,17 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float:
     """Nearest rank: the value that ``fraction`` of the (sorted) values did not exceed."""
     rank = max(math.ceil(fraction * len(sorted_values)), 1)
     return sorted_values[rank - 1]
+
+
+@pytest.fixture
+def long_benchmark() -> None:
+    """For a benchmark that legitimately runs for minutes: the stack dump comes later.
+
+    pytest's ``faulthandler_timeout`` (two minutes) dumps every thread's stack when a test runs
+    longer, which a benchmark on a large database does without hanging. Re-arming the dump
+    replaces pytest's timer (faulthandler keeps one); pytest cancels it after the test as usual.
+    """
+    faulthandler.dump_traceback_later(LONG_BENCHMARK_DUMP_SECONDS, file=sys.stderr)
 
 
 def _clean_environment() -> dict[str, str]:

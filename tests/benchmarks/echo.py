@@ -30,7 +30,8 @@ LEARNING_SERVICE_NAME = "reviewlearn.learning.v1.LearningService"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # As long as a typical summary of the learning service's explanations.
 ECHO_SUMMARY = (
-    "P(useful) 0.50 (isotonic) x rule lift 1.00 (rule 0.50 vs category 0.50) x severity 1.0 = 0.500"
+    "P(useful) 0.50 (isotonic:repository) x rule lift 1.00 (rule 0.50 vs category 0.50) "
+    "x severity 1.0 = 0.500"
 )
 
 
@@ -87,7 +88,7 @@ async def rank_suggestions(
             explanation=learning_pb2.Explanation(
                 raw_confidence=finding.confidence,
                 calibrated_probability=finding.confidence,
-                calibration_source="isotonic",
+                calibration_source="isotonic:repository",
                 severity_weight=1.0,
                 rule_acceptance=0.5,
                 category_acceptance=0.5,
