@@ -1,4 +1,4 @@
-"""With Redis configured, feedback announces writes over Redis pub/sub and learning folds on them."""
+"""With Redis configured, feedback announces writes over pub/sub and learning folds on them."""
 
 from __future__ import annotations
 
