@@ -117,13 +117,21 @@ FROM gone
 """
 
 # Every finding counts in 3 scopes (global, its team, its repository) x 4 dimensions
-# (everything, its category, its severity, its rule).
+# (everything, its category, its severity, its rule). The deltas are summed per distinct
+# (team, repository, category, severity, rule) first, so the 12-way expansion runs over a few
+# thousand groups rather than over every changed finding.
 APPLY_DELTA = f"""
 INSERT INTO learning_metrics AS lm
     (scope_type, scope_id, dimension, key, shown, positive, negative, dismissed, updated_at)
 SELECT s.scope_type, s.scope_id, d.dimension, d.key,
     sum(fd.d_shown), sum(fd.d_positive), sum(fd.d_negative), sum(fd.d_dismissed), now()
-FROM fold_delta fd
+FROM (
+    SELECT team_id, repository_id, category, severity, rule_id, sum(d_shown) AS d_shown,
+        sum(d_positive) AS d_positive, sum(d_negative) AS d_negative,
+        sum(d_dismissed) AS d_dismissed
+    FROM fold_delta
+    GROUP BY team_id, repository_id, category, severity, rule_id
+) fd
 CROSS JOIN LATERAL (VALUES (1, 0::bigint), (2, fd.team_id), (3, fd.repository_id))
     AS s(scope_type, scope_id)
 CROSS JOIN LATERAL (VALUES (1, '*'), (2, fd.category), (3, {_SEVERITY_KEY}), (4, fd.rule_id))
@@ -149,9 +157,69 @@ COUNT_NEW_EVENTS = """
 SELECT count(*) FROM suggestion_feedback WHERE tx_id >= :watermark
 """
 
-RESET_FOR_RECOMPUTE = [
-    "DELETE FROM finding_outcomes",
+# A full recompute derives every finding's outcome from the whole log into a scratch table,
+# reconciles finding_outcomes with it (usually nothing differs, so almost nothing is written),
+# and rebuilds the counts with one grouped query.
+RECOMPUTE_OUTCOMES = f"""
+CREATE TEMP TABLE recomputed ON COMMIT DROP AS
+WITH winners AS (
+    SELECT DISTINCT ON (fb.finding_id)
+        fb.finding_id, fb.kind, fb.occurred_at, fb.id, {sql_decisive("fb.kind")} AS decisive
+    FROM suggestion_feedback fb
+    ORDER BY fb.finding_id, {sql_decisive("fb.kind")} DESC, fb.occurred_at DESC, fb.id DESC
+)
+SELECT f.id AS finding_id, f.team_id, f.repository_id, f.pull_request, f.rule_id, f.category,
+    f.severity, f.confidence, f.fingerprint, f.pattern_key,
+    COALESCE({sql_outcome_case("w.kind")}, {PENDING}) AS outcome, w.decisive AS win_decisive,
+    w.occurred_at AS win_occurred_at, w.id AS win_feedback_id, f.created_at
+FROM findings f LEFT JOIN winners w ON w.finding_id = f.id
+"""
+
+RECONCILE_OUTCOMES = [
+    """
+    DELETE FROM finding_outcomes o
+    WHERE NOT EXISTS (SELECT 1 FROM recomputed r WHERE r.finding_id = o.finding_id)
+    """,
+    """
+    UPDATE finding_outcomes o
+    SET outcome = r.outcome, win_decisive = r.win_decisive, win_occurred_at = r.win_occurred_at,
+        win_feedback_id = r.win_feedback_id, updated_at = now()
+    FROM recomputed r
+    WHERE o.finding_id = r.finding_id
+      AND (o.outcome, o.win_feedback_id) IS DISTINCT FROM (r.outcome, r.win_feedback_id)
+    """,
+    """
+    INSERT INTO finding_outcomes (
+        finding_id, team_id, repository_id, pull_request, rule_id, category, severity,
+        confidence, fingerprint, pattern_key, outcome, win_decisive, win_occurred_at,
+        win_feedback_id, created_at, updated_at)
+    SELECT r.finding_id, r.team_id, r.repository_id, r.pull_request, r.rule_id, r.category,
+        r.severity, r.confidence, r.fingerprint, r.pattern_key, r.outcome, r.win_decisive,
+        r.win_occurred_at, r.win_feedback_id, r.created_at, now()
+    FROM recomputed r
+    WHERE NOT EXISTS (SELECT 1 FROM finding_outcomes o WHERE o.finding_id = r.finding_id)
+    """,
+]
+
+REBUILD_METRICS = [
     "DELETE FROM learning_metrics",
-    "UPDATE fold_state SET watermark = 0, findings_folded = 0, events_folded = 0 "
-    "WHERE stream = 'feedback'",
+    f"""
+    INSERT INTO learning_metrics
+        (scope_type, scope_id, dimension, key, shown, positive, negative, dismissed, updated_at)
+    SELECT s.scope_type, s.scope_id, d.dimension, d.key,
+        sum(fd.d_shown), sum(fd.d_positive), sum(fd.d_negative), sum(fd.d_dismissed), now()
+    FROM (
+        SELECT team_id, repository_id, category, severity, rule_id, count(*) AS d_shown,
+            count(*) FILTER (WHERE outcome = {POSITIVE}) AS d_positive,
+            count(*) FILTER (WHERE outcome = {NEGATIVE}) AS d_negative,
+            count(*) FILTER (WHERE outcome = {DISMISSED}) AS d_dismissed
+        FROM finding_outcomes
+        GROUP BY team_id, repository_id, category, severity, rule_id
+    ) fd
+    CROSS JOIN LATERAL (VALUES (1, 0::bigint), (2, fd.team_id), (3, fd.repository_id))
+        AS s(scope_type, scope_id)
+    CROSS JOIN LATERAL (VALUES (1, '*'), (2, fd.category), (3, {_SEVERITY_KEY}), (4, fd.rule_id))
+        AS d(dimension, key)
+    GROUP BY s.scope_type, s.scope_id, d.dimension, d.key
+    """,
 ]

@@ -87,8 +87,7 @@ class Folder:
                     watermark=watermark, horizon=max(horizon, watermark), deletions=True
                 )
                 folded = await repo.metric_counts()
-                await repo.reset()
-                await repo.fold(watermark=0, horizon=horizon, deletions=False)
+                await repo.recompute(horizon=horizon)
                 recomputed = await repo.metric_counts()
             finally:
                 await session.rollback()
@@ -99,14 +98,13 @@ class Folder:
         ]
 
     async def recompute(self) -> FoldResult:
-        """Rebuilds every count from the raw log in one transaction (readers see old or new)."""
+        """Rebuilds every outcome and count from the raw log in one transaction (readers see the
+        old counts or the new ones), and reconciles finding outcomes that drifted."""
         started = time.perf_counter()
         async with self._sessions.begin() as session:
             repo = FoldRepository(session)
             await repo.lock_watermark()
-            await repo.reset()
-            horizon = await repo.horizon()
-            counts = await repo.fold(watermark=0, horizon=horizon, deletions=False)
+            counts = await repo.recompute(horizon=await repo.horizon())
         result = FoldResult(counts, time.perf_counter() - started)
         self._instruments.update_duration.record(result.seconds, {"kind": "recompute"})
         return result

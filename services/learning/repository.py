@@ -132,9 +132,22 @@ class FoldRepository:
             if (e, f, g, h) != (0, 0, 0, 0)
         }
 
-    async def reset(self) -> None:
-        for statement in fold_sql.RESET_FOR_RECOMPUTE:
+    async def recompute(self, *, horizon: int) -> FoldCounts:
+        """Rebuilds outcomes and counts from the whole log; the watermark moves to ``horizon``."""
+        await self._session.execute(text(fold_sql.RECOMPUTE_OUTCOMES))
+        findings = int(
+            (await self._session.execute(text("SELECT count(*) FROM recomputed"))).scalar_one()
+        )
+        changes = 0
+        for statement in fold_sql.RECONCILE_OUTCOMES:
+            result = cast(CursorResult[Any], await self._session.execute(text(statement)))
+            changes += result.rowcount or 0
+        for statement in fold_sql.REBUILD_METRICS:
             await self._session.execute(text(statement))
+        await self._session.execute(
+            text(fold_sql.ADVANCE), {"horizon": horizon, "findings": 0, "events": 0}
+        )
+        return FoldCounts(0, horizon, findings, 0, changes)
 
 
 class LearningRepository:

@@ -218,9 +218,11 @@ class FindingOutcome(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = created_at_column()
 
+    # Outcomes change in place as feedback arrives: free space on each page lets PostgreSQL
+    # update rows without touching the indexes (HOT updates), and no index covers ``outcome``.
     __table_args__ = (
-        Index("ix_finding_outcomes_category_outcome", "category", "outcome"),
         Index("ix_finding_outcomes_repository_pr", "repository_id", "pull_request"),
+        {"postgresql_with": {"fillfactor": 80}},
     )
 
 
