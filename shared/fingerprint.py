@@ -96,12 +96,14 @@ def _digest(*fields: str) -> str:
     return digest.hexdigest()
 
 
+@lru_cache(maxsize=65_536)
 def finding_fingerprint(*, rule_id: str, file_path: str, message: str, code_context: str) -> str:
     """A finding's identity: 32 hex chars of sha256 over rule, path, message and code context.
 
     The message and code are normalised and lines are left out, so the same finding on a later
     push (shifted lines, a different literal in the message, re-indented code) keeps its
-    fingerprint.
+    fingerprint. Cached: bots send the same findings again on every push, and ranking inline
+    findings computes thousands of fingerprints per request.
     """
     return _digest(
         "fp1", rule_id, file_path, normalize_message(message), normalize_code(code_context)

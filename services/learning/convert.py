@@ -23,7 +23,7 @@ from services.learning.reads import ScopeName, ThresholdView
 from services.learning.stats import wilson_interval
 from services.learning.suggestions import (
     Candidate,
-    RankedItem,
+    Explanations,
     RankOptions,
     RankOutcome,
     RankRequest,
@@ -101,57 +101,8 @@ def _ref(candidate: Candidate) -> learning_pb2.FindingRef:
     )
 
 
-def ranked_to_pb(item: RankedItem) -> learning_pb2.RankedFinding:
-    ranked = learning_pb2.RankedFinding(
-        ref=_ref(item.candidate),
-        fingerprint=item.candidate.fingerprint,
-        rank=item.rank,
-        score=item.score,
-        calibrated_probability=item.calibrated,
-        suppressed=item.suppressed,
-        suppression_reason=_REASONS.get(item.reason, learning_pb2.SUPPRESSION_REASON_UNSPECIFIED),
-        suppression_detail=item.detail,
-        flagged=item.flagged,
-        rule_id=item.candidate.rule_id,
-        category=item.candidate.category,
-    )
-    if item.duplicate_of is not None:
-        ranked.duplicate_of.CopyFrom(_ref(item.duplicate_of))
-    e = item.explanation
-    if e is not None:
-        lift = (
-            e.adjusted_probability / e.calibrated_probability
-            if e.calibrated_probability
-            else math.nan
-        )
-        ranked.explanation.CopyFrom(
-            learning_pb2.Explanation(
-                raw_confidence=e.raw_confidence,
-                calibrated_probability=e.calibrated_probability,
-                calibration_source=e.calibration_source,
-                severity_weight=e.severity_weight,
-                rule_acceptance=e.rule_acceptance,
-                category_acceptance=e.category_acceptance,
-                adjusted_probability=e.adjusted_probability,
-                threshold=e.threshold,
-                threshold_source=e.threshold_source,
-                diversity_penalty=e.diversity_penalty,
-                explored=e.explored,
-                summary=(
-                    f"P(useful) {e.calibrated_probability:.2f} ({e.calibration_source}) "
-                    f"x rule lift {lift:.2f} (rule {e.rule_acceptance:.2f} vs category "
-                    f"{e.category_acceptance:.2f}) x severity {e.severity_weight:.1f}"
-                    + (f" - diversity {e.diversity_penalty:.2f}" if e.diversity_penalty else "")
-                    + f" = {item.score:.3f}"
-                ),
-            )
-        )
-    return ranked
-
-
 def rank_outcome_to_pb(outcome: RankOutcome) -> learning_pb2.RankSuggestionsResponse:
-    return learning_pb2.RankSuggestionsResponse(
-        findings=[ranked_to_pb(item) for item in outcome.items],
+    response = learning_pb2.RankSuggestionsResponse(
         learning_applied=outcome.learning_applied,
         not_applied_reason=outcome.not_applied_reason,
         model_version=outcome.model_version,
@@ -159,6 +110,66 @@ def rank_outcome_to_pb(outcome: RankOutcome) -> learning_pb2.RankSuggestionsResp
             common_pb2.ItemError(index=p.index, code=p.code, reason=p.reason, message=p.message)
             for p in outcome.problems
         ],
+    )
+    response.findings.extend(ranked_to_pb(outcome, i) for i in outcome.order)
+    return response
+
+
+def ranked_to_pb(outcome: RankOutcome, i: int) -> learning_pb2.RankedFinding:
+    candidate = outcome.candidates[i]
+    suppressed = outcome.suppressed[i]
+    ranked = learning_pb2.RankedFinding(
+        ref=_ref(candidate),
+        fingerprint=candidate.fingerprint,
+        rank=outcome.rank[i],
+        score=outcome.score[i],
+        calibrated_probability=outcome.calibrated[i],
+        suppressed=suppressed,
+        suppression_reason=_REASONS.get(
+            outcome.reason[i], learning_pb2.SUPPRESSION_REASON_UNSPECIFIED
+        ),
+        suppression_detail=outcome.detail(i) if suppressed else "",
+        flagged=outcome.flagged[i],
+        rule_id=candidate.rule_id,
+        category=candidate.category,
+    )
+    duplicate = outcome.duplicate_of[i]
+    if duplicate >= 0:
+        ranked.duplicate_of.CopyFrom(_ref(outcome.candidates[duplicate]))
+    e = outcome.explanations
+    if e is not None:
+        calibrated, adjusted = outcome.calibrated[i], e.adjusted_probability[i]
+        ranked.explanation.CopyFrom(
+            learning_pb2.Explanation(
+                raw_confidence=candidate.confidence,
+                calibrated_probability=calibrated,
+                calibration_source=e.calibration_source[i],
+                severity_weight=e.severity_weight[i],
+                rule_acceptance=e.rule_acceptance[i],
+                category_acceptance=e.category_acceptance[i],
+                adjusted_probability=adjusted,
+                threshold=e.threshold[i],
+                threshold_source=e.threshold_source[i],
+                diversity_penalty=e.diversity_penalty[i],
+                explored=e.explored[i],
+                # The sentence only for shown findings: suppressed ones carry their detail.
+                summary="" if suppressed else _summary(outcome, e, i, calibrated, adjusted),
+            )
+        )
+    return ranked
+
+
+def _summary(
+    outcome: RankOutcome, e: Explanations, i: int, calibrated: float, adjusted: float
+) -> str:
+    lift = adjusted / calibrated if calibrated else math.nan
+    penalty = e.diversity_penalty[i]
+    return (
+        f"P(useful) {calibrated:.2f} ({e.calibration_source[i]}) x rule lift {lift:.2f} "
+        f"(rule {e.rule_acceptance[i]:.2f} vs category {e.category_acceptance[i]:.2f}) "
+        f"x severity {e.severity_weight[i]:.1f}"
+        + (f" - diversity {penalty:.2f}" if penalty else "")
+        + f" = {outcome.score[i]:.3f}"
     )
 
 

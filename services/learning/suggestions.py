@@ -20,7 +20,6 @@ from services.learning.model_store import ModelStore
 from services.learning.ranking import (
     RankingInputs,
     RankingPolicy,
-    RankingResult,
     pass_through,
     rank_findings,
 )
@@ -65,35 +64,6 @@ class RankRequest:
 
 
 @dataclass(frozen=True)
-class Explanation:
-    raw_confidence: float
-    calibrated_probability: float
-    calibration_source: str
-    severity_weight: float
-    rule_acceptance: float
-    category_acceptance: float
-    adjusted_probability: float
-    threshold: float
-    threshold_source: str
-    diversity_penalty: float
-    explored: bool
-
-
-@dataclass(frozen=True)
-class RankedItem:
-    candidate: Candidate
-    rank: int
-    score: float
-    calibrated: float
-    suppressed: bool
-    reason: str
-    detail: str
-    duplicate_of: Candidate | None
-    flagged: bool
-    explanation: Explanation | None
-
-
-@dataclass(frozen=True)
 class ItemProblem:
     index: int
     code: int
@@ -102,12 +72,62 @@ class ItemProblem:
 
 
 @dataclass(frozen=True)
+class Explanations:
+    """The numbers behind every score, as columns indexed like the candidates."""
+
+    calibration_source: list[str]
+    severity_weight: list[float]
+    rule_acceptance: list[float]
+    category_acceptance: list[float]
+    adjusted_probability: list[float]
+    threshold: list[float]
+    threshold_source: list[str]
+    diversity_penalty: list[float]
+    explored: list[bool]
+
+
+@dataclass(frozen=True)
 class RankOutcome:
-    items: tuple[RankedItem, ...]
+    """A ranking as columns indexed like ``candidates``; ``order`` lists them shown-first.
+
+    Columns rather than an object per finding: a 10,000-finding request would otherwise spend
+    more time building objects than ranking.
+    """
+
+    candidates: tuple[Candidate, ...]
+    order: list[int]
+    rank: list[int]
+    score: list[float]
+    calibrated: list[float]
+    suppressed: list[bool]
+    reason: list[str]
+    duplicate_of: list[int]
+    flagged: list[bool]
+    explanations: Explanations | None
     learning_applied: bool
     not_applied_reason: str
     model_version: str
     problems: tuple[ItemProblem, ...] = field(default=())
+
+    def detail(self, i: int) -> str:
+        """Why candidate ``i`` was suppressed, in words ("" when shown)."""
+        reason, candidate = self.reason[i], self.candidates[i]
+        if reason == "below_threshold" and self.explanations is not None:
+            threshold = self.explanations.threshold[i]
+            return (
+                f"confidence {candidate.confidence:.2f} < {candidate.category} "
+                f"threshold {threshold:.2f}"
+            )
+        if reason == "duplicate" and self.duplicate_of[i] >= 0:
+            return f"duplicate of request finding {self.candidates[self.duplicate_of[i]].index}"
+        return _REASON_TEXT.get(reason, "").format(rule=candidate.rule_id)
+
+
+_REASON_TEXT = {
+    "previously_dismissed": "already dismissed or rejected on this pull request",
+    "noisy_rule": "rule {rule} is statistically often ignored or rejected",
+    "over_limit": "ranked below max_results",
+}
 
 
 @lru_cache(maxsize=65_536)
@@ -329,20 +349,6 @@ class SuggestionRanker:
         )
         result = rank_findings(inputs, policy)
         weights = np.asarray(self._severity_weights)[severity - 1]
-        items = [
-            _item(
-                candidates,
-                result,
-                int(i),
-                calibrated,
-                calibration_source,
-                weights,
-                category_acceptance,
-                threshold,
-                threshold_source,
-            )
-            for i in result.order
-        ]
         duplicates = int(np.count_nonzero(result.duplicate_of >= 0))
         if duplicates:
             self._instruments.deduplication_hits.add(duplicates)
@@ -350,7 +356,26 @@ class SuggestionRanker:
         if shown.size:
             self._instruments.last_average_score = float(shown.mean())
         return RankOutcome(
-            items=tuple(items),
+            candidates=tuple(candidates),
+            order=result.order.tolist(),
+            rank=result.rank.tolist(),
+            score=result.score.tolist(),
+            calibrated=calibrated.tolist(),
+            suppressed=result.suppressed.tolist(),
+            reason=result.reason.tolist(),
+            duplicate_of=result.duplicate_of.tolist(),
+            flagged=result.flagged.tolist(),
+            explanations=Explanations(
+                calibration_source=calibration_source.tolist(),
+                severity_weight=weights.tolist(),
+                rule_acceptance=result.rule_acceptance.tolist(),
+                category_acceptance=category_acceptance.tolist(),
+                adjusted_probability=result.adjusted_probability.tolist(),
+                threshold=threshold.tolist(),
+                threshold_source=threshold_source.tolist(),
+                diversity_penalty=result.diversity_penalty.tolist(),
+                explored=result.explored.tolist(),
+            ),
             learning_applied=True,
             not_applied_reason="",
             model_version=model.version,
@@ -363,83 +388,24 @@ def _group(keys: Sequence[str]) -> dict[str, npt.NDArray[np.intp]]:
     return {str(key): np.flatnonzero(inverse == i) for i, key in enumerate(unique)}
 
 
-def _item(
-    candidates: Sequence[Candidate],
-    result: RankingResult,
-    i: int,
-    calibrated: npt.NDArray[np.float64],
-    calibration_source: npt.NDArray[np.object_],
-    weights: npt.NDArray[np.float64],
-    category_acceptance: npt.NDArray[np.float64],
-    threshold: npt.NDArray[np.float64],
-    threshold_source: npt.NDArray[np.object_],
-) -> RankedItem:
-    duplicate = int(result.duplicate_of[i])
-    reason = str(result.reason[i])
-    return RankedItem(
-        candidate=candidates[i],
-        rank=int(result.rank[i]),
-        score=float(result.score[i]),
-        calibrated=float(calibrated[i]),
-        suppressed=bool(result.suppressed[i]),
-        reason=reason,
-        detail=_detail(reason, candidates[i], threshold[i], duplicate, candidates),
-        duplicate_of=candidates[duplicate] if duplicate >= 0 else None,
-        flagged=bool(result.flagged[i]),
-        explanation=Explanation(
-            raw_confidence=candidates[i].confidence,
-            calibrated_probability=float(calibrated[i]),
-            calibration_source=str(calibration_source[i]),
-            severity_weight=float(weights[i]),
-            rule_acceptance=float(result.rule_acceptance[i]),
-            category_acceptance=float(category_acceptance[i]),
-            adjusted_probability=float(result.adjusted_probability[i]),
-            threshold=float(threshold[i]),
-            threshold_source=str(threshold_source[i]),
-            diversity_penalty=float(result.diversity_penalty[i]),
-            explored=bool(result.explored[i]),
-        ),
-    )
-
-
-def _detail(
-    reason: str,
-    candidate: Candidate,
-    threshold: float,
-    duplicate: int,
-    candidates: Sequence[Candidate],
-) -> str:
-    if reason == "below_threshold":
-        category = candidate.category
-        return f"confidence {candidate.confidence:.2f} < {category} threshold {threshold:.2f}"
-    if reason == "duplicate" and duplicate >= 0:
-        return f"duplicate of request finding {candidates[duplicate].index}"
-    if reason == "previously_dismissed":
-        return "already dismissed or rejected on this pull request"
-    if reason == "noisy_rule":
-        return f"rule {candidate.rule_id} is statistically often ignored or rejected"
-    if reason == "over_limit":
-        return "ranked below max_results"
-    return ""
-
-
 def _pass_through_outcome(
     candidates: Sequence[Candidate], problems: Sequence[ItemProblem], reason: str
 ) -> RankOutcome:
     result = pass_through(len(candidates))
-    items = tuple(
-        RankedItem(
-            candidate=candidates[i],
-            rank=int(result.rank[i]),
-            score=math.nan,
-            calibrated=math.nan,
-            suppressed=False,
-            reason="",
-            detail="",
-            duplicate_of=None,
-            flagged=False,
-            explanation=None,
-        )
-        for i in result.order
+    n = len(candidates)
+    return RankOutcome(
+        candidates=tuple(candidates),
+        order=result.order.tolist(),
+        rank=result.rank.tolist(),
+        score=[math.nan] * n,
+        calibrated=[math.nan] * n,
+        suppressed=[False] * n,
+        reason=[""] * n,
+        duplicate_of=[-1] * n,
+        flagged=[False] * n,
+        explanations=None,
+        learning_applied=False,
+        not_applied_reason=reason,
+        model_version="",
+        problems=tuple(problems),
     )
-    return RankOutcome(items, False, reason, "", tuple(problems))
