@@ -137,7 +137,9 @@ def _print_ready(
         + (f"embedded PostgreSQL in {state_dir() / 'pgdata'}" if embedded else "configured")
     )
     by_role = {role: token for token, role in _token_items(tokens)}
-    where = "generated and saved in .reviewlearn/tokens" if created else "from your configuration"
+    where = (
+        f"generated and saved in {state_dir() / 'tokens'}" if created else "from your configuration"
+    )
     out.print(f"tokens ({where}):")
     for role in Role:
         if role in by_role:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.learning.model import ALL, LearnedModel
+from services.learning.model import ALL, GLOBAL, LearnedModel
 from services.learning.model_store import ModelStore
 from services.learning.patterns import (
     ANTI_PATTERN,
@@ -41,12 +41,16 @@ class PatternMiner:
         self._alpha = alpha
         self._emerging_ratio = emerging_ratio
         self._window = window
-        self._mined_watermark = -1
+        self._mined_counts: object = None
 
     async def refresh(self, *, force: bool = False) -> int:
         """Recomputes every pattern; skipped when nothing was folded since the last time."""
         model = await self._models.current()
-        if not force and model.watermark == self._mined_watermark:
+        # The watermark moves on every fold, even an idle one; the global counts move only when
+        # findings or outcomes changed, which is when patterns can change.
+        counts = model.metrics.get(((GLOBAL, 0), ALL, "*"))
+        signature = counts.counts if counts is not None else None
+        if not force and signature == self._mined_counts:
             return 0
         now = datetime.now(UTC)
         async with self._sessions.begin() as session:
@@ -107,7 +111,7 @@ class PatternMiner:
             if not await repo.try_lock("reviewlearn.patterns"):
                 return 0  # another replica is writing the same patterns right now
             await repo.replace_patterns(stored)
-        self._mined_watermark = model.watermark
+        self._mined_counts = signature
         return len(stored)
 
 

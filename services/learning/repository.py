@@ -102,10 +102,20 @@ class FoldRepository:
         changes = int((await self._session.execute(text(fold_sql.DELTA_SIZE))).first()[0])  # type: ignore[index]
         if changes:
             await self._session.execute(text(fold_sql.APPLY_DELTA))
-        await self._session.execute(
-            text(fold_sql.ADVANCE), {"horizon": horizon, "findings": findings, "events": events}
-        )
+        if changes or horizon != watermark:  # an idle poll writes nothing
+            await self._session.execute(
+                text(fold_sql.ADVANCE), {"horizon": horizon, "findings": findings, "events": events}
+            )
         return FoldCounts(watermark, horizon, findings, events, changes)
+
+    async def orphaned_outcomes(self) -> int:
+        """Outcomes still counted for findings that no longer exist (deleted by hand, say)."""
+        found = await self._session.execute(
+            select(func.count())
+            .select_from(FindingOutcome)
+            .where(~select(Finding.id).where(Finding.id == FindingOutcome.finding_id).exists())
+        )
+        return int(found.scalar_one())
 
     async def latest_deletion(self) -> int:
         """The id of the newest entry in the feedback service's deletion log (0: none)."""

@@ -154,3 +154,19 @@ async def test_validation_finds_a_corrupted_count_and_a_recompute_repairs_it(
     assert await metrics_snapshot(db_engine) == corrupted  # validating changed nothing
     await folder.recompute()
     assert await folder.validate() == []
+
+
+async def test_validation_reports_findings_deleted_behind_the_services_back(
+    feedback_service: RunningService, db_engine: AsyncEngine, folder: Folder
+) -> None:
+    stub = feedback_pb2_grpc.FeedbackServiceStub(feedback_service.channel)
+    history = generate_history(seed=8, reviews=10, findings_per_review=5, end=END)
+    ids = await load_reviews(stub, history.reviews, metadata=auth("ingest"), request_prefix="h")
+    await load_feedback(stub, history.feedback, ids, metadata=auth("ingest"))
+    await folder.fold()
+    async with db_engine.begin() as connection:  # not through DeleteFinding: no deletion log
+        await connection.execute(text("DELETE FROM findings WHERE id = :id"), {"id": ids[0][0]})
+    mismatches = await folder.validate()
+    assert any("deleted findings" in m.key[3] for m in mismatches)
+    await folder.recompute()
+    assert await folder.validate() == []
