@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, bindparam, delete, func, select, text, tuple_
+from sqlalchemy import CursorResult, bindparam, delete, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -69,6 +69,18 @@ class OutcomeSample:
     outcome: int
 
 
+_METRIC_COLUMNS = (
+    LearningMetric.scope_type,
+    LearningMetric.scope_id,
+    LearningMetric.dimension,
+    LearningMetric.key,
+    LearningMetric.shown,
+    LearningMetric.positive,
+    LearningMetric.negative,
+    LearningMetric.dismissed,
+)
+
+
 class FoldRepository:
     """The fold's statements; the caller holds the fold_state row lock for the transaction."""
 
@@ -124,18 +136,7 @@ class FoldRepository:
 
     async def metric_counts(self) -> dict[tuple[int, int, int, str], tuple[int, int, int, int]]:
         """Every non-zero count, keyed by (scope type, scope id, dimension, key)."""
-        rows = await self._session.execute(
-            select(
-                LearningMetric.scope_type,
-                LearningMetric.scope_id,
-                LearningMetric.dimension,
-                LearningMetric.key,
-                LearningMetric.shown,
-                LearningMetric.positive,
-                LearningMetric.negative,
-                LearningMetric.dismissed,
-            )
-        )
+        rows = await self._session.execute(select(*_METRIC_COLUMNS))
         return {
             (int(a), int(b), int(c), str(d)): (int(e), int(f), int(g), int(h))
             for a, b, c, d, e, f, g, h in rows
@@ -205,42 +206,9 @@ class LearningRepository:
         )
         return int(count.scalar_one())
 
-    async def metrics(
-        self,
-        *,
-        scopes: Sequence[tuple[int, int]],
-        dimensions: Sequence[int],
-        key: str | None = None,
-    ) -> list[MetricInput]:
-        query = select(
-            LearningMetric.scope_type,
-            LearningMetric.scope_id,
-            LearningMetric.dimension,
-            LearningMetric.key,
-            LearningMetric.shown,
-            LearningMetric.positive,
-            LearningMetric.negative,
-            LearningMetric.dismissed,
-        ).where(
-            tuple_(LearningMetric.scope_type, LearningMetric.scope_id).in_(list(scopes)),
-            LearningMetric.dimension.in_(list(dimensions)),
-        )
-        if key is not None:
-            query = query.where(LearningMetric.key == key)
-        return [MetricInput(*row) for row in await self._session.execute(query)]
-
     async def all_metrics(self, dimensions: Sequence[int]) -> list[MetricInput]:
         rows = await self._session.execute(
-            select(
-                LearningMetric.scope_type,
-                LearningMetric.scope_id,
-                LearningMetric.dimension,
-                LearningMetric.key,
-                LearningMetric.shown,
-                LearningMetric.positive,
-                LearningMetric.negative,
-                LearningMetric.dismissed,
-            ).where(LearningMetric.dimension.in_(list(dimensions)))
+            select(*_METRIC_COLUMNS).where(LearningMetric.dimension.in_(list(dimensions)))
         )
         return [MetricInput(*row) for row in rows]
 
