@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 from typing import Annotated
 
@@ -236,55 +237,18 @@ def validate(
     ] = False,
 ) -> None:
     """Check that the learned counts equal a full recompute from the feedback log."""
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    from services.learning.folding import Folder
-    from services.learning.instruments import LearningInstruments
-    from shared.db.engine import create_session_factory
-
     url, embedded = _database_url()
-
-    async def check() -> int:
-        engine = create_async_engine(url)
-        try:
-            folder = Folder(
-                sessions=create_session_factory(engine), instruments=LearningInstruments()
-            )
-            with console.status("recomputing every count from the feedback log ..."):
-                mismatches = await folder.validate()
-        finally:
-            await engine.dispose()
-        if not mismatches:
-            console.print("[green]the folded learning metrics equal a full recompute[/green]")
-            return 0
-        table = Table(title=f"{len(mismatches)} counts differ (shown, +, -, dismissed)")
-        for column in ("scope", "dimension", "key", "folded", "recomputed"):
-            table.add_column(column)
-        for m in mismatches[:50]:
-            table.add_row(
-                f"{m.key[0]}:{m.key[1]}", str(m.key[2]), m.key[3], str(m.folded), str(m.recomputed)
-            )
-        console.print(table)
-        if not repair:
-            console.print("run `reviewlearn validate --repair` to rebuild them from the log")
-            return 1
-        engine = create_async_engine(url)
-        try:
-            folder = Folder(
-                sessions=create_session_factory(engine), instruments=LearningInstruments()
-            )
-            with console.status("rebuilding every count from the feedback log ..."):
-                result = await folder.recompute()
-        finally:
-            await engine.dispose()
-        console.print(
-            f"[green]rebuilt from {result.counts.findings:,} findings "
-            f"in {result.seconds:.1f}s[/green]"
-        )
-        return 0
-
+    # The learning service's own entry point does the work: the CLI never imports a service.
+    command = [
+        sys.executable,
+        "-m",
+        "services.learning.validate",
+        *(["--repair"] if repair else []),
+    ]
     try:
-        code = asyncio.run(check())
+        code = subprocess.run(
+            command, env={**os.environ, "REVIEWLEARN_DATABASE_URL": url}, check=False
+        ).returncode
     finally:
         if embedded is not None:
             embedded.stop()

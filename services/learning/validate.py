@@ -1,0 +1,56 @@
+"""``python -m services.learning.validate [--repair]``: are the folded counts what a full
+recompute from the feedback log gives? (``reviewlearn validate`` runs this.)"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from services.learning.folding import Folder
+from services.learning.instruments import LearningInstruments
+from services.learning.settings import LearningSettings
+from shared.db.engine import create_engine, create_session_factory
+
+
+async def validate(settings: LearningSettings, *, repair: bool, console: Console) -> int:
+    engine = create_engine(settings)
+    try:
+        folder = Folder(sessions=create_session_factory(engine), instruments=LearningInstruments())
+        with console.status("recomputing every count from the feedback log ..."):
+            mismatches = await folder.validate()
+        if not mismatches:
+            console.print("[green]the folded learning metrics equal a full recompute[/green]")
+            return 0
+        table = Table(title=f"{len(mismatches)} counts differ (shown, +, -, dismissed)")
+        for column in ("scope", "dimension", "key", "folded", "recomputed"):
+            table.add_column(column)
+        for m in mismatches[:50]:
+            table.add_row(
+                f"{m.key[0]}:{m.key[1]}", str(m.key[2]), m.key[3], str(m.folded), str(m.recomputed)
+            )
+        console.print(table)
+        if not repair:
+            console.print("run `reviewlearn validate --repair` to rebuild them from the log")
+            return 1
+        with console.status("rebuilding every count from the feedback log ..."):
+            result = await folder.recompute()
+        console.print(
+            f"[green]rebuilt from {result.counts.findings:,} findings "
+            f"in {result.seconds:.1f}s[/green]"
+        )
+        return 0
+    finally:
+        await engine.dispose()
+
+
+def main() -> None:
+    repair = "--repair" in sys.argv[1:]
+    settings = LearningSettings()
+    sys.exit(asyncio.run(validate(settings, repair=repair, console=Console())))
+
+
+if __name__ == "__main__":
+    main()
