@@ -21,6 +21,7 @@ from shared.errors import FieldViolation, InvalidArgument, NotFound
 from shared.http_side import HealthReport
 from shared.rpc.server import RpcHost, ServiceBinding
 from shared.settings import ServiceSettings
+from shared.telemetry import current_trace_id
 from tests.conftest import TOKENS_ENV, StartService, auth
 
 INSIGHTS = insights_pb2.DESCRIPTOR.services_by_name["InsightsService"]
@@ -120,8 +121,10 @@ class ProbeInsights(insights_pb2_grpc.InsightsServiceServicer):
 
     def __init__(self) -> None:
         self.started = asyncio.Event()
+        self.trace_ids: list[str] = []
 
     async def GetTeamMetrics(self, request: Any, context: Any) -> Any:
+        self.trace_ids.append(current_trace_id())
         self.started.set()
         await asyncio.sleep(0.5)
         return insights_pb2.GetTeamMetricsResponse(from_cache=True)
@@ -256,3 +259,21 @@ async def test_healthz_is_503_when_the_database_is_down(start_service: StartServ
     assert report["status"] == "unhealthy"
     assert report["components"]["database"] == "unhealthy"
     await dead.dispose()
+
+
+async def test_the_caller_trace_context_is_continued_by_the_server() -> None:
+    host, probe = await start_probe()
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{host.port}") as channel:
+            stub = insights_pb2_grpc.InsightsServiceStub(channel)
+            await stub.GetTeamMetrics(
+                insights_pb2.GetTeamMetricsRequest(),
+                metadata=(*auth("reader"), ("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01")),
+            )
+            await stub.GetTeamMetrics(insights_pb2.GetTeamMetricsRequest(), metadata=auth("reader"))
+    finally:
+        await host.stop(grace=0)
+    # W3C context from the metadata: the same trace; without one, a fresh trace per call.
+    assert probe.trace_ids[0] == trace_id
+    assert probe.trace_ids[1] not in ("", trace_id)
