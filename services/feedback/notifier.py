@@ -13,10 +13,35 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger("reviewlearn.feedback.notifier")
 
 Send = Callable[[str], Awaitable[None]]
+CHANNEL = "reviewlearn_feedback"
+"""The NOTIFY / PUBLISH channel the learning service listens on."""
+
+
+def postgres_sender(engine: AsyncEngine) -> Send:
+    async def send(payload: str) -> None:
+        async with engine.connect() as connection:
+            await connection.execute(select(func.pg_notify(CHANNEL, payload)))
+            await connection.commit()
+
+    return send
+
+
+def redis_sender(redis: Redis) -> Send:
+    async def send(payload: str) -> None:
+        await redis.publish(CHANNEL, payload)
+
+    return send
 
 
 class ChangeNotifier:

@@ -27,8 +27,6 @@ from shared.finding_input import FindingDraft
 from shared.fingerprint import pattern_key
 from shared.outcome import FeedbackKind, Outcome, outcome_of
 
-FEEDBACK_CHANNEL = "reviewlearn_feedback"
-
 
 @dataclass(frozen=True)
 class RepositoryRef:

@@ -5,14 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from reviewlearn.feedback.v1 import feedback_pb2_grpc
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.feedback.handlers import SERVICE, FeedbackHandlers
 from services.feedback.ingestion import FeedbackIngestion
 from services.feedback.instruments import FeedbackInstruments
-from services.feedback.notifier import ChangeNotifier
-from services.feedback.repository import FEEDBACK_CHANNEL
+from services.feedback.notifier import ChangeNotifier, postgres_sender, redis_sender
 from services.feedback.settings import FeedbackSettings
 from shared.db.engine import create_engine, create_session_factory
 from shared.periodic import Periodic
@@ -37,16 +35,10 @@ def build_server(
     db = engine or create_engine(settings)
     instruments = FeedbackInstruments()
     redis = _redis(settings.redis_url)
-
-    async def send_notification(payload: str) -> None:
-        if redis is not None:
-            await redis.publish(FEEDBACK_CHANNEL, payload)
-            return
-        async with db.connect() as connection:
-            await connection.execute(select(func.pg_notify(FEEDBACK_CHANNEL, payload)))
-            await connection.commit()
-
-    notifier = ChangeNotifier(send_notification, interval=settings.notify_interval_seconds)
+    notifier = ChangeNotifier(
+        redis_sender(redis) if redis is not None else postgres_sender(db),
+        interval=settings.notify_interval_seconds,
+    )
     ingestion = FeedbackIngestion(
         sessions=create_session_factory(db),
         limits=settings.limits(),
