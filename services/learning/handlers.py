@@ -50,14 +50,14 @@ class LearningHandlers(learning_pb2_grpc.LearningServiceServicer):
         scope = convert.scope_from_pb(request.scope)
         dimension = convert.dimension_from_pb(request.dimension)
         query = f"metrics:{scope.scope_type}:{scope.name}:{dimension}:{request.key}"
-        offset = decode_token(request.page_token, query) or 0
-        if not isinstance(offset, int) or offset < 0:
+        after = decode_token(request.page_token, query)
+        if after is not None and not isinstance(after, str):
             raise InvalidArgument([FieldViolation("page_token", "is malformed")])
         page = await self._reads.metrics(
             scope,
             dimension=dimension,
             key=request.key or None,
-            offset=offset,
+            after=after,
             limit=page_size(request.page_size),
         )
         response = learning_pb2.GetLearningMetricsResponse(
@@ -67,8 +67,8 @@ class LearningHandlers(learning_pb2_grpc.LearningServiceServicer):
         )
         if page.last_update is not None:
             response.last_update_time.CopyFrom(timestamp_to_pb(page.last_update))
-        if page.next_offset is not None:
-            response.next_page_token = encode_token(query, page.next_offset)
+        if page.next_after is not None:
+            response.next_page_token = encode_token(query, page.next_after)
         return response
 
     async def GetConfidenceThresholds(

@@ -38,7 +38,8 @@ class MetricsPage:
     watermark: int
     last_update: datetime | None
     backlog: int
-    next_offset: int | None
+    next_after: str | None
+    """The last key of this page when more follow (the next page starts after it)."""
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,10 @@ class LearningReads:
         return names
 
     async def metrics(
-        self, scope: ScopeName, *, dimension: int, key: str | None, offset: int, limit: int
+        self, scope: ScopeName, *, dimension: int, key: str | None, after: str | None, limit: int
     ) -> MetricsPage:
+        """Metrics of a scope in key order; pages continue after a key, so a fold landing
+        between two pages never shifts or repeats entries."""
         resolved = await self.resolve(scope)
         # Reads of the counts are exact: rebuild now if a fold landed since the last build.
         await self._models.refresh_if_stale(max_age=float("inf"))
@@ -106,22 +109,25 @@ class LearningReads:
             (
                 view
                 for (s, d, k), view in model.metrics.items()
-                if s == resolved and d == dimension and (key is None or k == key)
+                if s == resolved
+                and d == dimension
+                and (key is None or k == key)
+                and (after is None or k > after)
             ),
-            key=lambda v: (-v.counts.shown, v.key),
+            key=lambda v: v.key,
         )
         async with self._sessions.begin() as session:
             repo = LearningRepository(session)
             state = await repo.fold_state()
             backlog = await repo.backlog(state.watermark if state else 0)
-        page = views[offset : offset + limit]
+        page = views[:limit]
         return MetricsPage(
             metrics=tuple(page),
             names={resolved: scope},
             watermark=model.watermark,
             last_update=state.updated_at if state else None,
             backlog=backlog,
-            next_offset=offset + limit if offset + limit < len(views) else None,
+            next_after=page[-1].key if len(views) > limit else None,
         )
 
     async def thresholds(self, scope: ScopeName, *, category: str | None) -> ThresholdsView:

@@ -338,6 +338,22 @@ async def test_tune_dry_run_shows_the_diff_without_applying_it(
     ids = await load_reviews(feedback, history.reviews, metadata=auth("ingest"), request_prefix="d")
     await load_feedback(feedback, history.feedback, ids, metadata=auth("ingest"))
     await wait_for_fold(learning)
+    # Metrics page in key order; every rule shows up exactly once.
+    keys: list[str] = []
+    token = ""
+    for _ in range(100):
+        page = await learning.GetLearningMetrics(
+            learning_pb2.GetLearningMetricsRequest(
+                dimension=learning_pb2.DIMENSION_RULE, page_size=7, page_token=token
+            ),
+            metadata=auth("reader"),
+        )
+        keys += [m.key for m in page.metrics]
+        token = page.next_page_token
+        if not token:
+            break
+    assert keys == sorted(keys)
+    assert set(keys) == {f.rule_id for r in history.reviews for f in r.findings}
     before = await learning.GetConfidenceThresholds(
         learning_pb2.GetConfidenceThresholdsRequest(), metadata=auth("reader")
     )

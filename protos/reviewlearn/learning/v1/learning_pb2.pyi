@@ -498,7 +498,9 @@ class GetLearningMetricsResponse(_message.Message):
     backlog: _builtins.int
     """Feedback events recorded but not yet folded."""
     @_builtins.property
-    def metrics(self) -> _containers.RepeatedCompositeFieldContainer[Global___LearningMetric]: ...
+    def metrics(self) -> _containers.RepeatedCompositeFieldContainer[Global___LearningMetric]:
+        """In key order (category, severity name or rule id)."""
+
     @_builtins.property
     def last_update_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
