@@ -58,6 +58,9 @@ class ServiceSettings(BaseSettings):
     grpc_port: int = 0
     metrics_port: int = 0
 
+    health_check_seconds: float = Field(5.0, gt=0)
+    """How often the database is checked; gRPC health is NOT_SERVING while it is unreachable."""
+
     grace_period_seconds: float = Field(10.0, ge=0)
     """How long in-flight RPCs may run after SIGTERM before they are cancelled."""
 

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.periodic import Periodic
 from shared.rpc.server import RpcHost, ServiceBinding
 from shared.settings import ServiceSettings
 
@@ -55,6 +56,13 @@ class ServiceRuntime:
             health_report=self.health_report,
         )
         self._started_at = 0.0
+        # grpc.health.v1 follows the database: NOT_SERVING while it is unreachable, so that
+        # load balancers and Kubernetes' gRPC probes send no traffic to a replica that can only
+        # answer UNAVAILABLE.
+        self._database_watch = Periodic(
+            "health-database", self._watch_database, interval=settings.health_check_seconds
+        )
+        self._database_ok = True
 
     @property
     def port(self) -> int:
@@ -69,8 +77,10 @@ class ServiceRuntime:
         for task in self._background:
             await task.start()
         await self.host.start()
+        await self._database_watch.start()
 
     async def stop(self, grace: float | None = None) -> None:
+        await self._database_watch.stop()
         await self.host.stop(grace)
         for task in reversed(self._background):
             await task.stop()
@@ -107,6 +117,21 @@ class ServiceRuntime:
             except Exception as exc:
                 report["metrics_error"] = str(exc)
         return report
+
+    async def _watch_database(self) -> None:
+        try:
+            async with asyncio.timeout(2.0):
+                await self._database_check()
+            healthy = True
+        except Exception as exc:
+            healthy = False
+            if self._database_ok:
+                log.warning("database unreachable, health NOT_SERVING: %s", exc)
+        if healthy != self._database_ok:
+            self._database_ok = healthy
+            await self.host.set_serving(healthy)
+            if healthy:
+                log.info("database reachable again, health SERVING")
 
     async def _database_check(self) -> str | None:
         async with self.engine.connect() as connection:

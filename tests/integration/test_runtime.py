@@ -277,3 +277,31 @@ async def test_the_caller_trace_context_is_continued_by_the_server() -> None:
     # W3C context from the metadata: the same trace; without one, a fresh trace per call.
     assert probe.trace_ids[0] == trace_id
     assert probe.trace_ids[1] not in ("", trace_id)
+
+
+async def test_grpc_health_follows_the_database() -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    dead = create_async_engine("postgresql+asyncpg://postgres@127.0.0.1:1/nothing")
+    runtime = build_control(
+        ControlSettings(tokens=TOKENS_ENV, grpc_port=0, metrics_port=0, health_check_seconds=0.1),
+        engine=dead,
+    )
+    await runtime.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{runtime.port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            status = health_pb2.HealthCheckResponse.SERVING
+            for _ in range(50):
+                status = (await stub.Check(health_pb2.HealthCheckRequest(service=""))).status
+                if status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                    break
+                await asyncio.sleep(0.1)
+            assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+            named = await stub.Check(
+                health_pb2.HealthCheckRequest(service="reviewlearn.control.v1.ControlService")
+            )
+            assert named.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        await runtime.stop(grace=0)
+        await dead.dispose()
