@@ -243,22 +243,23 @@ async def test_side_port_serves_prometheus_metrics_and_health() -> None:
 
 
 async def test_healthz_is_503_when_the_database_is_down(start_service: StartService) -> None:
-    service = await start_service(
-        build_control, ControlSettings, database_url="postgresql+asyncpg://postgres@127.0.0.1:1/x"
-    )
-    report = await service.runtime.health_report()
-    # The fixture's engine is shared, so the check passes; a dead engine must not:
-    assert report["status"] == "healthy"
     from sqlalchemy.ext.asyncio import create_async_engine
 
+    service = await start_service(build_control, ControlSettings)
+    assert (await service.runtime.health_report())["status"] == "healthy"
     dead = create_async_engine("postgresql+asyncpg://postgres@127.0.0.1:1/nothing")
     runtime = build_control(
         ControlSettings(tokens=TOKENS_ENV, grpc_port=0, metrics_port=0), engine=dead
     )
-    report = await runtime.health_report()
-    assert report["status"] == "unhealthy"
-    assert report["components"]["database"] == "unhealthy"
-    await dead.dispose()
+    await runtime.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.metrics_port}") as http:
+            response = await http.get("/healthz")
+        assert response.status_code == 503
+        assert response.json()["components"]["database"] == "unhealthy"
+    finally:
+        await runtime.stop(grace=0)
+        await dead.dispose()
 
 
 async def test_the_caller_trace_context_is_continued_by_the_server() -> None:
