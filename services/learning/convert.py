@@ -7,49 +7,40 @@ import math
 from reviewlearn.common.v1 import common_pb2
 from reviewlearn.learning.v1 import learning_pb2
 
-from services.learning.model import (
-    ALL,
-    CATEGORY,
-    GLOBAL,
-    REPOSITORY,
-    RULE,
-    SEVERITY,
-    TEAM,
-    MetricView,
-    RateView,
-)
-from services.learning.pattern_mining import PATTERN_TYPES
-from services.learning.reads import ScopeName, ThresholdView
-from services.learning.stats import wilson_interval
-from services.learning.suggestions import (
+from services.learning.domain.learned_state import MetricView, RateView
+from services.learning.domain.rates import wilson_interval
+from services.learning.domain.scopes import Dimension, ScopeType
+from services.learning.usecases.mine_patterns import PATTERN_TYPES
+from services.learning.usecases.rank_suggestions import (
     Candidate,
     Explanations,
     RankOptions,
     RankOutcome,
     RankRequest,
 )
-from services.learning.tuner import TuneOutcome
+from services.learning.usecases.read_learning import ScopeName, ThresholdView
+from services.learning.usecases.tune_thresholds import TuneOutcome
 from shared.convert import finding_from_pb, timestamp_to_pb
 from shared.db.models import PatternRow
 from shared.errors import FieldViolation, InvalidArgument
 
 _SCOPE_TYPES = {
-    common_pb2.SCOPE_TYPE_UNSPECIFIED: GLOBAL,
-    common_pb2.SCOPE_TYPE_GLOBAL: GLOBAL,
-    common_pb2.SCOPE_TYPE_TEAM: TEAM,
-    common_pb2.SCOPE_TYPE_REPOSITORY: REPOSITORY,
+    common_pb2.SCOPE_TYPE_UNSPECIFIED: ScopeType.GLOBAL,
+    common_pb2.SCOPE_TYPE_GLOBAL: ScopeType.GLOBAL,
+    common_pb2.SCOPE_TYPE_TEAM: ScopeType.TEAM,
+    common_pb2.SCOPE_TYPE_REPOSITORY: ScopeType.REPOSITORY,
 }
 _SCOPE_TYPES_PB = {
-    GLOBAL: common_pb2.SCOPE_TYPE_GLOBAL,
-    TEAM: common_pb2.SCOPE_TYPE_TEAM,
-    REPOSITORY: common_pb2.SCOPE_TYPE_REPOSITORY,
+    ScopeType.GLOBAL: common_pb2.SCOPE_TYPE_GLOBAL,
+    ScopeType.TEAM: common_pb2.SCOPE_TYPE_TEAM,
+    ScopeType.REPOSITORY: common_pb2.SCOPE_TYPE_REPOSITORY,
 }
 _DIMENSIONS = {
-    learning_pb2.DIMENSION_UNSPECIFIED: CATEGORY,
-    learning_pb2.DIMENSION_ALL: ALL,
-    learning_pb2.DIMENSION_CATEGORY: CATEGORY,
-    learning_pb2.DIMENSION_SEVERITY: SEVERITY,
-    learning_pb2.DIMENSION_RULE: RULE,
+    learning_pb2.DIMENSION_UNSPECIFIED: Dimension.CATEGORY,
+    learning_pb2.DIMENSION_ALL: Dimension.ALL,
+    learning_pb2.DIMENSION_CATEGORY: Dimension.CATEGORY,
+    learning_pb2.DIMENSION_SEVERITY: Dimension.SEVERITY,
+    learning_pb2.DIMENSION_RULE: Dimension.RULE,
 }
 _REASONS = {
     "below_threshold": learning_pb2.SUPPRESSION_REASON_BELOW_THRESHOLD,
@@ -67,7 +58,7 @@ def scope_from_pb(scope: common_pb2.Scope) -> ScopeName:
 
 
 def scope_to_pb(scope: ScopeName) -> common_pb2.Scope:
-    return common_pb2.Scope(type=_SCOPE_TYPES_PB[scope.scope_type], id=scope.name)
+    return common_pb2.Scope(type=_SCOPE_TYPES_PB[ScopeType(scope.scope_type)], id=scope.name)
 
 
 def dimension_from_pb(dimension: int) -> int:
@@ -188,7 +179,7 @@ def metric_to_pb(view: MetricView, scope: ScopeName) -> learning_pb2.LearningMet
     counts = view.counts
     return learning_pb2.LearningMetric(
         scope=scope_to_pb(scope),
-        dimension=dimension[view.dimension],
+        dimension=dimension[Dimension(view.dimension)],
         key=view.key,
         shown=counts.shown,
         positive=counts.positive,

@@ -7,12 +7,12 @@ from typing import Any
 from reviewlearn.learning.v1 import learning_pb2, learning_pb2_grpc
 
 from services.learning import convert
-from services.learning.folding import Folder
-from services.learning.pattern_mining import PATTERN_TYPES
-from services.learning.reads import LearningReads
 from services.learning.settings import LearningSettings
-from services.learning.suggestions import SuggestionRanker
-from services.learning.tuner import ConfidenceTuner
+from services.learning.usecases.fold_feedback import Folder
+from services.learning.usecases.mine_patterns import PATTERN_TYPES
+from services.learning.usecases.rank_suggestions import SuggestionRanker
+from services.learning.usecases.read_learning import LearningReads
+from services.learning.usecases.tune_thresholds import ConfidenceTuner
 from shared.convert import timestamp_to_pb
 from shared.errors import FieldViolation, InvalidArgument
 from shared.pagination import decode_token, encode_token, page_size

@@ -8,17 +8,17 @@ from typing import Any
 from reviewlearn.learning.v1 import learning_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.learning.folding import Folder
 from services.learning.gates import LearningGate
 from services.learning.handlers import SERVICE, LearningHandlers
 from services.learning.instruments import LearningInstruments
 from services.learning.listener import FeedbackListener
-from services.learning.model_store import ModelStore
-from services.learning.pattern_mining import PatternMiner
-from services.learning.reads import LearningReads
+from services.learning.model_cache import ModelStore
 from services.learning.settings import LearningSettings
-from services.learning.suggestions import SuggestionRanker
-from services.learning.tuner import ConfidenceTuner
+from services.learning.usecases.fold_feedback import Folder
+from services.learning.usecases.mine_patterns import PatternMiner
+from services.learning.usecases.rank_suggestions import SuggestionRanker
+from services.learning.usecases.read_learning import LearningReads
+from services.learning.usecases.tune_thresholds import ConfidenceTuner
 from shared.db.engine import create_engine, create_session_factory
 from shared.finding_input import Limits
 from shared.periodic import Periodic

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from services.learning.model import ModelParameters
-from services.learning.tuning import TuneParameters
+from services.learning.domain.learned_state import ModelParameters
+from services.learning.domain.threshold_fitting import TuneParameters
 from shared.settings import ServiceSettings, port_field
 
 

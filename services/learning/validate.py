@@ -9,9 +9,9 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from services.learning.folding import Folder
 from services.learning.instruments import LearningInstruments
 from services.learning.settings import LearningSettings
+from services.learning.usecases.fold_feedback import Folder
 from shared.db.engine import create_engine, create_session_factory
 
 

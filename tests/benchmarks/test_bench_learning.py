@@ -37,9 +37,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.cli.loader import finding_input
 from services.cli.synthetic import CATEGORIES, SyntheticHistory, generate_history
-from services.learning.folding import Folder, FoldResult
 from services.learning.instruments import LearningInstruments
 from services.learning.listener import CHANNEL, asyncpg_dsn
+from services.learning.usecases.fold_feedback import Folder, FoldResult
 from shared.db.engine import create_session_factory
 from shared.db.models import LearningMetric
 from shared.fingerprint import finding_fingerprint, pattern_key

@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.cli.loader import load_feedback, load_reviews
 from services.cli.synthetic import generate_history
-from services.learning.folding import Folder
 from services.learning.instruments import LearningInstruments
+from services.learning.usecases.fold_feedback import Folder
 from shared.db.engine import create_session_factory
 from shared.db.models import LearningMetric
 from shared.outcome import FeedbackKind, Outcome, outcome_of

@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 
 from services.cli.loader import finding_input, load_feedback, load_reviews
 from services.cli.synthetic import SyntheticHistory, generate_history, split_holdout
-from services.learning.calibration import expected_calibration_error
+from services.learning.domain.calibration import expected_calibration_error
 from services.learning.server import build_server as build_learning
 from services.learning.settings import LearningSettings
 from shared.outcome import OUTCOME_OF_KIND, FeedbackKind, Outcome, outcome_of

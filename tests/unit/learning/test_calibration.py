@@ -1,4 +1,4 @@
-"""Unit tests for services.learning.calibration."""
+"""Unit tests for services.learning.domain.calibration."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.learning.calibration import (
+from services.learning.domain.calibration import (
     IDENTITY_CURVE,
     SIGMOID_GRID_POINTS,
     CalibrationCurve,

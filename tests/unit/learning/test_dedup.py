@@ -1,4 +1,4 @@
-"""Tests for services.learning.dedup: SimHash, Hamming distance and duplicate grouping."""
+"""Tests for services.learning.domain.dedup: SimHash, Hamming distance and duplicate grouping."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.learning.dedup import find_duplicates, hamming_distance, simhash64
+from services.learning.domain.dedup import find_duplicates, hamming_distance, simhash64
 
 LONG = (
     "Possible SQL injection: the value of the request parameter is concatenated into the query "

@@ -1,4 +1,4 @@
-"""Tests for services.learning.ranking: scoring, suppression, diversity and limits."""
+"""Tests for services.learning.domain.ranking: scoring, suppression, diversity and limits."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.learning.ranking import (
+from services.learning.domain.ranking import (
     REASON_BELOW_THRESHOLD,
     REASON_DUPLICATE,
     REASON_NOISY_RULE,

@@ -5,21 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, bindparam, delete, func, select, text
+from sqlalchemy import bindparam, delete, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import BigInteger, Text
 
-from services.learning import fold_sql
-from services.learning.model import MetricInput
+from services.learning.domain.learned_state import MetricInput
 from shared.db.models import (
     CalibrationCurveRow,
     ConfidenceThresholdRow,
     Finding,
-    FindingDeletion,
     FindingOutcome,
     FoldState,
     IdempotentResponse,
@@ -29,15 +27,7 @@ from shared.db.models import (
     Team,
     ThresholdChange,
 )
-
-
-@dataclass(frozen=True)
-class FoldCounts:
-    watermark: int
-    horizon: int
-    findings: int
-    events: int
-    changes: int
+from shared.outcome import Outcome
 
 
 @dataclass(frozen=True)
@@ -79,86 +69,6 @@ _METRIC_COLUMNS = (
     LearningMetric.negative,
     LearningMetric.dismissed,
 )
-
-
-class FoldRepository:
-    """The fold's statements; the caller holds the fold_state row lock for the transaction."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
-
-    async def lock_watermark(self) -> int:
-        return int((await self._session.execute(text(fold_sql.LOCK_STATE))).scalar_one())
-
-    async def horizon(self) -> int:
-        """Every transaction with an id below this has finished."""
-        return int((await self._session.execute(text(fold_sql.SNAPSHOT_HORIZON))).scalar_one())
-
-    async def fold(self, *, watermark: int, horizon: int, deletions: bool) -> FoldCounts:
-        params = {"watermark": watermark, "horizon": horizon}
-        await self._session.execute(text(fold_sql.CREATE_DELTA))
-        found = cast(
-            CursorResult[Any],
-            await self._session.execute(text(fold_sql.FOLD_NEW_FINDINGS), params),
-        )
-        findings = found.rowcount or 0
-        events = 0
-        if watermark > 0:  # a recompute (watermark 0) already took every event with its finding
-            events = int(
-                (await self._session.execute(text(fold_sql.COUNT_NEW_EVENTS), params)).scalar_one()
-            )
-            if events:
-                await self._session.execute(text(fold_sql.FOLD_NEW_EVENTS), params)
-        if deletions:
-            await self._session.execute(text(fold_sql.FOLD_DELETED_FINDINGS))
-        changes = int((await self._session.execute(text(fold_sql.DELTA_SIZE))).first()[0])  # type: ignore[index]
-        if changes:
-            await self._session.execute(text(fold_sql.APPLY_DELTA))
-        if changes or horizon != watermark:  # an idle poll writes nothing
-            await self._session.execute(
-                text(fold_sql.ADVANCE), {"horizon": horizon, "findings": findings, "events": events}
-            )
-        return FoldCounts(watermark, horizon, findings, events, changes)
-
-    async def orphaned_outcomes(self) -> int:
-        """Outcomes still counted for findings that no longer exist (deleted by hand, say)."""
-        found = await self._session.execute(
-            select(func.count())
-            .select_from(FindingOutcome)
-            .where(~select(Finding.id).where(Finding.id == FindingOutcome.finding_id).exists())
-        )
-        return int(found.scalar_one())
-
-    async def latest_deletion(self) -> int:
-        """The id of the newest entry in the feedback service's deletion log (0: none)."""
-        found = await self._session.execute(select(func.coalesce(func.max(FindingDeletion.id), 0)))
-        return int(found.scalar_one())
-
-    async def metric_counts(self) -> dict[tuple[int, int, int, str], tuple[int, int, int, int]]:
-        """Every non-zero count, keyed by (scope type, scope id, dimension, key)."""
-        rows = await self._session.execute(select(*_METRIC_COLUMNS))
-        return {
-            (int(a), int(b), int(c), str(d)): (int(e), int(f), int(g), int(h))
-            for a, b, c, d, e, f, g, h in rows
-            if (e, f, g, h) != (0, 0, 0, 0)
-        }
-
-    async def recompute(self, *, horizon: int) -> FoldCounts:
-        """Rebuilds outcomes and counts from the whole log; the watermark moves to ``horizon``."""
-        await self._session.execute(text(fold_sql.RECOMPUTE_OUTCOMES))
-        findings = int(
-            (await self._session.execute(text("SELECT count(*) FROM recomputed"))).scalar_one()
-        )
-        changes = 0
-        for statement in fold_sql.RECONCILE_OUTCOMES:
-            result = cast(CursorResult[Any], await self._session.execute(text(statement)))
-            changes += result.rowcount or 0
-        for statement in fold_sql.REBUILD_METRICS:
-            await self._session.execute(text(statement))
-        await self._session.execute(
-            text(fold_sql.ADVANCE), {"horizon": horizon, "findings": 0, "events": 0}
-        )
-        return FoldCounts(0, horizon, findings, 0, changes)
 
 
 class LearningRepository:
@@ -257,7 +167,7 @@ class LearningRepository:
             .where(
                 FindingOutcome.repository_id == repository_id,
                 FindingOutcome.pull_request == pull_request,
-                FindingOutcome.outcome.in_([fold_sql.NEGATIVE, fold_sql.DISMISSED]),
+                FindingOutcome.outcome.in_([int(Outcome.NEGATIVE), int(Outcome.DISMISSED)]),
                 FindingOutcome.fingerprint
                 == func.any(bindparam("fps", value=list(set(fingerprints)), type_=ARRAY(Text))),
             )
@@ -277,7 +187,7 @@ class LearningRepository:
                 FindingOutcome.category,
                 FindingOutcome.confidence,
                 FindingOutcome.outcome,
-            ).where(FindingOutcome.outcome != fold_sql.PENDING)
+            ).where(FindingOutcome.outcome != int(Outcome.PENDING))
         )
         return [OutcomeSample(*row) for row in rows]
 
@@ -333,9 +243,9 @@ class LearningRepository:
                     AS s(scope_type, scope_id)
             )
             SELECT scope_type, scope_id, pattern_key, max(rule_id), max(category),
-                   count(*), count(*) FILTER (WHERE outcome = {fold_sql.POSITIVE}),
-                   count(*) FILTER (WHERE outcome = {fold_sql.NEGATIVE}),
-                   count(*) FILTER (WHERE outcome = {fold_sql.DISMISSED}),
+                   count(*), count(*) FILTER (WHERE outcome = {int(Outcome.POSITIVE)}),
+                   count(*) FILTER (WHERE outcome = {int(Outcome.NEGATIVE)}),
+                   count(*) FILTER (WHERE outcome = {int(Outcome.DISMISSED)}),
                    count(*) FILTER (WHERE created_at >= :recent_since),
                    count(*) FILTER (
                        WHERE created_at >= :prior_since AND created_at < :recent_since),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.learning.instruments import LearningInstruments
-from services.learning.repository import FoldCounts, FoldRepository
+from services.learning.storage.fold_repository import FoldCounts, FoldRepository
 
 log = logging.getLogger("reviewlearn.learning.fold")
 

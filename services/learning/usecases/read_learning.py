@@ -7,18 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.learning.calibration import CalibrationCurve
-from services.learning.model import (
-    GLOBAL,
-    GLOBAL_SCOPE,
-    REPOSITORY,
-    TEAM,
-    MetricView,
-    Scope,
-    ThresholdEntry,
-)
-from services.learning.model_store import ModelStore
-from services.learning.repository import LearningRepository
+from services.learning.domain.calibration import CalibrationCurve
+from services.learning.domain.learned_state import MetricView, ThresholdEntry
+from services.learning.domain.scopes import GLOBAL_SCOPE, Scope, ScopeType
+from services.learning.model_cache import ModelStore
+from services.learning.storage.learning_repository import LearningRepository
 from shared.db.models import PatternRow
 from shared.errors import FieldViolation, InvalidArgument, NotFound
 
@@ -70,29 +63,34 @@ class LearningReads:
         self._stale_after = stale_after
 
     async def resolve(self, scope: ScopeName) -> Scope:
-        if scope.scope_type == GLOBAL:
+        if scope.scope_type == ScopeType.GLOBAL:
             return GLOBAL_SCOPE
         if not scope.name:
             raise InvalidArgument([FieldViolation("scope.id", "name the team or repository")])
         async with self._sessions.begin() as session:
             repo = LearningRepository(session)
-            if scope.scope_type == TEAM:
+            if scope.scope_type == ScopeType.TEAM:
                 team_id = await repo.team_id(scope.name)
                 if team_id is None:
                     raise NotFound(f"no team {scope.name!r}", reason="TEAM_NOT_FOUND")
-                return (TEAM, team_id)
+                return (ScopeType.TEAM, team_id)
             repository = await repo.repository(scope.name)
         if repository is None:
             raise NotFound(f"no repository {scope.name!r}", reason="REPOSITORY_NOT_FOUND")
-        return (REPOSITORY, repository[0])
+        return (ScopeType.REPOSITORY, repository[0])
 
     async def scope_names(self) -> dict[Scope, ScopeName]:
         async with self._sessions.begin() as session:
             teams, repositories, _ = await LearningRepository(session).scope_names()
-        names: dict[Scope, ScopeName] = {GLOBAL_SCOPE: ScopeName(GLOBAL, "")}
-        names.update({(TEAM, i): ScopeName(TEAM, name) for i, name in teams.items()})
+        names: dict[Scope, ScopeName] = {GLOBAL_SCOPE: ScopeName(ScopeType.GLOBAL, "")}
         names.update(
-            {(REPOSITORY, i): ScopeName(REPOSITORY, url) for i, url in repositories.items()}
+            {(ScopeType.TEAM, i): ScopeName(ScopeType.TEAM, name) for i, name in teams.items()}
+        )
+        names.update(
+            {
+                (ScopeType.REPOSITORY, i): ScopeName(ScopeType.REPOSITORY, url)
+                for i, url in repositories.items()
+            }
         )
         return names
 
@@ -172,9 +170,9 @@ class LearningReads:
 
 
 def _chain(team_of_repository: dict[int, int], scope: Scope) -> list[Scope]:
-    if scope[0] == REPOSITORY:
+    if scope[0] == ScopeType.REPOSITORY:
         team = team_of_repository.get(scope[1])
-        return [scope, *([(TEAM, team)] if team is not None else []), GLOBAL_SCOPE]
-    if scope[0] == TEAM:
+        return [scope, *([(ScopeType.TEAM, team)] if team is not None else []), GLOBAL_SCOPE]
+    if scope[0] == ScopeType.TEAM:
         return [scope, GLOBAL_SCOPE]
     return [GLOBAL_SCOPE]

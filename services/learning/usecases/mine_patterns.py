@@ -7,9 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.learning.model import ALL, GLOBAL, LearnedModel
-from services.learning.model_store import ModelStore
-from services.learning.patterns import (
+from services.learning.domain.learned_state import LearnedModel
+from services.learning.domain.patterns import (
     ANTI_PATTERN,
     EMERGING,
     RECURRING,
@@ -17,7 +16,9 @@ from services.learning.patterns import (
     PatternStats,
     classify_patterns,
 )
-from services.learning.repository import LearningRepository
+from services.learning.domain.scopes import Dimension, ScopeType
+from services.learning.model_cache import ModelStore
+from services.learning.storage.learning_repository import LearningRepository
 from shared.fingerprint import normalize_message
 
 # Values of reviewlearn.learning.v1.PatternKind, as stored in pattern_metrics.pattern_type.
@@ -48,7 +49,7 @@ class PatternMiner:
         model = await self._models.current()
         # The watermark moves on every fold, even an idle one; the global counts move only when
         # findings or outcomes changed, which is when patterns can change.
-        counts = model.metrics.get(((GLOBAL, 0), ALL, "*"))
+        counts = model.metrics.get(((ScopeType.GLOBAL, 0), Dimension.ALL, "*"))
         signature = counts.counts if counts is not None else None
         if not force and signature == self._mined_counts:
             return 0
@@ -117,7 +118,7 @@ class PatternMiner:
 
 def _baseline(model: LearnedModel, scope: tuple[int, int]) -> float:
     """The scope's overall usefulness, which a pattern is compared with."""
-    view = model.metrics.get((scope, ALL, "*"))
+    view = model.metrics.get((scope, Dimension.ALL, "*"))
     if view is None or view.usefulness.trials == 0:
         return 0.5
     return min(max(view.usefulness.smoothed, 1e-3), 1 - 1e-3)

@@ -11,18 +11,18 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.learning import fold_sql
-from services.learning.instruments import LearningInstruments
-from services.learning.model import Scope
-from services.learning.model_store import ModelStore
-from services.learning.repository import LearningRepository
-from services.learning.tuning import (
+from services.learning.domain.scopes import Scope
+from services.learning.domain.threshold_fitting import (
     TuneParameters,
     diff_thresholds,
     fit_curves,
     fit_thresholds,
     samples_from_rows,
 )
+from services.learning.instruments import LearningInstruments
+from services.learning.model_cache import ModelStore
+from services.learning.storage.learning_repository import LearningRepository
+from shared.outcome import Outcome
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class ConfidenceTuner:
                     r.rule_id,
                     r.category,
                     r.confidence,
-                    r.outcome == fold_sql.POSITIVE,
+                    r.outcome == int(Outcome.POSITIVE),
                 )
                 for r in rows
             ]

@@ -12,15 +12,15 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.learning.calibration import CalibrationCurve
-from services.learning.model import (
+from services.learning.domain.calibration import CalibrationCurve
+from services.learning.domain.learned_state import (
     LearnedModel,
     ModelParameters,
-    Scope,
     ThresholdEntry,
     build_model,
 )
-from services.learning.repository import LearningRepository
+from services.learning.domain.scopes import Scope
+from services.learning.storage.learning_repository import LearningRepository
 
 
 class ModelStore:

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from services.learning.calibration import CalibrationCurve, fit_calibration
-from services.learning.model import GLOBAL_SCOPE, REPOSITORY, TEAM, Scope, ThresholdEntry
-from services.learning.thresholds import choose_threshold
+from services.learning.domain.calibration import CalibrationCurve, fit_calibration
+from services.learning.domain.learned_state import ThresholdEntry
+from services.learning.domain.scopes import GLOBAL_SCOPE, Scope, ScopeType
+from services.learning.domain.thresholds import choose_threshold
 
 OWN = "own"
 """The target is met on the Wilson upper bound: certified."""
@@ -97,13 +98,13 @@ def fit_curves(
         curves[(GLOBAL_SCOPE, str(category))] = global_curve
         for team, indices in _groups(samples.team_id, in_category).items():
             if indices.size >= parameters.min_sigmoid_samples:
-                curves[((TEAM, team), str(category))] = fit(indices, global_curve)
+                curves[((ScopeType.TEAM, team), str(category))] = fit(indices, global_curve)
         for repository, indices in _groups(samples.repository_id, in_category).items():
             if indices.size >= parameters.min_sigmoid_samples:
                 team_curve = curves.get(
-                    ((TEAM, team_of_repository.get(repository, -1)), str(category))
+                    ((ScopeType.TEAM, team_of_repository.get(repository, -1)), str(category))
                 )
-                curves[((REPOSITORY, repository), str(category))] = fit(
+                curves[((ScopeType.REPOSITORY, repository), str(category))] = fit(
                     indices, team_curve or global_curve
                 )
     return curves
@@ -170,11 +171,15 @@ def fit_thresholds(
         global_entry = decide(np.flatnonzero(in_category), None, "")
         entries[(GLOBAL_SCOPE, name)] = global_entry
         for team, indices in _groups(samples.team_id, in_category).items():
-            entries[((TEAM, team), name)] = decide(indices, global_entry, "global")
+            entries[((ScopeType.TEAM, team), name)] = decide(indices, global_entry, "global")
         for repository, indices in _groups(samples.repository_id, in_category).items():
-            team_entry = entries.get(((TEAM, team_of_repository.get(repository, -1)), name))
+            team_entry = entries.get(
+                ((ScopeType.TEAM, team_of_repository.get(repository, -1)), name)
+            )
             parent, parent_name = (team_entry, "team") if team_entry else (global_entry, "global")
-            entries[((REPOSITORY, repository), name)] = decide(indices, parent, parent_name)
+            entries[((ScopeType.REPOSITORY, repository), name)] = decide(
+                indices, parent, parent_name
+            )
     return entries
 
 

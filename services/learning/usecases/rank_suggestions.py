@@ -12,18 +12,19 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.learning.dedup import simhash64
-from services.learning.gates import LearningGate
-from services.learning.instruments import LearningInstruments
-from services.learning.model import CATEGORY, RULE, LearnedModel
-from services.learning.model_store import ModelStore
-from services.learning.ranking import (
+from services.learning.domain.dedup import simhash64
+from services.learning.domain.learned_state import LearnedModel
+from services.learning.domain.ranking import (
     RankingInputs,
     RankingPolicy,
     pass_through,
     rank_findings,
 )
-from services.learning.repository import LearningRepository
+from services.learning.domain.scopes import Dimension
+from services.learning.gates import LearningGate
+from services.learning.instruments import LearningInstruments
+from services.learning.model_cache import ModelStore
+from services.learning.storage.learning_repository import LearningRepository
 from shared.errors import Violations
 from shared.finding_input import FindingDraft, Limits, check_text, validate_finding
 from shared.fingerprint import finding_fingerprint
@@ -306,13 +307,13 @@ class SuggestionRanker:
             calibrated[members] = curve.predict(confidence[members])
             calibration_source[members] = source
             threshold[members], threshold_source[members] = model.threshold_for(category, chain)
-            alpha, beta = model.usefulness(CATEGORY, category, chain)
+            alpha, beta = model.usefulness(Dimension.CATEGORY, category, chain)
             category_acceptance[members] = alpha / (alpha + beta)
         rule_alpha = np.empty(n)
         rule_beta = np.empty(n)
         noisy = np.zeros(n, dtype=bool)
         for rule, members in _group(rules).items():
-            rule_alpha[members], rule_beta[members] = model.usefulness(RULE, rule, chain)
+            rule_alpha[members], rule_beta[members] = model.usefulness(Dimension.RULE, rule, chain)
             noisy[members] = rule in model.noisy_rules
 
         options = request.options

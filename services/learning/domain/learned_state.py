@@ -20,21 +20,14 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
-from services.learning.calibration import IDENTITY_CURVE, CalibrationCurve
-from services.learning.stats import (
+from services.learning.domain.calibration import IDENTITY_CURVE, CalibrationCurve
+from services.learning.domain.rates import (
     RateSummary,
     estimate_prior_strength,
     summarize_rates,
     wilson_interval,
 )
-
-GLOBAL, TEAM, REPOSITORY = 1, 2, 3
-ALL, CATEGORY, SEVERITY, RULE = 1, 2, 3, 4
-SCOPE_NAMES = {GLOBAL: "global", TEAM: "team", REPOSITORY: "repository"}
-
-Scope = tuple[int, int]
-"""(scope type, scope id); the global scope is (GLOBAL, 0)."""
-GLOBAL_SCOPE: Scope = (GLOBAL, 0)
+from services.learning.domain.scopes import GLOBAL_SCOPE, Dimension, Scope, ScopeType, scope_name
 
 
 @dataclass(frozen=True)
@@ -132,10 +125,10 @@ class LearnedModel:
         """Most specific first: the repository, its team, global."""
         if repository_id is None:
             return [GLOBAL_SCOPE]
-        chain: list[Scope] = [(REPOSITORY, repository_id)]
+        chain: list[Scope] = [(ScopeType.REPOSITORY, repository_id)]
         team = self.team_of_repository.get(repository_id)
         if team is not None:
-            chain.append((TEAM, team))
+            chain.append((ScopeType.TEAM, team))
         chain.append(GLOBAL_SCOPE)
         return chain
 
@@ -143,7 +136,7 @@ class LearnedModel:
         for scope in chain:
             curve = self.curves.get((scope, category))
             if curve is not None:
-                return curve, f"{curve.method}:{SCOPE_NAMES[scope[0]]}"
+                return curve, f"{curve.method}:{scope_name(scope[0])}"
         return IDENTITY_CURVE, "identity"
 
     def threshold_for(self, category: str, chain: Sequence[Scope]) -> tuple[float, str]:
@@ -152,7 +145,7 @@ class LearnedModel:
             entry = self.thresholds.get((scope, category))
             if entry is not None:
                 value = float("nan") if entry.threshold is None else entry.threshold
-                return value, f"{entry.source}@{SCOPE_NAMES[scope[0]]}"
+                return value, f"{entry.source}@{scope_name(scope[0])}"
         return float("nan"), "none"
 
     def usefulness(self, dimension: int, key: str, chain: Sequence[Scope]) -> tuple[float, float]:
@@ -165,7 +158,7 @@ class LearnedModel:
                 alpha = u.successes + m * p
                 beta = (u.trials - u.successes) + m * (1.0 - p)
                 return max(alpha, 1e-3), max(beta, 1e-3)
-        global_all = self.metrics.get((GLOBAL_SCOPE, ALL, "*"))
+        global_all = self.metrics.get((GLOBAL_SCOPE, Dimension.ALL, "*"))
         mean = global_all.usefulness.smoothed if global_all else 0.5
         return 10.0 * mean + 1e-3, 10.0 * (1.0 - mean) + 1e-3
 
@@ -212,13 +205,21 @@ def build_model(
     # Parents come before children: global before teams before repositories; within a scope,
     # everything before categories and severities before rules.
     order = sorted(
-        counts, key=lambda k: (k[0][0], 0 if k[1] == ALL else (2 if k[1] == RULE else 1))
+        counts,
+        key=lambda k: (
+            k[0][0],
+            0 if k[1] == Dimension.ALL else (2 if k[1] == Dimension.RULE else 1),
+        ),
     )
     levels: dict[tuple[int, int], list[MetricKey]] = defaultdict(list)
     for key in order:
         levels[(key[0][0], key[1])].append(key)
     level_order = sorted(
-        levels, key=lambda lv: (lv[0], 0 if lv[1] == ALL else (2 if lv[1] == RULE else 1))
+        levels,
+        key=lambda lv: (
+            lv[0],
+            0 if lv[1] == Dimension.ALL else (2 if lv[1] == Dimension.RULE else 1),
+        ),
     )
     for level in level_order:
         keys = levels[level]
@@ -230,21 +231,32 @@ def build_model(
 ROOT_PRIOR_STRENGTH = 2.0
 
 
+def _dimension_rank(dimension: int) -> int:
+    """Parents first: everything, then categories and severities, then rules."""
+    return 0 if dimension == Dimension.ALL else (2 if dimension == Dimension.RULE else 1)
+
+
 def _parent(model: LearnedModel, key: MetricKey) -> MetricKey | None:
     (scope_type, scope_id), dimension, name = key
-    if scope_type == REPOSITORY:
+    if scope_type == ScopeType.REPOSITORY:
         team = model.team_of_repository.get(scope_id)
         return (
-            ((TEAM, team), dimension, name) if team is not None else (GLOBAL_SCOPE, dimension, name)
+            ((ScopeType.TEAM, team), dimension, name)
+            if team is not None
+            else (GLOBAL_SCOPE, dimension, name)
         )
-    if scope_type == TEAM:
+    if scope_type == ScopeType.TEAM:
         return (GLOBAL_SCOPE, dimension, name)
-    if dimension == ALL:
+    if dimension == Dimension.ALL:
         return None
-    if dimension == RULE:
+    if dimension == Dimension.RULE:
         category = model.rule_category.get(name)
-        return (GLOBAL_SCOPE, CATEGORY, category) if category else (GLOBAL_SCOPE, ALL, "*")
-    return (GLOBAL_SCOPE, ALL, "*")
+        return (
+            (GLOBAL_SCOPE, Dimension.CATEGORY, category)
+            if category
+            else (GLOBAL_SCOPE, Dimension.ALL, "*")
+        )
+    return (GLOBAL_SCOPE, Dimension.ALL, "*")
 
 
 def _smooth_level(
@@ -314,7 +326,9 @@ def _view(summary: RateSummary, i: int) -> RateView:
 
 def _noisy_rules(model: LearnedModel, parameters: ModelParameters) -> frozenset[str]:
     rules = [
-        v for (scope, dim, _), v in model.metrics.items() if scope == GLOBAL_SCOPE and dim == RULE
+        v
+        for (scope, dim, _), v in model.metrics.items()
+        if scope == GLOBAL_SCOPE and dim == Dimension.RULE
     ]
     if not rules:
         return frozenset()
