@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -52,6 +53,9 @@ def build_server(
         severity_weights=settings.severity_weights,
         line_window=settings.near_duplicate_line_window,
         max_hamming=settings.near_duplicate_max_hamming,
+        executor=ThreadPoolExecutor(
+            max_workers=settings.ranking_threads, thread_name_prefix="ranking"
+        ),
     )
     # Abstract only to mypy: answer_unimplemented fills in RunJobs and ListJobRuns.
     handlers = LearningHandlers(  # type: ignore[abstract]

@@ -32,6 +32,8 @@ class LearningSettings(ServiceSettings):
     threshold_stale_hours: float = Field(24.0, gt=0)
 
     max_findings_per_ranking: int = Field(10_000, ge=1)
+    ranking_threads: int = Field(2, ge=1)
+    """Worker threads that rank off the event loop; more requests than this wait their turn."""
     max_text_chars: int = Field(20_000, ge=100)
     """Longest message or code context of an inline finding (as in the feedback service)."""
     severity_weights: tuple[float, float, float, float, float] = (0.6, 0.8, 1.0, 1.2, 1.5)

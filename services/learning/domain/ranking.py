@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from services.learning.domain.cancellation import NEVER_CANCELLED, CancelToken
 from services.learning.domain.dedup import find_duplicates
 
 FloatArray = npt.NDArray[np.float64]
@@ -219,6 +220,7 @@ def _diversify(
     score: FloatArray,
     diversity: float,
     picks: int,
+    cancel: CancelToken,
 ) -> tuple[IntArray, FloatArray]:
     """Greedy maximal marginal relevance over ``candidates`` (given best score first).
 
@@ -245,7 +247,9 @@ def _diversify(
     penalty_at_pick = np.zeros(size)
     picked = np.zeros(size, dtype=bool)
     sequence: list[int] = []
-    for _ in range(picks):
+    for pick in range(picks):
+        if pick % 64 == 0:
+            cancel.check()
         best = int(np.argmax(objective))
         sequence.append(best)
         picked[best] = True
@@ -259,7 +263,9 @@ def _diversify(
     return new_order, penalty_at_pick * top
 
 
-def rank_findings(inputs: RankingInputs, policy: RankingPolicy) -> RankingResult:
+def rank_findings(
+    inputs: RankingInputs, policy: RankingPolicy, cancel: CancelToken = NEVER_CANCELLED
+) -> RankingResult:
     """Score, deduplicate, suppress and order one request's findings.
 
     Score: the calibrated probability lifted by how the rule fares against its category, in
@@ -340,6 +346,7 @@ def rank_findings(inputs: RankingInputs, policy: RankingPolicy) -> RankingResult
                 priority=priority,
                 line_window=policy.line_window,
                 max_hamming=policy.max_hamming,
+                cancel=cancel,
             )
             is_member = groups.duplicate_of >= 0
             members = candidates[is_member]
@@ -367,6 +374,7 @@ def rank_findings(inputs: RankingInputs, policy: RankingPolicy) -> RankingResult
             score=score,
             diversity=policy.diversity,
             picks=picks,
+            cancel=cancel,
         )
         diversity_penalty[shown[:window]] = head_penalty
         shown = np.concatenate([head, shown[window:]])

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.learning.domain.cancellation import Cancelled, CancelToken
 from services.learning.domain.dedup import simhash64
 from services.learning.domain.learned_state import LearnedModel
 from services.learning.domain.ranking import (
@@ -28,6 +32,8 @@ from services.learning.storage.learning_repository import LearningRepository
 from shared.errors import Violations
 from shared.finding_input import FindingDraft, Limits, check_text, validate_finding
 from shared.fingerprint import finding_fingerprint
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -180,8 +186,10 @@ class SuggestionRanker:
         severity_weights: tuple[float, float, float, float, float],
         line_window: int,
         max_hamming: int,
+        executor: Executor,
     ) -> None:
         self._sessions = sessions
+        self._executor = executor
         self._models = models
         self._gate = gate
         self._instruments = instruments
@@ -191,9 +199,30 @@ class SuggestionRanker:
         self._line_window = line_window
         self._max_hamming = max_hamming
 
-    async def rank(self, request: RankRequest) -> RankOutcome:
+    async def rank(
+        self, request: RankRequest, *, time_remaining: float | None = None
+    ) -> RankOutcome:
+        """Ranks one request; the CPU-heavy steps run on the ranking threads, so the event loop
+        (health checks, other calls) stays responsive, and they stop as soon as the caller gives
+        up (cancellation) or ``time_remaining`` seconds have passed."""
+        token = CancelToken(timeout=time_remaining)
+        try:
+            return await self._rank_request(request, token)
+        except asyncio.CancelledError:
+            token.cancel()
+            raise
+        except Cancelled:
+            # The deadline passed in a worker before gRPC cancelled the call: same outcome.
+            raise asyncio.CancelledError from None
+
+    async def _offload(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+
+    async def _rank_request(self, request: RankRequest, token: CancelToken) -> RankOutcome:
         started = time.perf_counter()
-        validate_request(request, limits=self._limits, max_findings=self._max_findings)
+        await self._offload(
+            partial(validate_request, request, limits=self._limits, max_findings=self._max_findings)
+        )
         async with self._sessions.begin() as session:
             repo = LearningRepository(session)
             repository = await repo.repository(request.repository_url)
@@ -210,7 +239,11 @@ class SuggestionRanker:
             outcome = _pass_through_outcome(candidates, problems, gate.reason)
         else:
             model = await self._models.current()
-            outcome = self._rank(model, candidates, problems, request, repository, dismissed)
+            outcome = await self._offload(
+                partial(
+                    self._rank, model, candidates, problems, request, repository, dismissed, token
+                )
+            )
         seconds = time.perf_counter() - started
         self._instruments.ranking_duration.record(
             seconds, {"learning_applied": outcome.learning_applied}
@@ -289,6 +322,7 @@ class SuggestionRanker:
         request: RankRequest,
         repository: tuple[int, int] | None,
         dismissed: set[str],
+        token: CancelToken,
     ) -> RankOutcome:
         n = len(candidates)
         chain = model.scopes_of(repository[0] if repository else None)
@@ -348,7 +382,7 @@ class SuggestionRanker:
             line_window=self._line_window,
             max_hamming=self._max_hamming,
         )
-        result = rank_findings(inputs, policy)
+        result = rank_findings(inputs, policy, token)
         weights = np.asarray(self._severity_weights)[severity - 1]
         duplicates = int(np.count_nonzero(result.duplicate_of >= 0))
         if duplicates:
