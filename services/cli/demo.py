@@ -70,7 +70,9 @@ async def run_demo(target: DemoTarget, *, seed: int, reviews: int, console: Cons
             )
         console.print(
             f"\nlearned from {sum(len(r.findings) for r in train.reviews):,} findings and "
-            f"{len(train.feedback):,} reactions; {tune.curves_fitted} calibration curves, "
+            f"{len(train.feedback):,} reactions; model {tune.model.version} "
+            f"(validation AUC {tune.model.validation_auc:.3f}, calibration ECE "
+            f"{tune.model.calibration.expected_calibration_error:.3f}), "
             f"{len(tune.changes)} threshold changes\n"
         )
         await _print_rules(learning, target.reader, console)
@@ -134,15 +136,11 @@ async def _print_thresholds(
     response = await learning.GetConfidenceThresholds(
         learning_pb2.GetConfidenceThresholdsRequest(), metadata=reader
     )
-    table = Table(title="confidence thresholds (target: under 10% of shown findings ignored)")
-    for column in (
-        "category",
-        "threshold",
-        "source",
-        "ignored upper bound",
-        "calibration",
-        "ECE raw → calibrated",
-    ):
+    table = Table(
+        title="thresholds on P(acted on) (target: under 10% of shown findings ignored; "
+        "reported, never applied when unreachable)"
+    )
+    for column in ("category", "threshold", "source", "ignored upper bound", "findings"):
         table.add_column(column)
     for t in response.thresholds:
         threshold = "none" if math.isnan(t.threshold) else f"{t.threshold:.2f}"
@@ -151,9 +149,7 @@ async def _print_thresholds(
             threshold,
             t.source,
             f"{t.not_useful_upper_bound:.0%}",
-            f"{t.calibration.method} ({t.calibration.samples})",
-            f"{t.calibration.raw_expected_calibration_error:.3f} → "
-            f"{t.calibration.expected_calibration_error:.3f}",
+            str(t.sample_size),
         )
     console.print(table)
 

@@ -446,7 +446,7 @@ async def test_rank_suggestions_against_the_grpc_ceiling(
         )
         tuned = time.perf_counter() - started
         assert tune.applied
-        assert tune.curves_fitted > 0  # the ranking below uses learned calibration
+        assert tune.model.samples > 0  # the ranking below uses the learned model
         thresholds = await stub.GetConfidenceThresholds(
             learning_pb2.GetConfidenceThresholdsRequest(), metadata=AUTH
         )
@@ -477,7 +477,8 @@ async def test_rank_suggestions_against_the_grpc_ceiling(
         ),
         "service fold of it": f"{folded:.1f} s until counted (includes the model refresh)",
         "TuneConfidenceThresholds": (
-            f"{tuned * 1000:,.0f} ms, {tune.curves_fitted} curves, "
+            f"{tuned * 1000:,.0f} ms, model {tune.model.version} on {tune.model.samples:,} "
+            "outcomes, "
             f"{len(thresholds.thresholds)} global thresholds"
         ),
         "requests": (
