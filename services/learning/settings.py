@@ -26,8 +26,6 @@ class LearningSettings(ServiceSettings):
     patterns_refresh_seconds: float = Field(300.0, gt=0)
 
     # ------------------------------------------------------------------ the model
-    model_prior_variances: tuple[float, ...] = (0.03, 0.1, 0.4, 1.6)
-    """Candidate shrinkage (prior variance of every term), chosen out of time at each fit."""
     model_half_lives_days: tuple[float, ...] = (0.0, 180.0, 60.0, 20.0)
     """Candidate half-lives of an outcome's weight (0: no decay), chosen out of time."""
     model_validation_share: float = Field(0.2, gt=0, lt=1)
@@ -72,7 +70,6 @@ class LearningSettings(ServiceSettings):
 
     def fit_parameters(self) -> FitParameters:
         return FitParameters(
-            prior_variances=self.model_prior_variances,
             half_lives_days=tuple(h or None for h in self.model_half_lives_days),
             validation_share=self.model_validation_share,
             confidence_bins=self.model_confidence_bins,

@@ -43,6 +43,7 @@ ECHO_TERMS = (
     "team",
     "repository",
     "repository_rule",
+    "directory",
     "severity",
     "confidence",
     "category_confidence",

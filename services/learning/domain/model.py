@@ -36,6 +36,7 @@ from services.learning.domain.features import (
     ObjectArray,
     Term,
     confidence_bin,
+    directory_of,
 )
 
 DOCUMENT_FORMAT = 1
@@ -59,6 +60,9 @@ class TermTable:
     variance: FloatArray
     acted_on: IntArray
     outcomes: IntArray
+    prior_variance: float = math.nan
+    """How far this term's levels spread (estimated from them): the uncertainty of a level the
+    model never saw. NaN: the model's default."""
     index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -196,6 +200,7 @@ def term_keys(
         Term.REPOSITORY: _stringified(_unique_keys(features.repository_id)),
         Term.TEAM_RULE: _pair_keys(features.team_id, features.rule_id),
         Term.REPOSITORY_RULE: _pair_keys(features.repository_id, features.rule_id),
+        Term.DIRECTORY: _pair_keys(features.repository_id, features.directory),
         Term.SEVERITY: ([SEVERITY_LEVELS[s] for s in severity_names], severity_inverse),
         Term.CONFIDENCE: _stringified(_unique_keys(bins)),
         Term.CATEGORY_CONFIDENCE: _pair_keys(features.category, bins),
@@ -262,7 +267,7 @@ class LogOddsModel:
             seen = column >= 0
             columns[:, slot] = column
             raw[seen, slot] = table.coefficient[column[seen]]
-            variance[:, slot] = self.prior_variance
+            variance[:, slot] = self._prior_of(table)
             variance[seen, slot] = table.variance[column[seen]]
         path = self.table(Term.PATH)
         first_path = len(SLOTS) - len(PATH_KINDS)
@@ -275,12 +280,15 @@ class LogOddsModel:
                 raw[has, slot] = path.coefficient[path_column]
                 variance[has, slot] = path.variance[path_column]
             else:
-                variance[has, slot] = self.prior_variance
+                variance[has, slot] = self._prior_of(path)
         slope, offset = self.calibration.slope, self.calibration.offset
         contributions = raw * slope
         contributions[:, 0] += offset
         sd = np.sqrt(variance.sum(axis=1)) * abs(slope)
         return Prediction(contributions.sum(axis=1), sd, contributions, columns)
+
+    def _prior_of(self, table: TermTable) -> float:
+        return self.prior_variance if math.isnan(table.prior_variance) else table.prior_variance
 
     def confidence_range(self, confidence: float) -> str:
         """The bin a raw confidence falls in, as people read it ("0.40-0.60")."""
@@ -291,7 +299,14 @@ class LogOddsModel:
         return f"{low:.2f}-{high:.2f}"
 
     def term_label(
-        self, slot: int, *, category: str, rule_id: str, severity: int, confidence: float
+        self,
+        slot: int,
+        *,
+        category: str,
+        rule_id: str,
+        severity: int,
+        confidence: float,
+        file_path: str,
     ) -> str:
         """The level a finding has in a slot, named for people (the scopes are the request's)."""
         name = SLOTS[slot]
@@ -299,6 +314,8 @@ class LogOddsModel:
             return rule_id
         if name == Term.CATEGORY:
             return category
+        if name == Term.DIRECTORY:
+            return directory_of(file_path)
         if name == Term.SEVERITY:
             return SEVERITY_LEVELS[min(max(severity, 1), len(SEVERITY_LEVELS)) - 1]
         if name == Term.CONFIDENCE:
@@ -359,6 +376,7 @@ class LogOddsModel:
                     "variance": table.variance.tolist(),
                     "acted_on": table.acted_on.tolist(),
                     "outcomes": table.outcomes.tolist(),
+                    "prior_variance": _finite_or_none(table.prior_variance),
                 }
                 for term, table in self.terms.items()
             },
@@ -404,6 +422,7 @@ class LogOddsModel:
                     variance=np.asarray(t["variance"], dtype=np.float64),
                     acted_on=np.asarray(t["acted_on"], dtype=np.int64),
                     outcomes=np.asarray(t["outcomes"], dtype=np.int64),
+                    prior_variance=_nan_if_none(t.get("prior_variance")),
                 )
                 for name, t in document["terms"].items()
             },

@@ -1,15 +1,20 @@
 """Fitting the log-odds model: L2 logistic regression over one-hot levels, chosen out of time.
 
-L2-regularised logistic regression is hierarchical shrinkage: with prior variance σ² on every
-coefficient, a level with little evidence stays near 0, so its parent level (the rule
+L2-regularised logistic regression is hierarchical shrinkage: with prior variance σ² on the
+coefficients of a term, a level with little evidence stays near 0, so its parent level (the rule
 everywhere, the category) speaks for it, and a level with much evidence moves as far as its
 data says. scikit-learn fits it (Newton-CG); nothing here is a hand-written optimiser.
 
-How strongly to shrink (σ²) and how fast old outcomes fade (an exponential half-life: review
-habits drift, recent outcomes should count more) are chosen by **out-of-time** evaluation: fit
-on the older part of the log, score the most recent part, keep the pair with the best log loss.
-The same held-out part fits the calibration (Platt scaling of the logit) and measures its ECE.
-The model that serves is then refitted on the whole log with the chosen pair.
+Each term has its own σ², estimated from its levels (empirical Bayes, a few EM steps around
+the fit): rules that differ a lot get a wide prior, repository adjustments that barely matter a
+narrow one — and a level never seen is as uncertain as its term's levels spread. The column of
+a term is scaled by its σ, which is how a per-term prior enters sklearn's single ``C``.
+
+How fast old outcomes fade (an exponential half-life: review habits drift, recent outcomes
+should count more) is chosen by **out-of-time** evaluation: fit on the older part of the log,
+score the most recent part, keep a decay only if it is clearly better than none. The same
+held-out part fits the calibration (Platt scaling of the logit) and measures its ECE. The model
+that serves is then refitted on the whole log with the chosen decay.
 
 Outcomes are aggregated first: findings with the same levels (team, repository, rule,
 category, severity, confidence bin, path kinds) are one row with summed weights, which is
@@ -54,8 +59,6 @@ DAY_SECONDS = 86_400.0
 
 @dataclass(frozen=True)
 class FitParameters:
-    prior_variances: tuple[float, ...] = (0.03, 0.1, 0.4, 1.6)
-    """Candidate σ² of every coefficient (the shrinkage); chosen out of time."""
     half_lives_days: tuple[float | None, ...] = (None, 180.0, 60.0, 20.0)
     """Candidate half-lives of an outcome's weight (None: no decay); chosen out of time."""
     validation_share: float = 0.2
@@ -64,11 +67,15 @@ class FitParameters:
     """Below this many held-out outcomes nothing is chosen: the defaults are used uncalibrated."""
     confidence_bins: int = 5
     default_prior_variance: float = 0.4
+    """σ² the estimation starts from, and keeps for terms with too few levels to estimate it."""
+    variance_steps: int = 3
+    """EM steps of the per-term σ² estimation."""
+    min_levels_for_variance: int = 5
     max_iterations: int = 500
 
     def __post_init__(self) -> None:
-        if not self.prior_variances or any(v <= 0 for v in self.prior_variances):
-            raise ValueError("prior_variances must be positive")
+        if not self.default_prior_variance > 0:
+            raise ValueError("default_prior_variance must be positive")
         if not self.half_lives_days or any(h is not None and h <= 0 for h in self.half_lives_days):
             raise ValueError("half_lives_days must be positive (or None)")
         if not 0.0 < self.validation_share < 1.0:
@@ -95,6 +102,7 @@ def _aggregate(features: FindingFeatures, edges: FloatArray) -> _Aggregate:
         features.severity,
         bins.astype(np.int64),
         features.path_kinds,
+        _codes(features.directory),
     ]
     stacked = np.stack(columns, axis=1)
     _, first, inverse = np.unique(stacked, axis=0, return_index=True, return_inverse=True)
@@ -159,27 +167,45 @@ def _fit(
     positive: FloatArray,
     negative: FloatArray,
     *,
-    prior_variance: float,
+    column_variance: FloatArray,
     max_iterations: int,
 ) -> _Fit:
     from scipy import sparse
     from sklearn.linear_model import LogisticRegression
 
-    x = design.matrix
+    scale = np.sqrt(column_variance)
+    x = design.matrix @ sparse.diags(scale)
     has_pos = positive > 0
     has_neg = negative > 0
-    stacked = sparse.vstack([x[has_pos], x[has_neg]]).tocsr()  # type: ignore[index]
+    stacked = sparse.vstack([x[has_pos], x[has_neg]]).tocsr()
     y = np.concatenate([np.ones(int(has_pos.sum())), np.zeros(int(has_neg.sum()))])
     weights = np.concatenate([positive[has_pos], negative[has_neg]])
     # Newton-CG: a handful of Hessian-vector iterations on the sparse design, where L-BFGS
     # needs hundreds of steps for the same optimum.
-    model = LogisticRegression(
-        C=prior_variance, solver="newton-cg", max_iter=max_iterations, tol=1e-6
-    )
-    # sklearn minimises C · Σ w·loss + ½‖β‖²: with C = σ² that is the posterior mode under a
-    # N(0, σ²) prior, and a decayed outcome (w < 1) counts as a fraction of an observation.
+    model = LogisticRegression(C=1.0, solver="newton-cg", max_iter=max_iterations, tol=1e-6)
+    # sklearn minimises C · Σ w·loss + ½‖γ‖²; with columns scaled by σ and β = σ·γ that is the
+    # posterior mode under β ~ N(0, σ²), and a decayed outcome (w < 1) counts as a fraction.
     model.fit(stacked, y, sample_weight=weights)
-    return _Fit(float(model.intercept_[0]), np.asarray(model.coef_[0], dtype=np.float64))
+    coefficients = np.asarray(model.coef_[0], dtype=np.float64) * scale
+    return _Fit(float(model.intercept_[0]), coefficients)
+
+
+def _posterior_variance(
+    fit: _Fit,
+    design: _Design,
+    positive: FloatArray,
+    negative: FloatArray,
+    column_variance: FloatArray,
+) -> tuple[FloatArray, FloatArray]:
+    """Per-column Laplace variance 1 / (1/σ² + Fisher information), and each combination's
+    information (its weight × p(1-p))."""
+    x = design.matrix
+    eta = fit.intercept + x @ fit.coefficients  # type: ignore[operator]
+    p = sigmoid(np.asarray(eta, dtype=np.float64))
+    information = (positive + negative) * p * (1.0 - p)
+    per_column = np.asarray(x.T @ information, dtype=np.float64)  # type: ignore[attr-defined]
+    variance: FloatArray = 1.0 / (1.0 / column_variance + per_column)
+    return variance, information
 
 
 def _weights(seen_at: FloatArray, *, now: float, half_life_days: float | None) -> FloatArray:
@@ -200,17 +226,15 @@ def _model_from_fit(
     acted_on: FloatArray,
     outcomes: FloatArray,
     edges: FloatArray,
+    column_variance: FloatArray,
+    term_variance: dict[Term, float],
     prior_variance: float,
     version: str,
     fitted_at: datetime,
     half_life_days: float | None,
 ) -> LogOddsModel:
     x = design.matrix
-    eta = fit.intercept + x @ fit.coefficients  # type: ignore[operator]
-    p = sigmoid(np.asarray(eta, dtype=np.float64))
-    information = (positive + negative) * p * (1.0 - p)
-    per_column = np.asarray(x.T @ information, dtype=np.float64)  # type: ignore[attr-defined]
-    variance = 1.0 / (1.0 / prior_variance + per_column)
+    variance, information = _posterior_variance(fit, design, positive, negative, column_variance)
     column_acted_on = np.asarray(x.T @ acted_on, dtype=np.float64)  # type: ignore[attr-defined]
     column_outcomes = np.asarray(x.T @ outcomes, dtype=np.float64)  # type: ignore[attr-defined]
     terms: dict[Term, TermTable] = {}
@@ -222,6 +246,7 @@ def _model_from_fit(
             variance=variance[start:stop].copy(),
             acted_on=np.rint(column_acted_on[start:stop]).astype(np.int64),
             outcomes=np.rint(column_outcomes[start:stop]).astype(np.int64),
+            prior_variance=term_variance[term],
         )
     total_information = float(information.sum())
     return LogOddsModel(
@@ -242,13 +267,12 @@ def _model_from_fit(
 def _fit_log(
     log: OutcomeLog,
     *,
-    prior_variance: float,
     half_life_days: float | None,
     parameters: FitParameters,
     version: str,
     fitted_at: datetime,
 ) -> LogOddsModel:
-    """One fit of the uncalibrated model on the whole of ``log``."""
+    """One fit of the uncalibrated model on the whole of ``log``, with per-term σ²."""
     edges = confidence_edges(log.features.confidence, bins=parameters.confidence_bins)
     aggregate = _aggregate(log.features, edges)
     size = aggregate.features.size
@@ -259,18 +283,33 @@ def _fit_log(
     acted_on = _sums(aggregate.inverse, useful, size)
     outcomes = _sums(aggregate.inverse, np.ones_like(useful), size)
     design = _design(aggregate.features, edges)
+    default = parameters.default_prior_variance
+    term_variance = dict.fromkeys(design.tables, default)
+    column_variance = np.full(design.width, default)
     if acted_on.sum() in (0.0, outcomes.sum()):
         # One class only: there is nothing to discriminate; the smoothed base rate is the model.
         rate = (acted_on.sum() + 0.5) / (outcomes.sum() + 1.0)
         fit = _Fit(float(logit(np.asarray(rate))), np.zeros(design.width))
     else:
-        fit = _fit(
-            design,
-            positive,
-            negative,
-            prior_variance=prior_variance,
-            max_iterations=parameters.max_iterations,
-        )
+        for step in range(parameters.variance_steps + 1):
+            fit = _fit(
+                design,
+                positive,
+                negative,
+                column_variance=column_variance,
+                max_iterations=parameters.max_iterations,
+            )
+            if step == parameters.variance_steps:
+                break
+            # EM for the variance components: σ²_term = mean over its levels of (β² + Var β).
+            variance, _ = _posterior_variance(fit, design, positive, negative, column_variance)
+            for term, (keys, start) in design.tables.items():
+                if len(keys) < parameters.min_levels_for_variance:
+                    continue
+                block = slice(start, start + len(keys))
+                estimate = float(np.mean(fit.coefficients[block] ** 2 + variance[block]))
+                term_variance[term] = min(max(estimate, MIN_TERM_VARIANCE), MAX_TERM_VARIANCE)
+                column_variance[block] = term_variance[term]
     return _model_from_fit(
         fit=fit,
         design=design,
@@ -280,11 +319,17 @@ def _fit_log(
         acted_on=acted_on,
         outcomes=outcomes,
         edges=edges,
-        prior_variance=prior_variance,
+        column_variance=column_variance,
+        term_variance=term_variance,
+        prior_variance=default,
         version=version,
         fitted_at=fitted_at,
         half_life_days=half_life_days,
     )
+
+
+MIN_TERM_VARIANCE = 0.01
+MAX_TERM_VARIANCE = 9.0
 
 
 def _sums(groups: IntArray, values: FloatArray, size: int) -> FloatArray:
@@ -300,6 +345,25 @@ def _raw_logit(model: LogOddsModel, features: FindingFeatures) -> FloatArray:
     # predict() applies the calibration; undo it to get the model's own logit.
     raw = (prediction.logit - model.calibration.offset) / slope if slope else prediction.logit
     return np.asarray(raw[aggregate.inverse], dtype=np.float64)
+
+
+def _clearly_better(challenger: FloatArray, incumbent: FloatArray) -> bool:
+    """Clearly better out of time: the mean paired loss difference beats twice its standard
+    error. Otherwise the incumbent (no decay, or a slower one) stays: a noisy held-out set must
+    not pick a fragile setting."""
+    difference = incumbent - challenger
+    error = float(difference.std(ddof=1)) / math.sqrt(difference.size)
+    return float(difference.mean()) > 2.0 * error
+
+
+def _row_losses(eta: FloatArray, useful: BoolArray) -> FloatArray:
+    p = np.clip(sigmoid(eta), 1e-12, 1.0 - 1e-12)
+    losses: FloatArray = -np.where(useful, np.log(p), np.log1p(-p))
+    return losses
+
+
+def _mean(values: FloatArray) -> float:
+    return float(values.mean())
 
 
 def fit_platt(eta: FloatArray, useful: BoolArray) -> tuple[float, float]:
@@ -359,40 +423,27 @@ def fit_model(
             version=version, fitted_at=fitted_at, prior_variance=parameters.default_prior_variance
         )
     older, recent = split_out_of_time(log, parameters.validation_share)
-    chosen: tuple[float, float | None] = (parameters.default_prior_variance, None)
+    chosen: float | None = None
     calibration = Calibration()
     validation: Validation | None = None
     if recent.size >= parameters.min_validation_samples and older.size > 0:
-        scored: dict[tuple[float, float | None], tuple[float, FloatArray]] = {}
-
-        def score(prior_variance: float, half_life: float | None) -> None:
-            if (prior_variance, half_life) in scored:
-                return
+        scored: dict[float | None, tuple[FloatArray, FloatArray]] = {}
+        for half_life in (None, *parameters.half_lives_days):
+            if half_life in scored:
+                continue
             cancel.check()
             candidate = _fit_log(
                 older,
-                prior_variance=prior_variance,
                 half_life_days=half_life,
                 parameters=parameters,
                 version=version,
                 fitted_at=fitted_at,
             )
             eta = _raw_logit(candidate, recent.features)
-            scored[(prior_variance, half_life)] = (log_loss(sigmoid(eta), recent.useful), eta)
-
-        def best(pairs: list[tuple[float, float | None]]) -> tuple[float, float | None]:
-            # Best held-out log loss; near-ties go to stronger shrinkage and slower decay.
-            return min(pairs, key=lambda p: (round(scored[p][0], 5), p[0], -(p[1] or math.inf)))
-
-        # Two passes instead of the full grid: the decay at the default shrinkage, then the
-        # shrinkage at that decay (each fit is one of the few seconds a tune may take).
-        default = parameters.default_prior_variance
+            scored[half_life] = (_row_losses(eta, recent.useful), eta)
         for half_life in parameters.half_lives_days:
-            score(default, half_life)
-        half_life = best([(default, h) for h in parameters.half_lives_days])[1]
-        for prior_variance in parameters.prior_variances:
-            score(prior_variance, half_life)
-        chosen = best([(v, half_life) for v in (default, *parameters.prior_variances)])
+            if _clearly_better(scored[half_life][0], scored[chosen][0]):
+                chosen = half_life
         eta = scored[chosen][1]
         calibration = calibrate(eta, recent.useful)
         calibrated = sigmoid(calibration.slope * eta + calibration.offset)
@@ -401,14 +452,13 @@ def fit_model(
             auc=auc_score(eta, recent.useful),
             log_loss=log_loss(calibrated, recent.useful),
             ece=calibration.ece,
-            half_life_days=chosen[1],
-            prior_variance=chosen[0],
+            half_life_days=chosen,
+            prior_variance=parameters.default_prior_variance,
         )
     cancel.check()
     final = _fit_log(
         log,
-        prior_variance=chosen[0],
-        half_life_days=chosen[1],
+        half_life_days=chosen,
         parameters=parameters,
         version=version,
         fitted_at=fitted_at,

@@ -40,7 +40,7 @@ from services.learning.domain.threshold_fitting import (
 from services.learning.instruments import LearningInstruments
 from services.learning.storage.state_repository import ThresholdRecord
 from services.learning.storage.transactions import Transaction
-from shared.errors import FailedPrecondition
+from shared.errors import AlreadyExists
 
 METHOD = "TuneConfidenceThresholds"
 
@@ -264,7 +264,7 @@ def _to_json(outcome: TuneOutcome, digest: str) -> bytes:
 def _replay(stored: bytes, request: TuneRequest) -> TuneOutcome:
     data = json.loads(stored)
     if data.get("digest") != request.digest():
-        raise FailedPrecondition(
+        raise AlreadyExists(
             f"request_id {request.request_id!r} was already used for a different "
             "TuneConfidenceThresholds request; use a new request_id",
             reason="REQUEST_ID_REUSED",

@@ -534,7 +534,7 @@ async def test_a_reused_tune_request_id_with_another_request_is_refused(
     )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await learning.TuneConfidenceThresholds(other, metadata=auth("operator"))
-    assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert caught.value.code() is grpc.StatusCode.ALREADY_EXISTS
     from tests.integration.test_runtime import error_info
 
     assert error_info(caught.value).reason == "REQUEST_ID_REUSED"
