@@ -35,7 +35,7 @@ class LearningSettings(ServiceSettings):
     """Earlier models kept for RollbackModel."""
 
     # ------------------------------------------------------------------ hiding and thresholds
-    hide_cost_ratio: float = Field(4.0, gt=0)
+    hide_cost_ratio: float = Field(3.0, gt=0)
     """Hiding a finding developers would act on costs this many shown noisy ones."""
     hide_upper_bound_z: float = Field(1.645, ge=0)
     """The upper bound of P(acted on) that must be below the floor (1.645: one-sided 95%)."""

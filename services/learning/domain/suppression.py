@@ -45,7 +45,7 @@ TEAM_EVIDENCE: Final = "team"
 
 @dataclass(frozen=True)
 class SuppressionPolicy:
-    cost_ratio: float = 4.0
+    cost_ratio: float = 3.0
     """How many shown noisy findings one hidden useful finding is worth."""
     z: float = 1.645
     """Upper bound of P(acted on): one-sided 95%."""
