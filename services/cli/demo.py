@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from services.cli.evaluate import print_evaluation
 from services.cli.loader import Metadata, finding_input, load_feedback, load_reviews
 from services.cli.synthetic import SyntheticReview, generate_history, split_holdout
 
@@ -78,6 +79,11 @@ async def run_demo(target: DemoTarget, *, seed: int, reviews: int, console: Cons
         await _print_rules(learning, target.reader, console)
         await _print_thresholds(learning, target.reader, console)
         await _print_ranking(learning, target.reader, holdout.reviews[0], console)
+        with console.status("replaying the history out of time ..."):
+            evaluation = await learning.EvaluateModel(
+                learning_pb2.EvaluateModelRequest(), metadata=target.operator
+            )
+        print_evaluation(evaluation, console)
 
 
 async def _wait_for_fold(

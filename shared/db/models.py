@@ -186,6 +186,12 @@ class FoldState(Base):
     stream: Mapped[str] = mapped_column(String(64), primary_key=True)
     # Every row with tx_id below this is folded; rows at or above it are not.
     watermark: Mapped[int] = mapped_column(BigInteger)
+    # What the last fold saw: rows of transactions below seen_through and not in_progress were
+    # visible to it, so folded, even while the watermark is held back (the backlog uses this).
+    seen_through: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    in_progress: Mapped[list[int]] = mapped_column(
+        ARRAY(BigInteger), server_default=text("'{}'::bigint[]")
+    )
     findings_folded: Mapped[int] = mapped_column(BigInteger, server_default="0")
     events_folded: Mapped[int] = mapped_column(BigInteger, server_default="0")
     updated_at: Mapped[datetime] = created_at_column()

@@ -49,9 +49,17 @@ _DIMENSIONS_OF = (
     f"({Dimension.SEVERITY:d}, {_SEVERITY_KEY}), ({Dimension.RULE:d}, fd.rule_id))"
 )
 
-SNAPSHOT_HORIZON = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+# The snapshot's horizon (every transaction below xmin has finished), its xmax (every
+# transaction at or above it had not started) and the transactions in progress between them:
+# a row of a transaction below xmax and not in progress was visible to the fold, and folded.
+SNAPSHOT = """
+SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint,
+    ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s) AS x)
+FROM pg_current_snapshot() AS s
+"""
 
 LOCK_STATE = "SELECT watermark FROM fold_state WHERE stream = 'feedback' FOR UPDATE"
+READ_STATE = "SELECT watermark FROM fold_state WHERE stream = 'feedback'"
 
 CREATE_DELTA = """
 CREATE TEMP TABLE IF NOT EXISTS fold_delta (
@@ -167,6 +175,7 @@ DELTA_SIZE = "SELECT count(*), coalesce(sum(abs(d_shown)), 0) FROM fold_delta"
 
 ADVANCE = """
 UPDATE fold_state SET watermark = :horizon, updated_at = now(),
+    seen_through = :seen_through, in_progress = :in_progress,
     findings_folded = findings_folded + :findings, events_folded = events_folded + :events
 WHERE stream = 'feedback'
 """
@@ -244,6 +253,15 @@ REBUILD_METRICS = [
 
 
 @dataclass(frozen=True)
+class Snapshot:
+    """What one fold could see (see SNAPSHOT)."""
+
+    horizon: int
+    seen_through: int
+    in_progress: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class FoldCounts:
     watermark: int
     horizon: int
@@ -271,13 +289,23 @@ class FoldRepository:
         self._session = session
 
     async def lock_watermark(self) -> int:
+        """The watermark, locked for this transaction: folders take turns."""
         return int((await self._session.execute(text(LOCK_STATE))).scalar_one())
 
-    async def horizon(self) -> int:
-        """Every transaction with an id below this has finished."""
-        return int((await self._session.execute(text(SNAPSHOT_HORIZON))).scalar_one())
+    async def watermark(self) -> int:
+        """The watermark, without locking it (for a check that must not block the fold)."""
+        return int((await self._session.execute(text(READ_STATE))).scalar_one())
 
-    async def fold(self, *, watermark: int, horizon: int, deletions: bool) -> FoldCounts:
+    async def snapshot(self) -> Snapshot:
+        row = (await self._session.execute(text(SNAPSHOT))).one()
+        return Snapshot(int(row[0]), int(row[1]), tuple(int(x) for x in row[2]))
+
+    async def fold(
+        self, *, watermark: int, snapshot: Snapshot, deletions: bool, advance: bool = True
+    ) -> FoldCounts:
+        """Folds what is new since ``watermark``; ``advance`` moves the watermark (a check that
+        is rolled back leaves it alone)."""
+        horizon = max(snapshot.horizon, watermark)
         params = {"watermark": watermark, "horizon": horizon}
         await self._session.execute(text(CREATE_DELTA))
         found = cast(
@@ -295,9 +323,17 @@ class FoldRepository:
         changes = int((await self._session.execute(text(DELTA_SIZE))).first()[0])  # type: ignore[index]
         if changes:
             await self._session.execute(text(APPLY_DELTA))
-        if changes or horizon != watermark:  # an idle poll writes nothing
+        # An idle poll writes nothing, unless what it saw moved (the backlog depends on it).
+        if advance and (changes or horizon != watermark or snapshot.seen_through > horizon):
             await self._session.execute(
-                text(ADVANCE), {"horizon": horizon, "findings": findings, "events": events}
+                text(ADVANCE),
+                {
+                    "horizon": horizon,
+                    "seen_through": snapshot.seen_through,
+                    "in_progress": list(snapshot.in_progress),
+                    "findings": findings,
+                    "events": events,
+                },
             )
         return FoldCounts(watermark, horizon, findings, events, changes)
 
@@ -324,8 +360,10 @@ class FoldRepository:
             if (e, f, g, h) != (0, 0, 0, 0)
         }
 
-    async def recompute(self, *, horizon: int) -> FoldCounts:
-        """Rebuilds outcomes and counts from the whole log; the watermark moves to ``horizon``."""
+    async def recompute(self, *, snapshot: Snapshot, advance: bool = True) -> FoldCounts:
+        """Rebuilds outcomes and counts from the whole log; the watermark moves to the
+        snapshot's horizon (when ``advance``)."""
+        horizon = snapshot.horizon
         await self._session.execute(text(RECOMPUTE_OUTCOMES))
         findings = int(
             (await self._session.execute(text("SELECT count(*) FROM recomputed"))).scalar_one()
@@ -336,5 +374,15 @@ class FoldRepository:
             changes += result.rowcount or 0
         for statement in REBUILD_METRICS:
             await self._session.execute(text(statement))
-        await self._session.execute(text(ADVANCE), {"horizon": horizon, "findings": 0, "events": 0})
+        if advance:
+            await self._session.execute(
+                text(ADVANCE),
+                {
+                    "horizon": horizon,
+                    "seen_through": snapshot.seen_through,
+                    "in_progress": list(snapshot.in_progress),
+                    "findings": 0,
+                    "events": 0,
+                },
+            )
         return FoldCounts(0, horizon, findings, 0, changes)

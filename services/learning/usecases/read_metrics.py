@@ -21,7 +21,7 @@ class ReadStore(Protocol):
     async def repository_id(self, url: str) -> int | None: ...
     async def scope_names(self) -> tuple[dict[int, str], dict[int, str]]: ...
     async def fold_position(self) -> FoldPosition: ...
-    async def backlog(self, watermark: int) -> int: ...
+    async def backlog(self) -> int: ...
     async def patterns(
         self,
         *,
@@ -120,7 +120,7 @@ class ReadLearning:
         async with self._transaction() as store:
             resolved = await resolve(store, scope)
             position = await store.fold_position()
-            backlog = await store.backlog(position.watermark)
+            backlog = await store.backlog()
         views = sorted(
             (
                 view

@@ -28,3 +28,6 @@ async def test_the_demo_loads_a_history_and_shows_what_was_learned(
     assert "thresholds on P(acted on)" in shown
     assert "raw order vs learned ranking" in shown
     assert "P(acted on)" in shown  # every shown finding is explained
+    assert "does learning earn its keep" in shown
+    assert "learned model" in shown
+    assert "per-rule rate" in shown

@@ -1,5 +1,5 @@
 """Learning: versioned learned models replace per-category calibration curves; patterns keep a
-smoothed acceptance.
+smoothed acceptance; the fold records what it saw (an exact backlog behind a held-back horizon).
 
 Revision ID: 0004
 Revises: 0002
@@ -50,9 +50,23 @@ def upgrade() -> None:
     )
     # Thresholds were on raw confidence; they are on the model's probability now.
     op.execute("DELETE FROM confidence_thresholds")
+    op.add_column(
+        "fold_state", sa.Column("seen_through", sa.BigInteger(), server_default="0", nullable=False)
+    )
+    op.add_column(
+        "fold_state",
+        sa.Column(
+            "in_progress",
+            postgresql.ARRAY(sa.BigInteger()),
+            server_default=sa.text("'{}'::bigint[]"),
+            nullable=False,
+        ),
+    )
 
 
 def downgrade() -> None:
+    op.drop_column("fold_state", "in_progress")
+    op.drop_column("fold_state", "seen_through")
     op.drop_column("pattern_metrics", "acceptance_smoothed")
     op.create_table(
         "calibration_curves",
