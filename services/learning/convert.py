@@ -213,7 +213,6 @@ _TERM_WORDS = {
     "base": "base rate",
     "team_rule": "rule {key} in this team",
     "repository_rule": "rule {key} in this repository",
-    "directory": "directory {key}/ here",
     "team": "this team",
     "repository": "this repository",
     "path:test": "test code",

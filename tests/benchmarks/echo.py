@@ -43,7 +43,6 @@ ECHO_TERMS = (
     "team",
     "repository",
     "repository_rule",
-    "directory",
     "severity",
     "confidence",
     "category_confidence",

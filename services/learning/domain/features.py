@@ -37,9 +37,6 @@ class Term(StrEnum):
     REPOSITORY = "repository"
     TEAM_RULE = "team_rule"
     REPOSITORY_RULE = "repository_rule"
-    DIRECTORY = "directory"
-    """The finding's directory in its repository: developers act on findings in code they
-    maintain and ignore them in code they do not."""
     SEVERITY = "severity"
     CONFIDENCE = "confidence"
     CATEGORY_CONFIDENCE = "category_confidence"
@@ -83,12 +80,6 @@ def path_kinds(file_path: str) -> int:
     )
 
 
-@lru_cache(maxsize=65_536)
-def directory_of(file_path: str) -> str:
-    """The directory of a path ("" at the top level)."""
-    return file_path.rsplit("/", 1)[0] if "/" in file_path else ""
-
-
 SEVERITY_LEVELS = ("info", "low", "medium", "high", "critical")
 
 
@@ -103,7 +94,6 @@ class FindingFeatures:
     severity: IntArray
     confidence: FloatArray
     path_kinds: IntArray
-    directory: ObjectArray
 
     def __post_init__(self) -> None:
         sizes = {len(getattr(self, name)) for name in self.__dataclass_fields__}
@@ -123,7 +113,6 @@ class FindingFeatures:
             severity=self.severity[index],
             confidence=self.confidence[index],
             path_kinds=self.path_kinds[index],
-            directory=self.directory[index],
         )
 
     @classmethod
@@ -149,7 +138,6 @@ class FindingFeatures:
             path_kinds=np.fromiter(
                 (path_kinds(p) for p in paths), dtype=np.int64, count=len(paths)
             ),
-            directory=_objects([directory_of(p) for p in paths]),
         )
 
 

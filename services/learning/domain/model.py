@@ -36,7 +36,6 @@ from services.learning.domain.features import (
     ObjectArray,
     Term,
     confidence_bin,
-    directory_of,
 )
 
 DOCUMENT_FORMAT = 1
@@ -200,7 +199,6 @@ def term_keys(
         Term.REPOSITORY: _stringified(_unique_keys(features.repository_id)),
         Term.TEAM_RULE: _pair_keys(features.team_id, features.rule_id),
         Term.REPOSITORY_RULE: _pair_keys(features.repository_id, features.rule_id),
-        Term.DIRECTORY: _pair_keys(features.repository_id, features.directory),
         Term.SEVERITY: ([SEVERITY_LEVELS[s] for s in severity_names], severity_inverse),
         Term.CONFIDENCE: _stringified(_unique_keys(bins)),
         Term.CATEGORY_CONFIDENCE: _pair_keys(features.category, bins),
@@ -314,8 +312,6 @@ class LogOddsModel:
             return rule_id
         if name == Term.CATEGORY:
             return category
-        if name == Term.DIRECTORY:
-            return directory_of(file_path)
         if name == Term.SEVERITY:
             return SEVERITY_LEVELS[min(max(severity, 1), len(SEVERITY_LEVELS)) - 1]
         if name == Term.CONFIDENCE:

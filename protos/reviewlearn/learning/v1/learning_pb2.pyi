@@ -250,9 +250,8 @@ class TermContribution(_message.Message):
     OUTCOMES_FIELD_NUMBER: _builtins.int
     term: _builtins.str
     """"base" (intercept and calibration), "category", "rule", "team", "repository", "team_rule"
-    (the rule in this team), "repository_rule" (the rule in this repository), "directory" (the
-    file's directory in this repository), "severity", "confidence", "category_confidence",
-    "path:test", "path:generated", "path:vendored".
+    (the rule in this team), "repository_rule" (the rule in this repository), "severity",
+    "confidence", "category_confidence", "path:test", "path:generated", "path:vendored".
     """
     key: _builtins.str
     """The level: the category, rule id, severity name, confidence range, ... ("" for base)."""
