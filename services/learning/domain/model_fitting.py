@@ -70,7 +70,7 @@ class FitParameters:
     """σ² the estimation starts from, and keeps for terms with too few levels to estimate it."""
     variance_steps: int = 2
     """EM steps of the per-term σ² estimation."""
-    min_levels_for_variance: int = 5
+    min_levels_for_variance: int = 2
     max_iterations: int = 500
 
     def __post_init__(self) -> None:
