@@ -132,6 +132,7 @@ class _Explainer:
         self._logit = prediction.logit.tolist()
         self._base_evidence = (self._model.acted_on, self._model.samples)
         self._evidence: dict[tuple[int, int], tuple[int, int]] = {}
+        self._labels: dict[tuple[int, str, str, int, float], str] = {}
 
     def __call__(
         self, outcome: RankOutcome, i: int, candidate: Candidate, suppressed: bool
@@ -156,7 +157,6 @@ class _Explainer:
                         rule_id=candidate.rule_id,
                         severity=candidate.severity,
                         confidence=candidate.confidence,
-                        file_path=candidate.file_path,
                     ),
                     contribution=contribution,
                     acted_on=evidence[0],

@@ -304,7 +304,6 @@ class LogOddsModel:
         rule_id: str,
         severity: int,
         confidence: float,
-        file_path: str,
     ) -> str:
         """The level a finding has in a slot, named for people (the scopes are the request's)."""
         name = SLOTS[slot]

@@ -81,7 +81,7 @@ def ranker(*, enabled: bool = True, store: FakeStore | None = None) -> RankSugge
         instruments=LearningInstruments(),
         settings=RankingSettings(
             limits=Limits(),
-            max_findings=100,
+            max_findings=10_000,
             severity_values=(1.0, 1.0, 1.0, 1.0, 1.0),
             line_window=10,
             max_hamming=6,
