@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import AsyncRetrying
 
 from services.feedback.coalescer import Coalescer
 from services.feedback.domain import (
@@ -31,29 +31,17 @@ from services.feedback.domain import (
 from services.feedback.instruments import FeedbackInstruments
 from services.feedback.notifier import ChangeNotifier
 from services.feedback.repository import FeedbackRepository, FeedbackRow, FindingView, StoredEvent
+from shared.db.failures import write_retries
 from shared.db.models import IdempotentResponse
 from shared.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Violations
 from shared.finding_input import Limits, check_text
 from shared.fingerprint import finding_fingerprint
 
 
-def _is_transient(error: BaseException) -> bool:
-    # Integrity errors here are races the retry resolves: a finding deleted between the
-    # existence check and the insert, or two first sightings of the same repository.
-    # A dropped connection (failover, restart, a killed backend) rolled the transaction back.
-    return isinstance(error, sa_exc.IntegrityError | sa_exc.OperationalError) or (
-        isinstance(error, sa_exc.DBAPIError)
-        and (error.connection_invalidated or "deadlock" in str(error).lower())
-    )
-
-
 def _retrying() -> AsyncRetrying:
-    return AsyncRetrying(
-        retry=retry_if_exception(_is_transient),
-        stop=stop_after_attempt(3),
-        wait=wait_exponential(multiplier=0.01, max=0.2),
-        reraise=True,
-    )
+    # Integrity errors here are races a rerun resolves: a finding deleted between the existence
+    # check and the insert, or two first sightings of the same repository.
+    return write_retries(also=lambda exc: isinstance(exc, sa_exc.IntegrityError))
 
 
 class FeedbackIngestion:

@@ -27,6 +27,7 @@ from sqlalchemy import exc as sa_exc
 
 from shared import errors
 from shared.auth import Principal, Role, TokenRegistry, role_allows
+from shared.db.failures import is_unavailable, sqlstate
 from shared.telemetry import current_trace_id
 
 log = logging.getLogger("reviewlearn.rpc")
@@ -249,9 +250,6 @@ def _bearer_token(header: str | bytes) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-_DATABASE_DOWN = (sa_exc.OperationalError, sa_exc.InterfaceError, ConnectionError, OSError)
-
-
 class ErrorInterceptor(_CachingInterceptor):
     """Maps typed errors to status codes with google.rpc.Status details; unknown → INTERNAL."""
 
@@ -263,7 +261,9 @@ class ErrorInterceptor(_CachingInterceptor):
         async def on_error(exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> None:
             if isinstance(exc, errors.ReviewlearnError):
                 await _abort_with(context, exc, self._domain)
-            if isinstance(exc, sa_exc.DataError) or _sqlstate(exc).startswith("22"):
+            if not isinstance(exc, Exception) or _is_grpc_abort(exc):
+                raise exc  # cancelled, or already aborted with a status
+            if isinstance(exc, sa_exc.DataError) or sqlstate(exc).startswith("22"):
                 # SQLSTATE class 22: a value the database cannot take. Validation should have
                 # caught it; the caller still gets a clear INVALID_ARGUMENT, not INTERNAL.
                 log.warning("data error in %s: %s", method, getattr(exc, "orig", exc))
@@ -275,7 +275,7 @@ class ErrorInterceptor(_CachingInterceptor):
                     ),
                     self._domain,
                 )
-            if _sqlstate(exc) == "57014":  # query_canceled: the statement timeout fired
+            if sqlstate(exc) == "57014":  # query_canceled: the statement timeout fired
                 log.warning("statement timeout in %s: %s", method, getattr(exc, "orig", exc))
                 await _abort_with(
                     context,
@@ -285,9 +285,7 @@ class ErrorInterceptor(_CachingInterceptor):
                     ),
                     self._domain,
                 )
-            if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-                exc = ConnectionError(str(exc))
-            if isinstance(exc, _DATABASE_DOWN) and not isinstance(exc, sa_exc.ProgrammingError):
+            if is_unavailable(exc):
                 log.warning("database unavailable in %s: %s", method, exc)
                 await _abort_with(
                     context,
@@ -297,18 +295,16 @@ class ErrorInterceptor(_CachingInterceptor):
                     ),
                     self._domain,
                 )
-            if isinstance(exc, Exception) and not _is_grpc_abort(exc):
-                log.exception("unhandled error in %s", method)
-                await _abort_with(
-                    context,
-                    errors.ReviewlearnError(
-                        f"internal error (trace id {current_trace_id() or 'n/a'})",
-                        reason="INTERNAL",
-                    ),
-                    self._domain,
-                    code=grpc.StatusCode.INTERNAL,
-                )
-            raise exc
+            log.exception("unhandled error in %s", method)
+            await _abort_with(
+                context,
+                errors.ReviewlearnError(
+                    f"internal error (trace id {current_trace_id() or 'n/a'})",
+                    reason="INTERNAL",
+                ),
+                self._domain,
+                code=grpc.StatusCode.INTERNAL,
+            )
 
         def wrap(behaviour: Behaviour, streaming: bool) -> Behaviour:
             guarded = _around(None, on_error, None)
@@ -326,19 +322,6 @@ class ErrorInterceptor(_CachingInterceptor):
             return guarded(decoded, streaming)
 
         return wrap_handler(handler, wrap, tolerant(handler.request_deserializer))
-
-
-def _sqlstate(exc: BaseException) -> str:
-    """The SQLSTATE of a database error, looked up through SQLAlchemy's and asyncpg's wrappers."""
-    seen: BaseException | None = exc
-    for _ in range(4):
-        if seen is None:
-            break
-        code = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
-        if isinstance(code, str):
-            return code
-        seen = getattr(seen, "orig", None) or seen.__cause__
-    return ""
 
 
 def _is_grpc_abort(exc: BaseException) -> bool:
