@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
@@ -17,6 +18,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import REGISTRY, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
+
+log = logging.getLogger("reviewlearn.health")
 
 HealthReport = Callable[[], Coroutine[Any, Any, dict[str, Any]]]
 HEALTH_TIMEOUT_SECONDS = 5.0
@@ -75,7 +78,9 @@ class SidePort:
                 timeout=HEALTH_TIMEOUT_SECONDS
             )
         except Exception as exc:  # a hung or failing check is itself the answer
-            report = {"status": "unhealthy", "error": f"{exc.__class__.__name__}: {exc}"}
+            log.warning("health report failed: %s: %s", exc.__class__.__name__, exc)
+            problem = "timed out" if isinstance(exc, TimeoutError) else "failed (see the log)"
+            report = {"status": "unhealthy", "error": f"health report {problem}"}
         status = "503 Service Unavailable" if report.get("status") == "unhealthy" else "200 OK"
         body = json.dumps(report, default=str).encode()
         start_response(status, [("Content-Type", "application/json")])

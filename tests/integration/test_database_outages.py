@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from reviewlearn.feedback.v1 import feedback_pb2, feedback_pb2_grpc
@@ -185,3 +186,35 @@ async def test_writes_survive_terminated_backends(
             metadata=auth("ingest"),
         )
         assert response.stored_count == 2
+
+
+async def test_health_follows_the_database_down_and_straight_back(
+    scratch: ScratchCluster, scratch_engine: AsyncEngine
+) -> None:
+    runtime = await _start(scratch_engine)
+    try:
+        assert await _health(runtime) == health_pb2.HealthCheckResponse.SERVING
+        # A restart between two checks: the pool still holds a connection to the old server.
+        await asyncio.to_thread(scratch.restart)
+        await runtime.refresh_health()
+        assert await _health(runtime) == health_pb2.HealthCheckResponse.SERVING
+        assert (await runtime.health_report())["status"] == "healthy"
+
+        await asyncio.to_thread(scratch.stop)
+        await runtime.refresh_health()
+        assert await _health(runtime) == health_pb2.HealthCheckResponse.NOT_SERVING
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.metrics_port}") as http:
+            healthz = await http.get("/healthz")
+        assert healthz.status_code == 503
+        assert healthz.json()["components"]["database"] == "unhealthy"
+        # Whoever can reach the side port learns that the database is down, not where it is.
+        assert str(scratch.port) not in healthz.text
+        assert "127.0.0.1" not in healthz.text
+
+        await asyncio.to_thread(scratch.start)
+        await runtime.refresh_health()  # the first check after the database is back
+        assert await _health(runtime) == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await runtime.stop(grace=0)
+        if not scratch.running():
+            await asyncio.to_thread(scratch.start)
