@@ -64,8 +64,14 @@ class ServiceSettings(BaseSettings):
     grace_period_seconds: float = Field(10.0, ge=0)
     """How long in-flight RPCs may run after SIGTERM before they are cancelled."""
 
-    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
-    """Largest request or response; a batch of 10,000 feedback events fits with room."""
+    max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    """Largest request or response (32 MiB). The largest legitimate message is a full
+    RecordFindings or RankSuggestions request: 10,000 findings at up to ~2 KiB each on the wire
+    (ids, path and title at their usual lengths, ~1.5 KiB of message, fix and context) is
+    ~20 MiB, so 32 MiB leaves 1.6× margin; 10,000 feedback events with 1 KiB comments are
+    ~12 MiB. The per-field limits (20,000 characters of message, fix or context) are for the
+    occasional long finding: a request at every ceiling at once is not legitimate — split it.
+    Only authenticated calls are ever decoded."""
 
     keepalive_time_ms: int = Field(30_000, ge=1000)
     keepalive_timeout_ms: int = Field(10_000, ge=1000)

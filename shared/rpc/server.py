@@ -14,12 +14,12 @@ import grpc
 import grpc.aio
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from reviewlearn.common.v1 import common_pb2
 
 from shared.auth import Role, TokenRegistry
 from shared.http_side import HealthReport, SidePort
 from shared.rpc.interceptors import AuthInterceptor, ErrorInterceptor, TelemetryInterceptor
+from shared.rpc.reflection import enable_reflection
 from shared.settings import ServiceSettings
 
 log = logging.getLogger("reviewlearn.server")
@@ -101,9 +101,7 @@ class RpcHost:
         for binding in self._bindings:
             binding.register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-        )
+        enable_reflection([*self.service_names, health.SERVICE_NAME], server)
         self.port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
         if self.port == 0:
             raise SystemExit(f"cannot bind gRPC port {settings.host}:{settings.grpc_port}")
