@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.auth import TokenRegistry, parse_tokens
+from shared.pagination import PageTokens, derived_key
 
 
 def port_field(service: str, default: int, kind: Literal["GRPC", "METRICS"]) -> int:
@@ -45,6 +46,11 @@ class ServiceSettings(BaseSettings):
 
     tokens: str = ""
     """Bearer tokens as ``role=token,role=token`` (roles: ingest, reader, operator)."""
+
+    page_token_key: SecretStr | None = None
+    """HMAC key that signs page tokens; every replica of every service needs the same one.
+    Unset → derived from ``tokens`` (the same secret everywhere already), so rotating the bearer
+    tokens also invalidates outstanding page tokens. ``reviewlearn up`` generates one."""
 
     learning_enabled: bool = Field(
         True, validation_alias=AliasChoices("LEARNING_ENABLED", "REVIEWLEARN_LEARNING_ENABLED")
@@ -105,6 +111,13 @@ class ServiceSettings(BaseSettings):
 
     def token_registry(self) -> TokenRegistry:
         return parse_tokens(self.tokens)
+
+    def page_tokens(self) -> PageTokens:
+        if self.page_token_key is not None and self.page_token_key.get_secret_value():
+            return PageTokens(self.page_token_key.get_secret_value())
+        # With no bearer tokens no call is ever authenticated, so no page token is ever issued;
+        # the derived key is then as good as any.
+        return PageTokens(derived_key(self.tokens))
 
     def require_database_url(self) -> str:
         if not self.database_url:

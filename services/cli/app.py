@@ -15,7 +15,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.cli.embedded import EmbeddedPostgres, load_or_create_tokens, state_dir
+from services.cli.embedded import (
+    EmbeddedPostgres,
+    load_or_create_page_token_key,
+    load_or_create_tokens,
+    state_dir,
+)
 from services.cli.supervisor import (
     DEFAULT_GRPC_PORTS,
     DEFAULT_METRICS_PORTS,
@@ -89,6 +94,7 @@ async def _up(host: str, grpc_ports: dict[str, int], metrics_ports: dict[str, in
             env={
                 "REVIEWLEARN_DATABASE_URL": url,
                 "REVIEWLEARN_TOKENS": tokens.as_env(),
+                "REVIEWLEARN_PAGE_TOKEN_KEY": load_or_create_page_token_key(state_dir()),
                 "REVIEWLEARN_HOST": host,
             }
         )
