@@ -15,6 +15,7 @@ from services.feedback.ingestion import FeedbackIngestion
 from shared.convert import timestamp_to_pb
 from shared.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound, Violations
 from shared.finding_input import check_text
+from shared.idempotency import ANONYMOUS
 from shared.pagination import PageTokens, page_size
 from shared.rpc.interceptors import current_principal
 
@@ -34,7 +35,9 @@ class FeedbackHandlers(feedback_pb2_grpc.FeedbackServiceServicer):
     async def RecordFindings(
         self, request: feedback_pb2.RecordFindingsRequest, context: Any
     ) -> feedback_pb2.RecordFindingsResponse:
-        recorded = await self._ingestion.record_findings(convert.review_from_pb(request))
+        recorded = await self._ingestion.record_findings(
+            convert.review_from_pb(request), caller=_caller()
+        )
         return convert.recorded_review_to_pb(recorded)
 
     async def GetFinding(
@@ -46,10 +49,9 @@ class FeedbackHandlers(feedback_pb2_grpc.FeedbackServiceServicer):
     async def DeleteFinding(
         self, request: feedback_pb2.DeleteFindingRequest, context: Any
     ) -> feedback_pb2.DeleteFindingResponse:
-        principal = current_principal.get()
         deleted = await self._ingestion.delete_finding(
             request.finding_id,
-            actor=principal.token_id if principal else "unknown",
+            actor=_caller(),
             reason=request.reason,
         )
         return feedback_pb2.DeleteFindingResponse(deleted_feedback_count=deleted)
@@ -138,6 +140,12 @@ class FeedbackHandlers(feedback_pb2_grpc.FeedbackServiceServicer):
         if len(rows) > size:
             response.next_page_token = self._pages.encode(query, rows[size - 1].feedback_id)
         return response
+
+
+def _caller() -> str:
+    """Who is calling (the auth interceptor set it): scopes request ids, names audit actors."""
+    principal = current_principal.get()
+    return principal.token_id if principal else ANONYMOUS
 
 
 def _drafts(events: Any, field: str, *, offset: int = 0) -> list[tuple[FeedbackDraft, Violations]]:

@@ -88,7 +88,9 @@ class Review(Base):
     )
     pull_request: Mapped[int] = mapped_column(Integer)
     head_commit: Mapped[str] = mapped_column(String(200))
-    request_id: Mapped[str | None] = mapped_column(String(200), unique=True)
+    # Informational: which request created the review. Replays are decided by the caller-scoped
+    # idempotency_records, so two callers may use the same id.
+    request_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = created_at_column()
 
     __table_args__ = (CheckConstraint("pull_request > 0", name="pull_request_positive"),)
@@ -338,13 +340,31 @@ class JobRun(Base):
 
 
 class IdempotentResponse(Base):
-    """A stored answer to a request_id, so a retried call returns the first answer."""
+    """A stored answer to a request_id, so a retried call returns the first answer.
+
+    Superseded by ``IdempotencyRecord`` (caller-scoped, content-checked); still read by the
+    learning service until it moves to shared.idempotency."""
 
     __tablename__ = "idempotent_responses"
 
     service: Mapped[str] = mapped_column(String(32), primary_key=True)
     request_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     method: Mapped[str] = mapped_column(String(100))
+    response: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class IdempotencyRecord(Base):
+    """AIP-155: a request id, scoped by its caller, with a digest of the request and the first
+    answer (see shared.idempotency). Each service writes only the rows of its own `service`."""
+
+    __tablename__ = "idempotency_records"
+
+    service: Mapped[str] = mapped_column(String(32), primary_key=True)
+    caller: Mapped[str] = mapped_column(String(100), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    method: Mapped[str] = mapped_column(String(100))
+    request_digest: Mapped[str] = mapped_column(String(64))
     response: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = created_at_column()
 

@@ -112,7 +112,7 @@ async def assert_consistent(engine: AsyncEngine) -> None:
         "reviews without findings": """
             SELECT count(*) FROM reviews rv
             WHERE NOT EXISTS (SELECT 1 FROM findings f WHERE f.review_id = rv.id)
-              AND NOT EXISTS (SELECT 1 FROM idempotent_responses i
+              AND NOT EXISTS (SELECT 1 FROM idempotency_records i
                               WHERE i.service = 'feedback' AND i.request_id = rv.request_id)""",
     }
     async with engine.connect() as connection:
