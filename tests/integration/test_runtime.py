@@ -237,8 +237,8 @@ async def test_side_port_serves_prometheus_metrics_and_health() -> None:
             for s in families["api_error_rate"].samples
             if s.labels.get("rpc_method") == "/reviewlearn.insights.v1.InsightsService/GetTrends"
         ]
-        assert samples
-        assert samples[0].labels["grpc_code"] == "INVALID_ARGUMENT"
+        # The registry is the process's: other tests' calls of GetTrends are counted there too.
+        assert any(s.labels["grpc_code"] == "INVALID_ARGUMENT" for s in samples)
         assert healthz.status_code == 200
         assert healthz.json() == {"status": "healthy"}
     finally:
