@@ -169,16 +169,18 @@ def answer_unimplemented(
             continue
 
         def make(name: str, streaming: bool) -> Callable[..., Any]:
-            error = Unimplemented(
-                f"{descriptor.full_name}/{name} arrives with {pending}; not implemented yet",
-                reason="NOT_YET_IMPLEMENTED",
-            )
+            # A fresh error per call: re-raising one instance would grow its traceback forever.
+            def error() -> Unimplemented:
+                return Unimplemented(
+                    f"{descriptor.full_name}/{name} arrives with {pending}; not implemented yet",
+                    reason="NOT_YET_IMPLEMENTED",
+                )
 
             async def not_yet(self: Any, request: Any, context: Any) -> Any:
-                raise error
+                raise error()
 
             async def not_yet_stream(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
-                raise error
+                raise error()
                 yield  # makes this an async generator, as a response stream must be
 
             return not_yet_stream if streaming else not_yet
