@@ -2,8 +2,9 @@
 
 A median over any window is then a sum of small histograms instead of a sort of raw rows.
 Bucket ``b`` holds minutes in ``[2^(b/8) - 1, 2^((b+1)/8) - 1)``: a bucket is 9% wide relative to
-its bounds, so the median read from the histogram (interpolated inside its bucket) is within 9%
-of the exact median. The SQL that assigns buckets (storage.rollup_sql) uses the same formula.
+its bounds, so the median read from the histogram (interpolated inside the bucket of the middle
+value) is within 9% of that middle value. The SQL that assigns buckets (storage.rollup_sql)
+uses the same formula.
 """
 
 from __future__ import annotations

@@ -92,7 +92,8 @@ class TeamMetrics(_message.Message):
     pending: _builtins.int
     median_minutes_to_action: _builtins.float
     """Median time from a finding to its first decisive reaction, estimated from a histogram of
-    1/8-octave buckets (within 9% of the exact median); 0 when nothing was acted on.
+    1/8-octave buckets (inside the 9%-wide bucket of the middle value); 0 when nothing was
+    acted on.
     """
     reviews: _builtins.int
     """Reviews (bot runs with at least one finding) in the period."""
