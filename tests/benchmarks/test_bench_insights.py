@@ -204,7 +204,7 @@ async def test_insights_report_and_dashboard_on_a_year_of_feedback(
                     "repository": None,
                     "first": date.today() - timedelta(days=365),
                     "last": date.today(),
-                },  # fmt: skip
+                },
             )
         )
     started = time.perf_counter()
