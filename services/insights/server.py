@@ -143,7 +143,7 @@ def build_server(
     async def fold() -> None:
         await folder.fold()
 
-    folding = Periodic("insights-fold", fold, interval=settings.fold_poll_seconds)
+    folding = Periodic("insights-fold", fold, interval=settings.rollup_poll_seconds)
 
     def on_notify(channel: str, payload: str) -> None:
         if channel == FEEDBACK_CHANNEL:

@@ -64,7 +64,7 @@ class InsightsSettings(ServiceSettings):
     redis_retry_seconds: float = Field(10.0, gt=0)
     """After a Redis error the cache skips Redis this long (answers stay correct, just uncached)."""
 
-    fold_poll_seconds: float = Field(30.0, gt=0)
+    rollup_poll_seconds: float = Field(30.0, gt=0)
     """Periodic catch-up of the rollups when no notification arrives."""
     paths_refresh_seconds: float = Field(300.0, gt=0)
     """How often the learning paths of teams with new feedback are recomputed and persisted."""

@@ -218,7 +218,7 @@ async def test_insights_report_and_dashboard_on_a_year_of_feedback(
         echo: Stub = insights_pb2_grpc.InsightsServiceStub(echo_channel)  # type: ignore[assignment]
         await measure(echo, 20)
         runs["echo"] = await measure(echo, CACHED_CALLS)
-    uncached = insights_server(database_url, cache_ttl_seconds="0", fold_poll_seconds="3600")
+    uncached = insights_server(database_url, cache_ttl_seconds="0", rollup_poll_seconds="3600")
     async with (
         uncached as (server, _),
         grpc.aio.insecure_channel(server.address, options=CHANNEL_OPTIONS) as channel,
@@ -228,7 +228,7 @@ async def test_insights_report_and_dashboard_on_a_year_of_feedback(
         cpu = server.cpu_seconds()
         runs["uncached"] = await measure(stub, UNCACHED_CALLS, offset=10)
         uncached_cpu_ms = (server.cpu_seconds() - cpu) / UNCACHED_CALLS * 1000
-    cached = insights_server(database_url, fold_poll_seconds="3600")
+    cached = insights_server(database_url, rollup_poll_seconds="3600")
     async with (
         cached as (server, http_port),
         grpc.aio.insecure_channel(server.address, options=CHANNEL_OPTIONS) as channel,

@@ -33,7 +33,7 @@ NOW = datetime.now(UTC)
 
 async def start_insights(start_service: StartService, **overrides: Any) -> RunningService:
     # The fold runs when asked (RefreshInsights "rollups") or woken; no poll races the tests.
-    values: dict[str, Any] = {"fold_poll_seconds": 3600.0, "paths_refresh_seconds": 3600.0}
+    values: dict[str, Any] = {"rollup_poll_seconds": 3600.0, "paths_refresh_seconds": 3600.0}
     values.update(overrides)
     return await start_service(build_server, InsightsSettings, **values)
 
