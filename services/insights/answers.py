@@ -29,8 +29,8 @@ from services.insights.domain.windows import Window
 from services.insights.gate import InsightsGate, require_insights
 from services.insights.instruments import InsightsInstruments
 from services.insights.usecases.learning_paths import PathReads, PathsView, read_paths
-from services.insights.usecases.reads import RollupReads
-from services.insights.usecases.roi import roi
+from services.insights.usecases.reads import OutcomeRow, RollupReads
+from services.insights.usecases.roi import roi, roi_from_rows
 from services.insights.usecases.team_metrics import team_metrics
 from services.insights.usecases.trends import trends
 from shared.convert import timestamp_to_pb
@@ -225,8 +225,9 @@ class InsightsAnswers:
             reads: InsightsReads, scope: ResolvedScope
         ) -> insights_pb2.GetInsightsReportResponse:
             window = self.default_window()
+            rows = await reads.outcome_counts(scope, window.first_day, window.last_day)
             metrics = convert.team_metrics_to_pb(
-                await team_metrics(reads, scope, window, self._policies.rates)
+                await team_metrics(reads, scope, window, self._policies.rates, rows)
             )
             weekly = convert.trends_to_pb(
                 await self._trends(
@@ -235,7 +236,7 @@ class InsightsAnswers:
                 )
             )  # fmt: skip
             paths = convert.paths_to_pb(await self._paths(reads, scope, self._policies.max_paths))
-            money = await self._roi(reads, scope, window, self._policies.roi)
+            money = await self._roi(reads, scope, window, self._policies.roi, rows)
             return insights_pb2.GetInsightsReportResponse(
                 metrics=metrics,
                 trends=weekly,
@@ -300,9 +301,14 @@ class InsightsAnswers:
         scope: ResolvedScope,
         window: Window,
         assumptions: RoiAssumptions,
+        rows: list[OutcomeRow] | None = None,
     ) -> insights_pb2.GetRoiResponse:
         started = time.perf_counter()
-        view = await roi(reads, scope, window, assumptions)
+        view = (
+            roi_from_rows(rows, window, assumptions)
+            if rows is not None
+            else await roi(reads, scope, window, assumptions)
+        )
         self._instruments.roi_duration.record(time.perf_counter() - started)
         return convert.roi_to_pb(view)
 

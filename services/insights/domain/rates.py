@@ -10,6 +10,7 @@ The two rates (docs/PHASE_5_ARCHITECTURE.md §6.1, the same words everywhere):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,17 +80,32 @@ def wilson_interval(
     return lower, upper
 
 
+def wilson_bounds(successes: int, trials: int, *, z: float = Z_95) -> tuple[float, float]:
+    """``wilson_interval`` for one group, in plain floats (a report has hundreds of rates, and
+    NumPy's per-call overhead on scalars would dominate)."""
+    if trials <= 0:
+        return 0.0, 1.0
+    p = successes / trials
+    z2_n = z * z / trials
+    denominator = 1.0 + z2_n
+    centre = (p + z2_n / 2.0) / denominator
+    half = z * math.sqrt(max(p * (1.0 - p) / trials + z2_n / trials / 4.0, 0.0)) / denominator
+    lower = 0.0 if successes == 0 else min(max(centre - half, 0.0), 1.0)
+    upper = 1.0 if successes == trials else min(max(centre + half, 0.0), 1.0)
+    return lower, upper
+
+
 def rate(successes: int, trials: int, *, parent: float, strength: float) -> Rate:
     """A rate with its Wilson interval, shrunk toward ``parent`` with ``strength`` pseudo-counts:
     ``(s + k·p) / (n + k)``."""
-    lower, upper = wilson_interval(successes, trials)
+    lower, upper = wilson_bounds(successes, trials)
     smoothed = (successes + strength * parent) / (trials + strength) if trials + strength else 0.0
     return Rate(
         successes=successes,
         trials=trials,
         value=successes / trials if trials else 0.0,
-        lower=float(lower),
-        upper=float(upper),
+        lower=lower,
+        upper=upper,
         smoothed=float(smoothed),
     )
 

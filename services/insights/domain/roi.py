@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from services.insights.domain.rates import wilson_interval
+from services.insights.domain.rates import wilson_bounds
 
 SEVERITY_NAMES = {1: "info", 2: "low", 3: "medium", 4: "high", 5: "critical"}
 SEVERITY_OF_NAME = {name: value for value, name in SEVERITY_NAMES.items()}
@@ -109,13 +109,13 @@ def roi_of(key: str, counts: OutcomeCounts, assumptions: RoiAssumptions) -> Roi:
         if noise
         else (assumptions.minutes_lost_per_negative + assumptions.minutes_lost_per_dismissed) / 2
     )
-    lower_p, upper_p = wilson_interval(positive, reacted)
+    lower_p, upper_p = wilson_bounds(positive, reacted)
 
     def net_at(share: float) -> float:
         return reacted * (share * mean_saved - (1.0 - share) * mean_lost)
 
     net = saved - lost
-    low, high = (net_at(float(lower_p)), net_at(float(upper_p))) if reacted else (0.0, 0.0)
+    low, high = (net_at(lower_p), net_at(upper_p)) if reacted else (0.0, 0.0)
     # Rounding must not put the point a hair outside its own interval.
     return Roi(
         key, positive, counts.negative, counts.dismissed, saved, lost, net,

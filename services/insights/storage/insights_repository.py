@@ -32,8 +32,10 @@ SELECT category, bucket, sum(findings)::bigint
 FROM insight_action_times WHERE {_IN_SCOPE}
 GROUP BY category, bucket
 """
-REVIEWS = f"SELECT coalesce(sum(reviews), 0)::bigint FROM insight_review_rollups WHERE {_IN_SCOPE}"
-ACTIVE_REPOSITORIES = f"SELECT count(DISTINCT repository_id) FROM insight_rollups WHERE {_IN_SCOPE}"
+ACTIVITY = f"""
+SELECT (SELECT coalesce(sum(reviews), 0)::bigint FROM insight_review_rollups WHERE {_IN_SCOPE}),
+       (SELECT count(DISTINCT repository_id) FROM insight_rollups WHERE {_IN_SCOPE})
+"""
 GLOBAL_COUNTS = """
 SELECT category, outcome, sum(findings)::bigint FROM insight_global_rollups
 WHERE day BETWEEN :first AND :last GROUP BY category, outcome
@@ -124,10 +126,10 @@ class InsightsRepository:
     async def activity(
         self, scope: ResolvedScope, first_day: date, last_day: date
     ) -> tuple[int, int]:
-        params = self._params(scope, first_day, last_day)
-        reviews = await self._session.scalar(text(REVIEWS), params)
-        repositories = await self._session.scalar(text(ACTIVE_REPOSITORIES), params)
-        return int(reviews or 0), int(repositories or 0)
+        row = (
+            await self._session.execute(text(ACTIVITY), self._params(scope, first_day, last_day))
+        ).one()
+        return int(row[0] or 0), int(row[1] or 0)
 
     async def global_counts(self, first_day: date, last_day: date) -> list[tuple[str, int, int]]:
         rows = await self._session.execute(

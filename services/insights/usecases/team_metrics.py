@@ -54,24 +54,30 @@ class TeamMetricsView:
     data_as_of: datetime | None
 
 
+_SLOT = {int(Outcome.POSITIVE): 0, int(Outcome.NEGATIVE): 1, int(Outcome.DISMISSED): 2,
+         int(Outcome.PENDING): 3}  # fmt: skip
+
+
 def counts_of(pairs: Iterable[tuple[int, int]]) -> Counts:
     """Counts from (outcome, findings) pairs."""
-    by_outcome = dict.fromkeys(Outcome, 0)
+    slots = [0, 0, 0, 0]
     for outcome, findings in pairs:
-        by_outcome[Outcome(outcome)] += findings
-    return Counts(
-        positive=by_outcome[Outcome.POSITIVE],
-        negative=by_outcome[Outcome.NEGATIVE],
-        dismissed=by_outcome[Outcome.DISMISSED],
-        pending=by_outcome[Outcome.PENDING],
-    )
+        slots[_SLOT[outcome]] += findings
+    return Counts(positive=slots[0], negative=slots[1], dismissed=slots[2], pending=slots[3])
 
 
 async def team_metrics(
-    reads: MetricsReads, scope: ResolvedScope, window: Window, policy: RatePolicy
+    reads: MetricsReads,
+    scope: ResolvedScope,
+    window: Window,
+    policy: RatePolicy,
+    rows: list[OutcomeRow] | None = None,
 ) -> TeamMetricsView:
+    """``rows``: the window's outcome counts when the caller has them already (the report
+    shares them with ROI)."""
     first, last = window.first_day, window.last_day
-    rows = await reads.outcome_counts(scope, first, last)
+    if rows is None:
+        rows = await reads.outcome_counts(scope, first, last)
     histogram = await reads.action_histogram(scope, first, last)
     reviews, repositories = await reads.activity(scope, first, last)
     world = counts_of((o, n) for _, o, n in await reads.global_counts(first, last))
