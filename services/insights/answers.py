@@ -38,8 +38,10 @@ from shared.errors import NotFound
 
 M = TypeVar("M", bound=Message)
 
-REPORT_CATEGORY_TRENDS = (TrendMetric.ACCEPTANCE_RATE,)
-"""Per category, the report shows acceptance (every metric overall); GetTrends has them all."""
+REPORT_PER_CATEGORY = False
+"""The report's trends are every metric for the whole team; per category they are a GetTrends
+call away (``per_category``). Each series costs SciPy and pymannkendall a few milliseconds, and
+the uncached report must stay within its latency budget."""
 
 
 class InsightsReads(RollupReads, PathReads, Protocol):
@@ -231,8 +233,8 @@ class InsightsAnswers:
             )
             weekly = convert.trends_to_pb(
                 await self._trends(
-                    reads, scope, self._policies.trend_weeks, tuple(TrendMetric), True,
-                    REPORT_CATEGORY_TRENDS,
+                    reads, scope, self._policies.trend_weeks, tuple(TrendMetric),
+                    REPORT_PER_CATEGORY, None,
                 )
             )  # fmt: skip
             paths = convert.paths_to_pb(await self._paths(reads, scope, self._policies.max_paths))

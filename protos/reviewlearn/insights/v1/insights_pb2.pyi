@@ -815,7 +815,7 @@ class GetInsightsReportResponse(_message.Message):
 
     @_builtins.property
     def trends(self) -> Global___GetTrendsResponse:
-        """The last 12 weeks, every metric, overall and per category."""
+        """The last 12 weeks, every metric, for the whole team (per category: GetTrends)."""
 
     @_builtins.property
     def learning_paths(self) -> Global___GetLearningPathsResponse: ...
