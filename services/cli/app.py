@@ -163,6 +163,9 @@ def _print_ready(
         "reviewlearn.learning.v1.LearningService/GetLearningMetrics",
         soft_wrap=True,
     )
+    insights = next((c for c in supervisor.children if c.name == "insights"), None)
+    if insights is not None:
+        out.print(f"  http://{host}:{insights.metrics_port}/dashboard   # the team dashboard")
     out.print("  reviewlearn demo        # load a synthetic history and see what is learned")
     out.print("\nCtrl-C stops everything.")
 

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db.failures import is_unavailable
+from shared.http_side import HttpRoute
 from shared.periodic import Periodic
 from shared.rpc.server import RpcHost, ServiceBinding
 from shared.settings import ServiceSettings
@@ -41,6 +42,7 @@ class ServiceRuntime:
         background: Sequence[BackgroundTask] = (),
         cleanups: Sequence[Callable[[], Awaitable[Any]]] = (),
         owns_engine: bool = True,
+        http_routes: Mapping[str, HttpRoute] | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -55,6 +57,7 @@ class ServiceRuntime:
             bindings=bindings,
             tokens=settings.token_registry(),
             health_report=self.health_report,
+            http_routes=http_routes,
         )
         self._started_at = 0.0
         # grpc.health.v1 follows the database: NOT_SERVING while it is unreachable, so that

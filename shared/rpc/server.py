@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,7 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from reviewlearn.common.v1 import common_pb2
 
 from shared.auth import Role, TokenRegistry
-from shared.http_side import HealthReport, SidePort
+from shared.http_side import HealthReport, HttpRoute, SidePort
 from shared.rpc.interceptors import AuthInterceptor, ErrorInterceptor, TelemetryInterceptor
 from shared.rpc.reflection import enable_reflection
 from shared.settings import ServiceSettings
@@ -60,13 +60,17 @@ class RpcHost:
         bindings: Sequence[ServiceBinding],
         tokens: TokenRegistry,
         health_report: HealthReport,
+        http_routes: Mapping[str, HttpRoute] | None = None,
     ) -> None:
         self._settings = settings
         self._bindings = list(bindings)
         self._tokens = tokens
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._side = SidePort(
-            host=settings.host, port=settings.metrics_port, health_report=health_report
+            host=settings.host,
+            port=settings.metrics_port,
+            health_report=health_report,
+            routes=http_routes,
         )
         self._server: grpc.aio.Server | None = None
         self.port = 0
