@@ -190,7 +190,14 @@ def build_server(
         health_metrics=health_metrics,
         background=[
             folding,
-            Periodic("insights-versions", poll_versions, interval=settings.cache_staleness_seconds),
+            # Versions are loaded before the first answer: a replica that started with none
+            # would cache under version 0 and miss its own entries once the poll caught up.
+            Periodic(
+                "insights-versions",
+                poll_versions,
+                interval=settings.cache_staleness_seconds,
+                first_run_in_start=True,
+            ),
             Periodic(
                 "insights-paths",
                 refresh_paths,
