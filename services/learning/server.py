@@ -86,6 +86,7 @@ def build_server(
             policy=settings.suppression_policy(),
         ),
         rollback=RollbackModel(transaction=transactional(sessions, ModelRepository), state=state),
+        pages=settings.page_tokens(),
     )
 
     async def fold() -> None:

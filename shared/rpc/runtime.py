@@ -11,6 +11,8 @@ from typing import Any, Protocol
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.db.failures import is_unavailable
+from shared.http_side import HttpRoute
 from shared.periodic import Periodic
 from shared.rpc.server import RpcHost, ServiceBinding
 from shared.settings import ServiceSettings
@@ -40,6 +42,7 @@ class ServiceRuntime:
         background: Sequence[BackgroundTask] = (),
         cleanups: Sequence[Callable[[], Awaitable[Any]]] = (),
         owns_engine: bool = True,
+        http_routes: Mapping[str, HttpRoute] | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -54,13 +57,14 @@ class ServiceRuntime:
             bindings=bindings,
             tokens=settings.token_registry(),
             health_report=self.health_report,
+            http_routes=http_routes,
         )
         self._started_at = 0.0
         # grpc.health.v1 follows the database: NOT_SERVING while it is unreachable, so that
         # load balancers and Kubernetes' gRPC probes send no traffic to a replica that can only
         # answer UNAVAILABLE.
         self._database_watch = Periodic(
-            "health-database", self._watch_database, interval=settings.health_check_seconds
+            "health-database", self.refresh_health, interval=settings.health_check_seconds
         )
         self._database_ok = True
 
@@ -96,7 +100,10 @@ class ServiceRuntime:
             try:
                 problem = await asyncio.wait_for(check(), timeout=2.0)
             except Exception as exc:
-                problem = f"check failed: {exc.__class__.__name__}: {exc}"
+                # The exception names hosts and ports: it goes to the log, never to /healthz,
+                # which anyone who can reach the side port may read.
+                log.warning("health check %s failed: %s: %s", name, exc.__class__.__name__, exc)
+                problem = "timed out" if isinstance(exc, TimeoutError) else "failed (see the log)"
             components[name] = "healthy" if problem is None else "unhealthy"
             if problem is not None:
                 problems[name] = problem
@@ -118,7 +125,8 @@ class ServiceRuntime:
                 report["metrics_error"] = str(exc)
         return report
 
-    async def _watch_database(self) -> None:
+    async def refresh_health(self) -> None:
+        """Checks the database now and sets gRPC health to match (the periodic watch calls it)."""
         try:
             async with asyncio.timeout(2.0):
                 await self._database_check()
@@ -134,7 +142,17 @@ class ServiceRuntime:
                 log.info("database reachable again, health SERVING")
 
     async def _database_check(self) -> str | None:
+        try:
+            await self._select_one()
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            # After a database restart the pool still holds connections to the old server; the
+            # failure invalidated them, so a second try judges the database, not the pool.
+            await self._select_one()
+        return None
+
+    async def _select_one(self) -> None:
         async with self.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
             await connection.commit()  # not a rollback: transaction_rollback_rate stays honest
-        return None

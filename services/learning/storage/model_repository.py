@@ -15,10 +15,10 @@ from services.learning.domain.features import FindingFeatures, OutcomeLog
 from services.learning.storage.state_repository import StateRepository
 from shared.db.models import (
     ConfidenceThresholdRow,
-    IdempotentResponse,
     LearnedModelRow,
     ThresholdChange,
 )
+from shared.idempotency import IdempotentRequest, RequestLedger
 from shared.outcome import Outcome, sql_decisive, sql_outcome_case
 
 # A finding's time is when it was first seen: when it was recorded, or its first reaction if
@@ -204,13 +204,10 @@ class ModelRepository(StateRepository):
 
     # ---------------------------------------------------------------- request ids
 
-    async def stored_response(self, key: str) -> bytes | None:
-        row = await self._session.get(IdempotentResponse, ("learning", key))
-        return bytes(row.response) if row else None
+    async def claim(self, request: IdempotentRequest) -> bytes | None:
+        """None when this call is the first with its id, else the first call's answer
+        (shared.idempotency: another request under the same id is REQUEST_ID_REUSED)."""
+        return await RequestLedger(self._session).claim(request)
 
-    async def store_response(self, key: str, method: str, response: bytes) -> None:
-        await self._session.execute(
-            pg_insert(IdempotentResponse)
-            .values(service="learning", request_id=key, method=method, response=response)
-            .on_conflict_do_nothing()
-        )
+    async def answer(self, request: IdempotentRequest, response: bytes) -> None:
+        await RequestLedger(self._session).answer(request, response)

@@ -11,7 +11,6 @@ scoped by the caller, so two clients cannot collide.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import math
 import uuid
@@ -40,15 +39,16 @@ from services.learning.domain.threshold_fitting import (
 from services.learning.instruments import LearningInstruments
 from services.learning.storage.state_repository import ThresholdRecord
 from services.learning.storage.transactions import Transaction
-from shared.errors import AlreadyExists
+from shared.idempotency import IdempotentRequest, request_digest
 
+SERVICE = "learning"
 METHOD = "TuneConfidenceThresholds"
 
 
 class TuningStore(Protocol):
     async def serialize_tunes(self) -> None: ...
-    async def stored_response(self, key: str) -> bytes | None: ...
-    async def store_response(self, key: str, method: str, response: bytes) -> None: ...
+    async def claim(self, request: IdempotentRequest) -> bytes | None: ...
+    async def answer(self, request: IdempotentRequest, response: bytes) -> None: ...
     async def outcome_log(self) -> OutcomeLog: ...
     async def team_of_repository(self) -> dict[int, int]: ...
     async def thresholds(self) -> list[ThresholdRecord]: ...
@@ -78,12 +78,20 @@ class TuneRequest:
     reason: str
     actor: str
 
-    def digest(self) -> str:
-        """What a retry must repeat exactly (the actor is part of the key, not the content)."""
-        content = json.dumps(
-            [self.dry_run, self.target_not_useful_rate, self.reason], separators=(",", ":")
+    def idempotent(self) -> IdempotentRequest | None:
+        """The ledger entry of an applied tune with a request id: keyed by the caller, checked
+        against a digest of everything else in the request."""
+        if not self.request_id or self.dry_run:
+            return None
+        return IdempotentRequest(
+            service=SERVICE,
+            method=METHOD,
+            caller=self.actor,
+            request_id=self.request_id,
+            digest=request_digest(
+                {"target_not_useful_rate": self.target_not_useful_rate, "reason": self.reason}
+            ),
         )
-        return hashlib.sha256(content.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -124,16 +132,18 @@ class FitModel:
         self._keep_models = keep_models
 
     async def tune(self, request: TuneRequest) -> TuneOutcome:
-        key = f"{request.actor}/{request.request_id}" if request.request_id else None
+        ledger_entry = request.idempotent()
         parameters = self._threshold_parameters
         if request.target_not_useful_rate is not None:
             parameters = replace(parameters, target_not_useful_rate=request.target_not_useful_rate)
         async with self._transaction() as store:
-            if key is not None and not request.dry_run:
+            if not request.dry_run:
+                # Tunes run one at a time: each replaces the active model and every threshold.
                 await store.serialize_tunes()
-                stored = await store.stored_response(key)
+            if ledger_entry is not None:
+                stored = await store.claim(ledger_entry)
                 if stored is not None:
-                    return _replay(stored, request)
+                    return _replay(stored)
             log = await store.outcome_log()
             team_of_repository = await store.team_of_repository()
             old = {
@@ -181,10 +191,15 @@ class FitModel:
             )
             await store.replace_thresholds(_threshold_rows(thresholds, now))
             await store.add_threshold_changes(
-                _change_rows(outcome, tune_id=key or f"tune-{version}", request=request, now=now)
+                _change_rows(
+                    outcome,
+                    tune_id=request.request_id or f"tune-{version}",
+                    request=request,
+                    now=now,
+                )
             )
-            if key is not None:
-                await store.store_response(key, METHOD, _to_json(outcome, request.digest()))
+            if ledger_entry is not None:
+                await store.answer(ledger_entry, _to_json(outcome))
         self._instruments.model_fits.add(1)
         self._instruments.threshold_changes.add(len(outcome.changes))
         # Reads and rankings right after this call see the new model.
@@ -255,22 +270,14 @@ def _change_rows(
     ]
 
 
-def _to_json(outcome: TuneOutcome, digest: str) -> bytes:
+def _to_json(outcome: TuneOutcome) -> bytes:
     data: dict[str, Any] = asdict(outcome)
     data["model"]["fitted_at"] = outcome.model.fitted_at.isoformat()
-    return json.dumps({"digest": digest, "outcome": data}, allow_nan=True).encode()
+    return json.dumps({"outcome": data}, allow_nan=True).encode()
 
 
-def _replay(stored: bytes, request: TuneRequest) -> TuneOutcome:
-    data = json.loads(stored)
-    if data.get("digest") != request.digest():
-        raise AlreadyExists(
-            f"request_id {request.request_id!r} was already used for a different "
-            "TuneConfidenceThresholds request; use a new request_id",
-            reason="REQUEST_ID_REUSED",
-            metadata={"request_id": request.request_id or ""},
-        )
-    outcome = data["outcome"]
+def _replay(stored: bytes) -> TuneOutcome:
+    outcome = json.loads(stored)["outcome"]
     model = outcome["model"]
     validation = model.get("validation")
     return TuneOutcome(

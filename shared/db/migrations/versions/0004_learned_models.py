@@ -2,7 +2,7 @@
 smoothed acceptance; the fold records what it saw (an exact backlog behind a held-back horizon).
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0006
 Create Date: 2026-12-01 20:30:00
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0004"
-down_revision: str | None = "0002"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
