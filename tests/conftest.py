@@ -115,7 +115,10 @@ async def reset_tables(engine: AsyncEngine) -> None:
             text("UPDATE gate_state SET version = 0, kill_switch_engaged = false, reason = ''")
         )
         await connection.execute(
-            text("UPDATE fold_state SET watermark = 0, findings_folded = 0, events_folded = 0")
+            text(
+                "UPDATE fold_state SET watermark = 0, findings_folded = 0, events_folded = 0, "
+                "seen_through = 0, in_progress = '{}'"
+            )
         )
 
 

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime
 from typing import Annotated
 
 import grpc
@@ -192,17 +193,8 @@ def serve(
     os.execv(sys.executable, [sys.executable, "-m", f"services.{service}"])
 
 
-@app.command()
-def demo(
-    host: Annotated[str, typer.Option(help="Where `reviewlearn up` is listening.")] = "127.0.0.1",
-    feedback_port: int = DEFAULT_GRPC_PORTS["feedback"],
-    learning_port: int = DEFAULT_GRPC_PORTS["learning"],
-    seed: Annotated[int, typer.Option(help="Seed of the synthetic history.")] = 7,
-    reviews: Annotated[int, typer.Option(help="Reviews in the synthetic history.")] = 600,
-) -> None:
-    """Load a synthetic review history into the running system and show what it learned."""
-    from services.cli.demo import DemoTarget, run_demo
-
+def _bearers() -> dict[Role, tuple[tuple[str, str], ...]]:
+    """Call metadata per role from REVIEWLEARN_TOKENS or the tokens `reviewlearn up` saved."""
     spec = os.environ.get("REVIEWLEARN_TOKENS", "").strip()
     token_file = state_dir() / "tokens"
     if not spec and token_file.exists():
@@ -216,18 +208,29 @@ def demo(
     by_role = {role: token for token, role in _token_items(parse_tokens(spec))}
     operator = by_role.get(Role.OPERATOR)
     if operator is None:
-        console.print("[red]the demo needs an operator token in REVIEWLEARN_TOKENS[/red]")
+        console.print("[red]this command needs an operator token in REVIEWLEARN_TOKENS[/red]")
         raise typer.Exit(2)
+    return {role: (("authorization", f"Bearer {by_role.get(role, operator)}"),) for role in Role}
 
-    def bearer(role: Role) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {by_role.get(role, operator)}"),)
 
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Where `reviewlearn up` is listening.")] = "127.0.0.1",
+    feedback_port: int = DEFAULT_GRPC_PORTS["feedback"],
+    learning_port: int = DEFAULT_GRPC_PORTS["learning"],
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic history.")] = 7,
+    reviews: Annotated[int, typer.Option(help="Reviews in the synthetic history.")] = 600,
+) -> None:
+    """Load a synthetic review history into the running system and show what it learned."""
+    from services.cli.demo import DemoTarget, run_demo
+
+    bearer = _bearers()
     target = DemoTarget(
         feedback_address=f"{host}:{feedback_port}",
         learning_address=f"{host}:{learning_port}",
-        ingest=bearer(Role.INGEST),
-        reader=bearer(Role.READER),
-        operator=bearer(Role.OPERATOR),
+        ingest=bearer[Role.INGEST],
+        reader=bearer[Role.READER],
+        operator=bearer[Role.OPERATOR],
     )
     try:
         asyncio.run(run_demo(target, seed=seed, reviews=reviews, console=Console()))
@@ -236,6 +239,41 @@ def demo(
             f"[red]{error.code().name}: {error.details()}[/red] — is `reviewlearn up` running "
             f"on {host}?"
         )
+        raise typer.Exit(1) from error
+
+
+@app.command()
+def evaluate(
+    host: Annotated[str, typer.Option(help="Where the learning service listens.")] = "127.0.0.1",
+    learning_port: int = DEFAULT_GRPC_PORTS["learning"],
+    cut: Annotated[
+        datetime | None,
+        typer.Option(
+            help="Findings first seen before this (UTC) are the past; default: the cut "
+            "that leaves --holdout of them after it."
+        ),
+    ] = None,
+    holdout: Annotated[float, typer.Option(help="Share of findings after the cut.")] = 0.2,
+    k: Annotated[int, typer.Option(help="precision@k per review.")] = 5,
+    repository: Annotated[str | None, typer.Option(help="Score only this repository.")] = None,
+    team: Annotated[str | None, typer.Option(help="Score only this team.")] = None,
+) -> None:
+    """Replay the history out of time: the learned model against raw confidence and a per-rule
+    rate (AUC, precision@k, calibration, what hiding would hide)."""
+    from services.cli.evaluate import evaluate_request, run_evaluate
+
+    operator = _bearers()[Role.OPERATOR]
+    request = evaluate_request(
+        cut=cut.replace(tzinfo=UTC) if cut is not None and cut.tzinfo is None else cut,
+        holdout=holdout,
+        k=k,
+        repository=repository,
+        team=team,
+    )
+    try:
+        asyncio.run(run_evaluate(f"{host}:{learning_port}", operator, request, Console()))
+    except grpc.aio.AioRpcError as error:
+        console.print(f"[red]{error.code().name}: {error.details()}[/red]")
         raise typer.Exit(1) from error
 
 

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from services.cli.evaluate import print_evaluation
 from services.cli.loader import Metadata, finding_input, load_feedback, load_reviews
 from services.cli.synthetic import SyntheticReview, generate_history, split_holdout
 
@@ -70,12 +71,19 @@ async def run_demo(target: DemoTarget, *, seed: int, reviews: int, console: Cons
             )
         console.print(
             f"\nlearned from {sum(len(r.findings) for r in train.reviews):,} findings and "
-            f"{len(train.feedback):,} reactions; {tune.curves_fitted} calibration curves, "
+            f"{len(train.feedback):,} reactions; model {tune.model.version} "
+            f"(validation AUC {tune.model.validation_auc:.3f}, calibration ECE "
+            f"{tune.model.calibration.expected_calibration_error:.3f}), "
             f"{len(tune.changes)} threshold changes\n"
         )
         await _print_rules(learning, target.reader, console)
         await _print_thresholds(learning, target.reader, console)
         await _print_ranking(learning, target.reader, holdout.reviews[0], console)
+        with console.status("replaying the history out of time ..."):
+            evaluation = await learning.EvaluateModel(
+                learning_pb2.EvaluateModelRequest(), metadata=target.operator
+            )
+        print_evaluation(evaluation, console)
 
 
 async def _wait_for_fold(
@@ -134,15 +142,11 @@ async def _print_thresholds(
     response = await learning.GetConfidenceThresholds(
         learning_pb2.GetConfidenceThresholdsRequest(), metadata=reader
     )
-    table = Table(title="confidence thresholds (target: under 10% of shown findings ignored)")
-    for column in (
-        "category",
-        "threshold",
-        "source",
-        "ignored upper bound",
-        "calibration",
-        "ECE raw → calibrated",
-    ):
+    table = Table(
+        title="thresholds on P(acted on) (target: under 10% of shown findings ignored; "
+        "reported, never applied when unreachable)"
+    )
+    for column in ("category", "threshold", "source", "ignored upper bound", "findings"):
         table.add_column(column)
     for t in response.thresholds:
         threshold = "none" if math.isnan(t.threshold) else f"{t.threshold:.2f}"
@@ -151,9 +155,7 @@ async def _print_thresholds(
             threshold,
             t.source,
             f"{t.not_useful_upper_bound:.0%}",
-            f"{t.calibration.method} ({t.calibration.samples})",
-            f"{t.calibration.raw_expected_calibration_error:.3f} → "
-            f"{t.calibration.expected_calibration_error:.3f}",
+            str(t.sample_size),
         )
     console.print(table)
 

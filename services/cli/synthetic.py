@@ -107,6 +107,79 @@ class SyntheticHistory:
     feedback: tuple[SyntheticFeedback, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Regime:
+    """How the synthetic world differs from the default one (see REGIMES for the named ones).
+
+    The defaults reproduce the default history exactly; every knob adds one difficulty that real
+    review histories have.
+    """
+
+    name: str = "default"
+    base_rate: float | None = None
+    """Shift every rule's log-odds so that about this share of findings is acted on."""
+    informative: bool = True
+    """False: every finding has the same P(acted on); nothing predicts usefulness."""
+    confidence_levels: int = 0
+    """Above 0, the bot reports only this many distinct confidence values (terciles for 3)."""
+    confidence_signal: float = 1.0
+    """How much of the bot's belief reaches its confidence; 0 makes it pure noise."""
+    inverted_categories: tuple[str, ...] = ()
+    """Categories whose low-confidence findings are the more useful ones."""
+    repository_spread: float = 0.0
+    """Standard deviation of a rule's log-odds shift per repository: a rule fixed in one
+    repository is ignored in another."""
+    drift: float = 0.0
+    """Standard deviation of a rule's log-odds change over the whole history."""
+    single_repository_team: bool = False
+    """Adds a team with exactly one repository."""
+    tenants: int = 1
+    """Unrelated organisations in one database: each has its own teams and its own usefulness
+    of every rule (the bot, and its rule ids, are the same)."""
+    rule_concentration: float = 1.5
+    """Dirichlet concentration of how often each rule fires: small means a few rules fire a
+    lot and many rules have only a few findings."""
+    rules: int | None = None
+    """Overrides ``generate_history(rules=...)``."""
+    test_file_share: float = 0.0
+    """Share of files that are tests ...
+    """
+    test_file_effect: float = 0.0
+    """... and the log-odds change of findings in them (developers ignore bots in tests)."""
+
+
+REGIMES: dict[str, Regime] = {
+    regime.name: regime
+    for regime in (
+        Regime(),
+        Regime(name="coarse_confidence", confidence_levels=3, confidence_signal=0.15),
+        Regime(name="repository_specific", repository_spread=1.6),
+        Regime(name="inverted_confidence", inverted_categories=("style", "documentation")),
+        Regime(name="single_repository_team", single_repository_team=True, repository_spread=1.0),
+        Regime(name="sparse_rules", rules=300, rule_concentration=0.3),
+        Regime(name="rare_useful", base_rate=0.15),
+        Regime(name="mostly_useful", base_rate=0.8),
+        Regime(name="drift", drift=2.5),
+        Regime(name="tenants", tenants=3),
+        Regime(name="uninformative", informative=False, base_rate=0.2, confidence_levels=3),
+        Regime(
+            name="realistic",
+            base_rate=0.2,
+            confidence_levels=3,
+            confidence_signal=0.15,
+            repository_spread=1.0,
+            drift=1.0,
+            single_repository_team=True,
+            rules=120,
+            rule_concentration=0.5,
+            test_file_share=0.15,
+            test_file_effect=-1.0,
+        ),
+    )
+}
+"""The regimes real review histories show, one difficulty each, and one with all of them."""
+
+
 # (title, message template) per category; {name} and {num} are filled per finding, so the
 # messages of one rule differ in literals only and normalise to the same pattern.
 _TEMPLATES: dict[str, tuple[tuple[str, str], ...]] = {
@@ -337,6 +410,96 @@ class _Logical:
     fixed: bool = False
 
 
+def _coarse(confidence: npt.NDArray[np.float64], levels: int) -> npt.NDArray[np.float64]:
+    """The bot's confidence as one of ``levels`` values, by quantile of the continuous one."""
+    cuts = np.quantile(confidence, np.linspace(0.0, 1.0, levels + 1)[1:-1])
+    values = np.linspace(0.3, 0.7, levels) if levels > 1 else np.array([0.5])
+    coarse: npt.NDArray[np.float64] = values[np.searchsorted(cuts, confidence, side="right")]
+    return coarse
+
+
+def _confidence(value: float, category: str, inverted: frozenset[str]) -> float:
+    return round(1.0 - value, 4) if category in inverted else value
+
+
+class _Truth:
+    """The latent P(acted on) of every finding under a regime, assigned when it is created."""
+
+    def __init__(
+        self,
+        *,
+        regime: Regime,
+        extra: np.random.Generator,
+        rules: int,
+        repositories: int,
+        repository_tenant: list[int],
+        rule_usefulness: npt.NDArray[np.float64],
+        rule_logit: npt.NDArray[np.float64],
+        deviation: npt.NDArray[np.float64],
+        span: float,
+    ) -> None:
+        self._regime = regime
+        self._span = span
+        self._tenant_of = repository_tenant
+        # Every tenant after the first has its own usefulness of every rule.
+        tenants = [_logit(rule_usefulness)]
+        for _ in range(1, max(regime.tenants, 1)):
+            tenants.append(_logit(np.clip(_tier_usefulness(extra, rules), 0.02, 0.98)))
+        self._tenant_logit = tenants
+        self._repository_effect = extra.normal(0.0, 1.0, (repositories, rules)) * (
+            regime.repository_spread
+        )
+        self._drift = extra.normal(0.0, 1.0, rules) * regime.drift
+        self._deviation = deviation.tolist()
+        self._shift = 0.0
+        if regime.base_rate is not None and regime.informative and rule_logit.size:
+            self._shift = _shift_for(rule_logit + deviation, regime.base_rate)
+        self._p: dict[int, float] = {}
+
+    def assign(
+        self, slot: int, *, rule: int, repository: int, when: float, test_file: bool
+    ) -> None:
+        regime = self._regime
+        if not regime.informative:
+            self._p[slot] = regime.base_rate if regime.base_rate is not None else 0.5
+            return
+        tenant = self._tenant_of[repository]
+        logit = (
+            float(self._tenant_logit[tenant][rule])
+            + self._deviation[slot]
+            + self._shift
+            + float(self._repository_effect[repository, rule])
+            + float(self._drift[rule]) * (when / self._span - 0.5)
+            + (regime.test_file_effect if test_file else 0.0)
+        )
+        self._p[slot] = float(_sigmoid(np.asarray(logit)))
+
+    def p(self, slot: int) -> float:
+        return self._p[slot]
+
+
+def _tier_usefulness(rng: np.random.Generator, count: int) -> npt.NDArray[np.float64]:
+    tiers = rng.permutation(np.arange(count) % 4)
+    usefulness: npt.NDArray[np.float64] = np.where(
+        tiers == 0,
+        rng.uniform(0.10, 0.25, count),
+        np.where(tiers == 1, rng.uniform(0.85, 0.97, count), rng.uniform(0.30, 0.80, count)),
+    )
+    return usefulness
+
+
+def _shift_for(logits: npt.NDArray[np.float64], target: float) -> float:
+    """The log-odds shift that makes the mean of sigmoid(logits + shift) equal ``target``."""
+    low, high = -12.0, 12.0
+    for _ in range(60):
+        middle = (low + high) / 2.0
+        if float(_sigmoid(logits + middle).mean()) < target:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2.0
+
+
 def generate_history(
     *,
     seed: int,
@@ -348,6 +511,7 @@ def generate_history(
     weeks: int = 12,
     end: datetime | None = None,
     feedback_rate: float = 0.9,
+    regime: Regime = Regime(),
 ) -> SyntheticHistory:
     """A deterministic synthetic history: ``reviews`` pushes of ``findings_per_review`` findings.
 
@@ -358,8 +522,11 @@ def generate_history(
     for a few findings (e.g. dismissed, later applied) so that outcome changes are exercised.
     A finding that was applied or fixed does not recur on the next push. A few findings come
     with an echo a few lines below: the same message with other code (a near duplicate) or
-    the very same code (an exact duplicate).
+    the very same code (an exact duplicate). ``regime`` adds the difficulties of real histories
+    (see :class:`Regime`); its random draws come from a stream of their own, so the default
+    regime gives exactly the default history.
     """
+    rules = regime.rules or rules
     if teams < 1 or repositories_per_team < 1 or rules < 1 or weeks < 1:
         raise ValueError("teams, repositories_per_team, rules and weeks must be >= 1")
     if reviews < 0 or findings_per_review < 1:
@@ -376,19 +543,28 @@ def generate_history(
     rule_usefulness = np.array([rule.usefulness for rule in rule_set])
     rule_bias = rng.normal(0.0, _RULE_BIAS_SD, rules)
     # Some rules fire far more often than others, as in real bots.
-    rule_weights = rng.dirichlet(np.full(rules, 1.5))
+    rule_weights = rng.dirichlet(np.full(rules, regime.rule_concentration))
+    extra = np.random.default_rng([seed, 8])  # the regime's own draws
 
     team_names = [
         _TEAM_NAMES[t % len(_TEAM_NAMES)] + (f"-{t // len(_TEAM_NAMES)}" if t >= 8 else "")
         for t in range(teams)
     ]
+    team_sizes = [repositories_per_team] * teams
+    if regime.single_repository_team:
+        team_names.append("solo")
+        team_sizes.append(1)
     repositories: list[tuple[str, str, str]] = []  # (team, url, slug)
+    repository_tenant: list[int] = []
     for t, team in enumerate(team_names):
-        for r in range(repositories_per_team):
+        tenant = t % max(regime.tenants, 1)
+        host = "git.example.com" if tenant == 0 else f"git.org{tenant}.example"
+        for r in range(team_sizes[t]):
             name = _REPO_NAMES[r % len(_REPO_NAMES)] + (
                 f"-{r // len(_REPO_NAMES)}" if r >= len(_REPO_NAMES) else ""
             )
-            repositories.append((team, f"https://git.example.com/{team}/{name}", f"t{t}r{r}"))
+            repositories.append((team, f"https://{host}/{team}/{name}", f"t{t}r{r}"))
+            repository_tenant.append(tenant)
     paths = [
         f"{_DIRECTORIES[int(d)]}/{_MODULES[int(m)]}.py"
         for d, m in zip(
@@ -444,14 +620,34 @@ def generate_history(
     i_reindent: list[float] = rng.random(pool).tolist()
 
     rule_logit = _logit(rule_usefulness)[rule_draws]
-    p_true = _sigmoid(rule_logit + deviation)
     belief = _RULE_EFFECT_KNOWN * rule_logit + deviation + rule_bias[rule_draws]
+    if regime.confidence_signal != 1.0:
+        belief = regime.confidence_signal * belief + (
+            1.0 - regime.confidence_signal
+        ) * extra.normal(0.0, float(np.std(belief)) or 1.0, pool)
     confidence = np.clip(
         _sigmoid(_CONFIDENCE_SLOPE * belief + _CONFIDENCE_OFFSET + noise), 0.01, 0.99
     )
-    p_exact: list[float] = p_true.tolist()
-    p_list: list[float] = np.round(p_true, 4).tolist()
+    if regime.confidence_levels > 0 and pool:
+        confidence = _coarse(confidence, regime.confidence_levels)
     confidence_list: list[float] = np.round(confidence, 4).tolist()
+    truth = _Truth(
+        regime=regime,
+        extra=extra,
+        rules=rules,
+        repositories=len(repositories),
+        repository_tenant=repository_tenant,
+        rule_usefulness=rule_usefulness,
+        rule_logit=rule_logit,
+        deviation=deviation,
+        span=span,
+    )
+    test_files = extra.random(_FILES_PER_REPOSITORY * len(repositories)) < regime.test_file_share
+    paths = [
+        ("tests/test_" + path.rsplit("/", 1)[-1]) if is_test else path
+        for path, is_test in zip(paths, test_files.tolist(), strict=True)
+    ]
+    inverted = frozenset(regime.inverted_categories)
 
     rule_ids = [rule.rule_id for rule in rule_set]
     rule_categories = [rule.category for rule in rule_set]
@@ -525,6 +721,13 @@ def generate_history(
                     )
                 else:
                     rule = f_rule[k]
+                    truth.assign(
+                        k,
+                        rule=rule,
+                        repository=repository_index,
+                        when=created - start_ts,
+                        test_file=test_files[repository_index * _FILES_PER_REPOSITORY + f_file[k]],
+                    )
                     title, template = rule_templates[rule]
                     name = _NAMES[f_name[k]]
                     line = f_line[k]
@@ -554,7 +757,7 @@ def generate_history(
                     window = window_end - created
                     first_at = created + min(f_delay_first[k], 0.5 * window)
                     actor = f"{team}-dev{f_actor[k]}"
-                    positive = f_outcome[k] < p_exact[logical.latent]
+                    positive = f_outcome[k] < truth.p(logical.latent)
                     final = _pick(_POSITIVE_CHOICES if positive else _NEGATIVE_CHOICES, f_kind[k])
                     if f_two[k] < _TWO_EVENT_SHARE:
                         if positive:
@@ -578,14 +781,16 @@ def generate_history(
                     rule_id=rule_ids[logical.rule],
                     category=rule_categories[logical.rule],
                     severity=rule_severities[logical.rule],
-                    confidence=confidence_list[logical.latent],
+                    confidence=_confidence(
+                        confidence_list[logical.latent], rule_categories[logical.rule], inverted
+                    ),
                     file_path=logical.file_path,
                     line_start=logical.line_start,
                     line_end=logical.line_end,
                     title=logical.title,
                     message=logical.message,
                     code_context=logical.code_context,
-                    true_useful_probability=p_list[logical.latent],
+                    true_useful_probability=round(truth.p(logical.latent), 4),
                 )
                 for logical in current
             )

@@ -7,56 +7,56 @@ import math
 from reviewlearn.common.v1 import common_pb2
 from reviewlearn.learning.v1 import learning_pb2
 
-from services.learning.model import (
-    ALL,
-    CATEGORY,
-    GLOBAL,
-    REPOSITORY,
-    RULE,
-    SEVERITY,
-    TEAM,
-    MetricView,
-    RateView,
+from services.learning.domain.evaluation import Evaluation
+from services.learning.domain.metrics import MetricView, RateView
+from services.learning.domain.model import SLOTS, ModelSummary
+from services.learning.domain.ranking import (
+    REASON_BELOW_FLOOR,
+    REASON_DUPLICATE,
+    REASON_OVER_LIMIT,
+    REASON_PREVIOUSLY_DISMISSED,
+    REASON_PROBATION,
 )
-from services.learning.pattern_mining import PATTERN_TYPES
-from services.learning.reads import ScopeName, ThresholdView
-from services.learning.stats import wilson_interval
-from services.learning.suggestions import (
+from services.learning.domain.rates import wilson_interval
+from services.learning.domain.scopes import Dimension, ScopeType
+from services.learning.usecases.evaluate_model import EvaluateRequest
+from services.learning.usecases.fit_model import TuneOutcome
+from services.learning.usecases.mine_patterns import PATTERN_TYPES
+from services.learning.usecases.rank_suggestions import (
     Candidate,
-    Explanations,
     RankOptions,
     RankOutcome,
     RankRequest,
 )
-from services.learning.tuner import TuneOutcome
-from shared.convert import finding_from_pb, timestamp_to_pb
+from services.learning.usecases.read_metrics import ScopeName, ThresholdView
+from shared.convert import finding_from_pb, timestamp_from_pb, timestamp_to_pb
 from shared.db.models import PatternRow
-from shared.errors import FieldViolation, InvalidArgument
+from shared.errors import FieldViolation, InvalidArgument, Violations
 
 _SCOPE_TYPES = {
-    common_pb2.SCOPE_TYPE_UNSPECIFIED: GLOBAL,
-    common_pb2.SCOPE_TYPE_GLOBAL: GLOBAL,
-    common_pb2.SCOPE_TYPE_TEAM: TEAM,
-    common_pb2.SCOPE_TYPE_REPOSITORY: REPOSITORY,
+    common_pb2.SCOPE_TYPE_UNSPECIFIED: ScopeType.GLOBAL,
+    common_pb2.SCOPE_TYPE_GLOBAL: ScopeType.GLOBAL,
+    common_pb2.SCOPE_TYPE_TEAM: ScopeType.TEAM,
+    common_pb2.SCOPE_TYPE_REPOSITORY: ScopeType.REPOSITORY,
 }
 _SCOPE_TYPES_PB = {
-    GLOBAL: common_pb2.SCOPE_TYPE_GLOBAL,
-    TEAM: common_pb2.SCOPE_TYPE_TEAM,
-    REPOSITORY: common_pb2.SCOPE_TYPE_REPOSITORY,
+    ScopeType.GLOBAL: common_pb2.SCOPE_TYPE_GLOBAL,
+    ScopeType.TEAM: common_pb2.SCOPE_TYPE_TEAM,
+    ScopeType.REPOSITORY: common_pb2.SCOPE_TYPE_REPOSITORY,
 }
 _DIMENSIONS = {
-    learning_pb2.DIMENSION_UNSPECIFIED: CATEGORY,
-    learning_pb2.DIMENSION_ALL: ALL,
-    learning_pb2.DIMENSION_CATEGORY: CATEGORY,
-    learning_pb2.DIMENSION_SEVERITY: SEVERITY,
-    learning_pb2.DIMENSION_RULE: RULE,
+    learning_pb2.DIMENSION_UNSPECIFIED: Dimension.CATEGORY,
+    learning_pb2.DIMENSION_ALL: Dimension.ALL,
+    learning_pb2.DIMENSION_CATEGORY: Dimension.CATEGORY,
+    learning_pb2.DIMENSION_SEVERITY: Dimension.SEVERITY,
+    learning_pb2.DIMENSION_RULE: Dimension.RULE,
 }
 _REASONS = {
-    "below_threshold": learning_pb2.SUPPRESSION_REASON_BELOW_THRESHOLD,
-    "duplicate": learning_pb2.SUPPRESSION_REASON_DUPLICATE,
-    "previously_dismissed": learning_pb2.SUPPRESSION_REASON_PREVIOUSLY_DISMISSED,
-    "noisy_rule": learning_pb2.SUPPRESSION_REASON_NOISY_RULE,
-    "over_limit": learning_pb2.SUPPRESSION_REASON_OVER_LIMIT,
+    REASON_BELOW_FLOOR: learning_pb2.SUPPRESSION_REASON_BELOW_THRESHOLD,
+    REASON_DUPLICATE: learning_pb2.SUPPRESSION_REASON_DUPLICATE,
+    REASON_PREVIOUSLY_DISMISSED: learning_pb2.SUPPRESSION_REASON_PREVIOUSLY_DISMISSED,
+    REASON_PROBATION: learning_pb2.SUPPRESSION_REASON_NOISY_RULE,
+    REASON_OVER_LIMIT: learning_pb2.SUPPRESSION_REASON_OVER_LIMIT,
 }
 
 
@@ -67,7 +67,7 @@ def scope_from_pb(scope: common_pb2.Scope) -> ScopeName:
 
 
 def scope_to_pb(scope: ScopeName) -> common_pb2.Scope:
-    return common_pb2.Scope(type=_SCOPE_TYPES_PB[scope.scope_type], id=scope.name)
+    return common_pb2.Scope(type=_SCOPE_TYPES_PB[ScopeType(scope.scope_type)], id=scope.name)
 
 
 def dimension_from_pb(dimension: int) -> int:
@@ -110,12 +110,80 @@ def rank_outcome_to_pb(outcome: RankOutcome) -> learning_pb2.RankSuggestionsResp
             common_pb2.ItemError(index=p.index, code=p.code, reason=p.reason, message=p.message)
             for p in outcome.problems
         ],
+        hidden_count=outcome.hidden,
+        expected_useful_hidden=outcome.expected_useful_hidden,
     )
-    response.findings.extend(ranked_to_pb(outcome, i) for i in outcome.order)
+    explain = _Explainer(outcome) if outcome.explanations is not None else None
+    response.findings.extend(ranked_to_pb(outcome, i, explain) for i in outcome.order)
     return response
 
 
-def ranked_to_pb(outcome: RankOutcome, i: int) -> learning_pb2.RankedFinding:
+class _Explainer:
+    """Builds the explanation messages of one ranking, reading each column once."""
+
+    def __init__(self, outcome: RankOutcome) -> None:
+        e = outcome.explanations
+        assert e is not None
+        self._e = e
+        self._model = e.state.model
+        prediction = e.prediction
+        self._contributions = prediction.contributions.tolist()
+        self._columns = prediction.columns.tolist()
+        self._logit = prediction.logit.tolist()
+        self._base_evidence = (self._model.acted_on, self._model.samples)
+        self._evidence: dict[tuple[int, int], tuple[int, int]] = {}
+        self._labels: dict[tuple[int, str, str, int, float], str] = {}
+
+    def __call__(
+        self, outcome: RankOutcome, i: int, candidate: Candidate, suppressed: bool
+    ) -> learning_pb2.Explanation:
+        e, model = self._e, self._model
+        contributions, columns = self._contributions[i], self._columns[i]
+        terms = []
+        for slot, (contribution, column) in enumerate(zip(contributions, columns, strict=True)):
+            if slot and column < 0 and contribution == 0.0:
+                continue  # a level the model never saw, or a path kind this file is not
+            key = (slot, column)
+            evidence = self._evidence.get(key)
+            if evidence is None:
+                evidence = self._base_evidence if slot == 0 else model.evidence(slot, column)
+                self._evidence[key] = evidence
+            terms.append(
+                learning_pb2.TermContribution(
+                    term=SLOTS[slot],
+                    key=model.term_label(
+                        slot,
+                        category=candidate.category,
+                        rule_id=candidate.rule_id,
+                        severity=candidate.severity,
+                        confidence=candidate.confidence,
+                    ),
+                    contribution=contribution,
+                    acted_on=evidence[0],
+                    outcomes=evidence[1],
+                )
+            )
+        explanation = learning_pb2.Explanation(
+            raw_confidence=candidate.confidence,
+            calibrated_probability=outcome.probability[i],
+            diversity_penalty=e.diversity_penalty[i],
+            explored=e.explored[i],
+            terms=terms,
+            logit=self._logit[i],
+            upper_bound=e.upper[i],
+            hide_below=e.floor[i],
+            severity_value=e.severity_value[i],
+            probation_scope=e.probation_evidence[i],
+        )
+        if not suppressed:
+            # The sentence only for shown findings: suppressed ones carry their detail.
+            explanation.summary = _summary(outcome, i, terms)
+        return explanation
+
+
+def ranked_to_pb(
+    outcome: RankOutcome, i: int, explain: _Explainer | None = None
+) -> learning_pb2.RankedFinding:
     candidate = outcome.candidates[i]
     suppressed = outcome.suppressed[i]
     ranked = learning_pb2.RankedFinding(
@@ -123,7 +191,7 @@ def ranked_to_pb(outcome: RankOutcome, i: int) -> learning_pb2.RankedFinding:
         fingerprint=candidate.fingerprint,
         rank=outcome.rank[i],
         score=outcome.score[i],
-        calibrated_probability=outcome.calibrated[i],
+        calibrated_probability=outcome.probability[i],
         suppressed=suppressed,
         suppression_reason=_REASONS.get(
             outcome.reason[i], learning_pb2.SUPPRESSION_REASON_UNSPECIFIED
@@ -136,40 +204,37 @@ def ranked_to_pb(outcome: RankOutcome, i: int) -> learning_pb2.RankedFinding:
     duplicate = outcome.duplicate_of[i]
     if duplicate >= 0:
         ranked.duplicate_of.CopyFrom(_ref(outcome.candidates[duplicate]))
-    e = outcome.explanations
-    if e is not None:
-        calibrated, adjusted = outcome.calibrated[i], e.adjusted_probability[i]
-        ranked.explanation.CopyFrom(
-            learning_pb2.Explanation(
-                raw_confidence=candidate.confidence,
-                calibrated_probability=calibrated,
-                calibration_source=e.calibration_source[i],
-                severity_weight=e.severity_weight[i],
-                rule_acceptance=e.rule_acceptance[i],
-                category_acceptance=e.category_acceptance[i],
-                adjusted_probability=adjusted,
-                threshold=e.threshold[i],
-                threshold_source=e.threshold_source[i],
-                diversity_penalty=e.diversity_penalty[i],
-                explored=e.explored[i],
-                # The sentence only for shown findings: suppressed ones carry their detail.
-                summary="" if suppressed else _summary(outcome, e, i, calibrated, adjusted),
-            )
-        )
+    if explain is not None:
+        ranked.explanation.CopyFrom(explain(outcome, i, candidate, suppressed))
     return ranked
 
 
-def _summary(
-    outcome: RankOutcome, e: Explanations, i: int, calibrated: float, adjusted: float
-) -> str:
-    lift = adjusted / calibrated if calibrated else math.nan
-    penalty = e.diversity_penalty[i]
+_TERM_WORDS = {
+    "base": "base rate",
+    "team_rule": "rule {key} in this team",
+    "repository_rule": "rule {key} in this repository",
+    "team": "this team",
+    "repository": "this repository",
+    "path:test": "test code",
+    "path:generated": "generated code",
+    "path:vendored": "vendored code",
+}
+
+
+def _summary(outcome: RankOutcome, i: int, terms: list[learning_pb2.TermContribution]) -> str:
+    """'P(acted on) 0.42: base rate -0.85 (4210/10004); rule X in this repository +1.20
+    (18/21); ...' with the three largest terms after the base."""
+    base, rest = terms[0], sorted(terms[1:], key=lambda t: -abs(t.contribution))[:3]
+    parts = [
+        f"{_TERM_WORDS.get(t.term, t.term + ' {key}').format(key=t.key)} "
+        f"{t.contribution:+.2f} (acted on {t.acted_on} of {t.outcomes})"
+        for t in (base, *rest)
+    ]
+    score = outcome.score[i]
     return (
-        f"P(useful) {calibrated:.2f} ({e.calibration_source[i]}) x rule lift {lift:.2f} "
-        f"(rule {e.rule_acceptance[i]:.2f} vs category {e.category_acceptance[i]:.2f}) "
-        f"x severity {e.severity_weight[i]:.1f}"
-        + (f" - diversity {penalty:.2f}" if penalty else "")
-        + f" = {outcome.score[i]:.3f}"
+        f"P(acted on) {outcome.probability[i]:.2f}: "
+        + "; ".join(parts)
+        + (f"; score {score:.3f}" if abs(score - outcome.probability[i]) > 1e-12 else "")
     )
 
 
@@ -188,7 +253,7 @@ def metric_to_pb(view: MetricView, scope: ScopeName) -> learning_pb2.LearningMet
     counts = view.counts
     return learning_pb2.LearningMetric(
         scope=scope_to_pb(scope),
-        dimension=dimension[view.dimension],
+        dimension=dimension[Dimension(view.dimension)],
         key=view.key,
         shown=counts.shown,
         positive=counts.positive,
@@ -213,16 +278,31 @@ def threshold_to_pb(view: ThresholdView) -> learning_pb2.ConfidenceThreshold:
     )
     if entry.updated_at is not None:
         threshold.update_time.CopyFrom(timestamp_to_pb(entry.updated_at))
-    if view.curve is not None:
-        threshold.calibration.CopyFrom(
-            learning_pb2.CalibrationSummary(
-                method=view.curve.method,
-                samples=view.curve.samples,
-                expected_calibration_error=view.curve.ece,
-                raw_expected_calibration_error=view.curve.raw_ece,
-            )
-        )
     return threshold
+
+
+def model_summary_to_pb(summary: ModelSummary) -> learning_pb2.ModelSummary:
+    c = summary.calibration
+    v = summary.validation
+    return learning_pb2.ModelSummary(
+        version=summary.version,
+        fit_time=timestamp_to_pb(summary.fitted_at),
+        samples=summary.samples,
+        acted_on=summary.acted_on,
+        half_life_days=summary.half_life_days or 0.0,
+        prior_variance=summary.prior_variance,
+        calibration=learning_pb2.CalibrationSummary(
+            method="platt" if c.samples else "identity",
+            samples=c.samples,
+            expected_calibration_error=c.ece,
+            raw_expected_calibration_error=c.raw_ece,
+            slope=c.slope,
+            offset=c.offset,
+        ),
+        validation_auc=math.nan if v is None else v.auc,
+        validation_log_loss=math.nan if v is None else v.log_loss,
+        validation_samples=0 if v is None else v.samples,
+    )
 
 
 def tune_outcome_to_pb(
@@ -243,14 +323,55 @@ def tune_outcome_to_pb(
         ],
         applied=outcome.applied,
         unchanged_count=outcome.unchanged,
-        curves_fitted=outcome.curves_fitted,
+        model=model_summary_to_pb(outcome.model),
+    )
+
+
+def evaluate_request_from_pb(request: learning_pb2.EvaluateModelRequest) -> EvaluateRequest:
+    violations = Violations()
+    cut = (
+        timestamp_from_pb(request.cut_time, "cut_time", violations)
+        if request.HasField("cut_time")
+        else None
+    )
+    violations.raise_if_any()
+    return EvaluateRequest(
+        cut_time=cut,
+        holdout_fraction=request.holdout_fraction,
+        k=request.k,
+        scope=scope_from_pb(request.scope),
+    )
+
+
+def evaluation_to_pb(evaluation: Evaluation) -> learning_pb2.EvaluateModelResponse:
+    return learning_pb2.EvaluateModelResponse(
+        cut_time=timestamp_to_pb(evaluation.cut_time),
+        train_findings=evaluation.train_findings,
+        test_findings=evaluation.test_findings,
+        test_acted_on=evaluation.test_acted_on,
+        test_reviews=evaluation.test_reviews,
+        k=evaluation.k,
+        methods=[
+            learning_pb2.MethodEvaluation(
+                method=m.method,
+                auc=m.auc,
+                precision_at_k=m.precision_at_k,
+                expected_calibration_error=m.expected_calibration_error,
+                hidden_share=m.hidden_share,
+                acted_on_hidden_share=m.acted_on_hidden_share,
+                ignored_hidden_share=m.ignored_hidden_share,
+            )
+            for m in evaluation.methods
+        ],
+        model=model_summary_to_pb(evaluation.model),
     )
 
 
 def pattern_to_pb(row: PatternRow, scope: ScopeName) -> learning_pb2.Pattern:
     kinds = {v: k for k, v in PATTERN_TYPES.items()}
-    positive, reacted = row.positive, row.positive + row.negative + row.dismissed
-    lower, upper = wilson_interval(positive, reacted)
+    # Acceptance is positive / decided here as everywhere; smoothed toward the scope's.
+    positive, decided = row.positive, row.positive + row.negative
+    lower, upper = wilson_interval(positive, decided)
     return learning_pb2.Pattern(
         pattern_key=row.pattern_key,
         scope=scope_to_pb(scope),
@@ -261,10 +382,10 @@ def pattern_to_pb(row: PatternRow, scope: ScopeName) -> learning_pb2.Pattern:
         occurrences=row.occurrences,
         acceptance=common_pb2.Rate(
             successes=positive,
-            trials=reacted,
-            value=positive / reacted if reacted else 0.0,
+            trials=decided,
+            value=positive / decided if decided else 0.0,
             wilson95=common_pb2.Interval(lower=float(lower), upper=float(upper)),
-            smoothed=positive / reacted if reacted else 0.0,
+            smoothed=row.acceptance_smoothed,
         ),
         recent_occurrences=row.recent_occurrences,
         prior_occurrences=row.prior_occurrences,

@@ -7,15 +7,15 @@ from typing import Any
 from reviewlearn.learning.v1 import learning_pb2, learning_pb2_grpc
 
 from services.learning import convert
-from services.learning.folding import Folder
-from services.learning.pattern_mining import PATTERN_TYPES
-from services.learning.reads import LearningReads
-from services.learning.settings import LearningSettings
-from services.learning.suggestions import SuggestionRanker
-from services.learning.tuner import ConfidenceTuner
+from services.learning.usecases.evaluate_model import EvaluateModel
+from services.learning.usecases.fit_model import FitModel, TuneRequest
+from services.learning.usecases.mine_patterns import PATTERN_TYPES
+from services.learning.usecases.rank_suggestions import RankSuggestions
+from services.learning.usecases.read_metrics import ReadLearning
+from services.learning.usecases.rollback_model import RollbackModel
 from shared.convert import timestamp_to_pb
 from shared.errors import FieldViolation, InvalidArgument
-from shared.pagination import page_size
+from shared.pagination import PageTokens, page_size
 from shared.rpc.interceptors import current_principal
 from shared.rpc.server import answer_unimplemented
 
@@ -26,23 +26,26 @@ class LearningHandlers(learning_pb2_grpc.LearningServiceServicer):
     def __init__(
         self,
         *,
-        ranker: SuggestionRanker,
-        reads: LearningReads,
-        tuner: ConfidenceTuner,
-        folder: Folder,
-        settings: LearningSettings,
+        ranker: RankSuggestions,
+        reads: ReadLearning,
+        fitter: FitModel,
+        evaluator: EvaluateModel,
+        rollback: RollbackModel,
+        pages: PageTokens,
     ) -> None:
         self._ranker = ranker
         self._reads = reads
-        self._tuner = tuner
-        self._folder = folder
-        self._settings = settings
-        self._pages = settings.page_tokens()
+        self._fitter = fitter
+        self._evaluator = evaluator
+        self._rollback = rollback
+        self._pages = pages
 
     async def RankSuggestions(
         self, request: learning_pb2.RankSuggestionsRequest, context: Any
     ) -> learning_pb2.RankSuggestionsResponse:
-        outcome = await self._ranker.rank(convert.rank_request_from_pb(request))
+        outcome = await self._ranker.rank(
+            convert.rank_request_from_pb(request), time_remaining=context.time_remaining()
+        )
         return convert.rank_outcome_to_pb(outcome)
 
     async def GetLearningMetrics(
@@ -81,6 +84,8 @@ class LearningHandlers(learning_pb2_grpc.LearningServiceServicer):
         )
         if view.last_tune is not None:
             response.last_tune_time.CopyFrom(timestamp_to_pb(view.last_tune))
+        if view.model is not None:
+            response.model.CopyFrom(convert.model_summary_to_pb(view.model))
         return response
 
     async def TuneConfidenceThresholds(
@@ -94,12 +99,14 @@ class LearningHandlers(learning_pb2_grpc.LearningServiceServicer):
                     [FieldViolation("target_not_useful_rate", "must be between 0 and 1")]
                 )
         principal = current_principal.get()
-        outcome = await self._tuner.tune(
-            parameters=self._settings.tune_parameters(target),
-            dry_run=request.dry_run,
-            reason=request.reason,
-            actor=principal.token_id if principal else "unknown",
-            request_id=request.request_id or None,
+        outcome = await self._fitter.tune(
+            TuneRequest(
+                request_id=request.request_id or None,
+                dry_run=request.dry_run,
+                target_not_useful_rate=target,
+                reason=request.reason,
+                actor=principal.token_id if principal else "unknown",
+            )
         )
         return convert.tune_outcome_to_pb(outcome, await self._reads.scope_names())
 
@@ -128,6 +135,18 @@ class LearningHandlers(learning_pb2_grpc.LearningServiceServicer):
                 query, (last.occurrences, last.pattern_key)
             )
         return response
+
+    async def EvaluateModel(
+        self, request: learning_pb2.EvaluateModelRequest, context: Any
+    ) -> learning_pb2.EvaluateModelResponse:
+        evaluation = await self._evaluator.evaluate(convert.evaluate_request_from_pb(request))
+        return convert.evaluation_to_pb(evaluation)
+
+    async def RollbackModel(
+        self, request: learning_pb2.RollbackModelRequest, context: Any
+    ) -> learning_pb2.RollbackModelResponse:
+        active, previous = await self._rollback.rollback(version=request.version or None)
+        return learning_pb2.RollbackModelResponse(active_version=active, previous_version=previous)
 
 
 answer_unimplemented(LearningHandlers, SERVICE, pending="the batch-jobs issue (RunJobs)")

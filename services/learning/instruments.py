@@ -23,6 +23,18 @@ class LearningInstruments:
         self.deduplication_hits = meter.create_counter(
             "deduplication_hits", description="Findings collapsed into another (exact or near)"
         )
+        self.findings_hidden = meter.create_counter(
+            "suggestions_hidden", description="Findings hidden by a learned filter"
+        )
+        self.expected_useful_hidden = meter.create_counter(
+            "suggestions_hidden_expected_useful",
+            description="Sum of P(acted on) of hidden findings: useful ones expected among them",
+        )
+        self.rankings_abandoned = meter.create_counter(
+            "suggestion_rankings_abandoned",
+            description="Rankings stopped part-way: the caller gave up or its deadline passed",
+        )
+        self.model_fits = meter.create_counter("learning_model_fits", description="Models fitted")
         self.diversity_factor = meter.create_histogram(
             "diversity_factor_distribution", description="Diversity asked for by ranking requests"
         )

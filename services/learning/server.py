@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from reviewlearn.learning.v1 import learning_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.learning.folding import Folder
 from services.learning.gates import LearningGate
 from services.learning.handlers import SERVICE, LearningHandlers
 from services.learning.instruments import LearningInstruments
 from services.learning.listener import FeedbackListener
-from services.learning.model_store import ModelStore
-from services.learning.pattern_mining import PatternMiner
-from services.learning.reads import LearningReads
 from services.learning.settings import LearningSettings
-from services.learning.suggestions import SuggestionRanker
-from services.learning.tuner import ConfidenceTuner
+from services.learning.storage.model_repository import ModelRepository
+from services.learning.storage.pattern_repository import PatternRepository
+from services.learning.storage.ranking_repository import RankingRepository
+from services.learning.storage.read_repository import EvaluationRepository, ReadRepository
+from services.learning.storage.state_repository import StateRepository
+from services.learning.storage.transactions import transactional
+from services.learning.usecases.current_state import CurrentState
+from services.learning.usecases.evaluate_model import EvaluateModel
+from services.learning.usecases.fit_model import FitModel
+from services.learning.usecases.fold_feedback import Folder
+from services.learning.usecases.mine_patterns import MinePatterns
+from services.learning.usecases.rank_suggestions import RankSuggestions
+from services.learning.usecases.read_metrics import ReadLearning
+from services.learning.usecases.rollback_model import RollbackModel
 from shared.db.engine import create_engine, create_session_factory
-from shared.finding_input import Limits
 from shared.periodic import Periodic
 from shared.rpc.runtime import ServiceRuntime
 from shared.rpc.server import ServiceBinding
@@ -32,64 +40,80 @@ def build_server(
     db = engine or create_engine(settings)
     sessions = create_session_factory(db)
     instruments = LearningInstruments()
-    models = ModelStore(sessions=sessions, parameters=settings.model_parameters())
+    fit_parameters = settings.fit_parameters()
+    state = CurrentState(
+        transaction=transactional(sessions, StateRepository),
+        prior_variance=fit_parameters.default_prior_variance,
+    )
     folder = Folder(sessions=sessions, instruments=instruments)
-    miner = PatternMiner(
-        sessions=sessions,
-        models=models,
+    miner = MinePatterns(
+        transaction=transactional(sessions, PatternRepository),
+        state=state,
         min_occurrences=settings.pattern_min_occurrences,
         alpha=settings.pattern_alpha,
         emerging_ratio=settings.pattern_emerging_ratio,
         window=timedelta(days=settings.pattern_window_days),
     )
-    ranker = SuggestionRanker(
-        sessions=sessions,
-        models=models,
+    ranker = RankSuggestions(
+        transaction=transactional(sessions, RankingRepository),
+        state=state,
         gate=LearningGate(learning_enabled=settings.learning_enabled),
         instruments=instruments,
-        limits=Limits(max_text_chars=settings.max_text_chars),
-        max_findings=settings.max_findings_per_ranking,
-        severity_weights=settings.severity_weights,
-        line_window=settings.near_duplicate_line_window,
-        max_hamming=settings.near_duplicate_max_hamming,
+        settings=settings.ranking_settings(),
+        executor=ThreadPoolExecutor(
+            max_workers=settings.ranking_threads, thread_name_prefix="ranking"
+        ),
     )
     # Abstract only to mypy: answer_unimplemented fills in RunJobs and ListJobRuns.
     handlers = LearningHandlers(  # type: ignore[abstract]
         ranker=ranker,
-        reads=LearningReads(
-            sessions=sessions,
-            models=models,
+        reads=ReadLearning(
+            transaction=transactional(sessions, ReadRepository),
+            state=state,
             stale_after=timedelta(hours=settings.threshold_stale_hours),
         ),
-        tuner=ConfidenceTuner(sessions=sessions, models=models, instruments=instruments),
-        folder=folder,
-        settings=settings,
+        fitter=FitModel(
+            transaction=transactional(sessions, ModelRepository),
+            state=state,
+            instruments=instruments,
+            fit_parameters=fit_parameters,
+            threshold_parameters=settings.threshold_parameters(),
+            keep_models=settings.models_kept,
+        ),
+        evaluator=EvaluateModel(
+            transaction=transactional(sessions, EvaluationRepository),
+            fit_parameters=fit_parameters,
+            policy=settings.suppression_policy(),
+        ),
+        rollback=RollbackModel(transaction=transactional(sessions, ModelRepository), state=state),
+        pages=settings.page_tokens(),
     )
 
     async def fold() -> None:
         result = await folder.fold()
         if result.counts.findings or result.counts.events or result.counts.changes:
-            models.mark_stale()
+            state.mark_stale()
 
     folding = Periodic("learning-fold", fold, interval=settings.fold_poll_seconds)
 
     def on_notify(payload: str) -> None:
         folding.wake()
 
-    async def refresh_model() -> None:
-        await models.refresh_if_stale(max_age=settings.model_refresh_seconds)
+    async def refresh_state() -> None:
+        await state.refresh_if_stale(max_age=settings.model_refresh_seconds)
 
     async def refresh_patterns() -> None:
         await miner.refresh()
 
     async def health_metrics() -> dict[str, Any]:
-        model = await models.current()
+        current = await state.current()
         return {
-            "watermark": model.watermark,
-            "model_version": model.version,
-            "last_learning_update": model.built_at.isoformat(),
-            "confidence_threshold_stale": model.last_tune is None
-            or datetime.now(UTC) - model.last_tune
+            "watermark": current.watermark,
+            "model_version": current.model.version,
+            # When feedback was last folded in (not when this process last reloaded).
+            "last_learning_update": current.last_fold.isoformat() if current.last_fold else None,
+            "confidence_threshold_stale": current.last_tune is None
+            or datetime.now(UTC) - current.last_tune
             > timedelta(hours=settings.threshold_stale_hours),
         }
 
@@ -108,7 +132,7 @@ def build_server(
         health_metrics=health_metrics,
         background=[
             folding,
-            Periodic("learning-model", refresh_model, interval=settings.model_rebuild_tick_seconds),
+            Periodic("learning-state", refresh_state, interval=settings.model_rebuild_tick_seconds),
             # Not at start: mining imports SciPy, which a process that only ranks never needs.
             Periodic(
                 "learning-patterns",

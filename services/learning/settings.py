@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from services.learning.model import ModelParameters
-from services.learning.tuning import TuneParameters
+from services.learning.domain.model_fitting import FitParameters
+from services.learning.domain.suppression import SuppressionPolicy
+from services.learning.domain.threshold_fitting import ThresholdParameters
+from services.learning.usecases.rank_suggestions import RankingSettings
+from shared.finding_input import Limits
 from shared.settings import ServiceSettings, port_field
 
 
@@ -17,25 +20,46 @@ class LearningSettings(ServiceSettings):
     fold_poll_seconds: float = Field(5.0, gt=0)
     """Fallback poll for new feedback when no notification arrives."""
     model_refresh_seconds: float = Field(30.0, gt=0)
-    """How often the in-memory model is rebuilt even without a fold (another replica's tune)."""
+    """How often the in-memory state is rebuilt even without a fold (another replica's tune)."""
     model_rebuild_tick_seconds: float = Field(0.5, gt=0)
     """How soon after a fold the ranker sees the new counts; many folds share one rebuild."""
     patterns_refresh_seconds: float = Field(300.0, gt=0)
 
+    # ------------------------------------------------------------------ the model
+    model_half_lives_days: tuple[float, ...] = (0.0, 180.0, 60.0, 20.0)
+    """Candidate half-lives of an outcome's weight (0: no decay), chosen out of time."""
+    model_validation_share: float = Field(0.2, gt=0, lt=1)
+    """The most recent share of outcomes held out to choose, calibrate and validate the model."""
+    model_confidence_bins: int = Field(5, ge=1, le=20)
+    models_kept: int = Field(10, ge=1)
+    """Earlier models kept for RollbackModel."""
+
+    # ------------------------------------------------------------------ hiding and thresholds
+    hide_cost_ratio: float = Field(3.0, gt=0)
+    """Hiding a finding developers would act on costs this many shown noisy ones."""
+    hide_upper_bound_z: float = Field(1.645, ge=0)
+    """The upper bound of P(acted on) that must be below the floor (1.645: one-sided 95%)."""
+    probation_not_useful_rate: float = Field(0.10, gt=0, lt=1)
+    """Tricorder's bar: a rule not useful this often (Wilson lower bound) is on probation."""
+    probation_min_outcomes: int = Field(20, ge=1)
+    threshold_suppression: bool = False
+    """Also hide findings below their category's certified threshold (off: thresholds are
+    reported, the cost-weighted rule alone hides)."""
     target_not_useful_rate: float = Field(0.10, gt=0, lt=1)
-    """Tricorder's bar: the share of shown findings nobody acts on."""
+    """Tricorder's bar for thresholds: the share of shown findings nobody acts on."""
     threshold_min_samples: int = Field(50, ge=1)
-    calibration_min_isotonic_samples: int = Field(200, ge=2)
-    calibration_min_sigmoid_samples: int = Field(30, ge=2)
-    noisy_rule_min_samples: int = Field(30, ge=1)
-    noisy_rule_max_usefulness: float = Field(0.3, gt=0, lt=1)
     threshold_stale_hours: float = Field(24.0, gt=0)
 
+    # ------------------------------------------------------------------ ranking
     max_findings_per_ranking: int = Field(10_000, ge=1)
+    ranking_threads: int = Field(2, ge=1)
+    """Worker threads that rank off the event loop; more requests than this wait their turn."""
     max_text_chars: int = Field(20_000, ge=100)
     """Longest message or code context of an inline finding (as in the feedback service)."""
-    severity_weights: tuple[float, float, float, float, float] = (0.6, 0.8, 1.0, 1.2, 1.5)
-    """Score weight of info, low, medium, high, critical."""
+    severity_values: tuple[float, float, float, float, float] = (1.0, 1.0, 1.0, 1.0, 1.0)
+    """Value of showing an info, low, medium, high, critical finding: the score is
+    P(acted on) × value. All 1 (the score is the probability) costs no ranking quality where
+    severity says little about usefulness, which the model already takes into account."""
     near_duplicate_line_window: int = Field(10, ge=0)
     near_duplicate_max_hamming: int = Field(6, ge=0, le=64)
 
@@ -44,16 +68,34 @@ class LearningSettings(ServiceSettings):
     pattern_emerging_ratio: float = Field(2.0, gt=1)
     pattern_window_days: int = Field(28, ge=1)
 
-    def tune_parameters(self, target: float | None = None) -> TuneParameters:
-        return TuneParameters(
-            target_not_useful_rate=target or self.target_not_useful_rate,
-            min_samples=self.threshold_min_samples,
-            min_isotonic_samples=self.calibration_min_isotonic_samples,
-            min_sigmoid_samples=self.calibration_min_sigmoid_samples,
+    def fit_parameters(self) -> FitParameters:
+        return FitParameters(
+            half_lives_days=tuple(h or None for h in self.model_half_lives_days),
+            validation_share=self.model_validation_share,
+            confidence_bins=self.model_confidence_bins,
         )
 
-    def model_parameters(self) -> ModelParameters:
-        return ModelParameters(
-            noisy_rule_min_samples=self.noisy_rule_min_samples,
-            noisy_rule_max_usefulness=self.noisy_rule_max_usefulness,
+    def threshold_parameters(self) -> ThresholdParameters:
+        return ThresholdParameters(
+            target_not_useful_rate=self.target_not_useful_rate,
+            min_samples=self.threshold_min_samples,
+        )
+
+    def suppression_policy(self) -> SuppressionPolicy:
+        return SuppressionPolicy(
+            cost_ratio=self.hide_cost_ratio,
+            z=self.hide_upper_bound_z,
+            probation_not_useful=self.probation_not_useful_rate,
+            probation_min_outcomes=self.probation_min_outcomes,
+        )
+
+    def ranking_settings(self) -> RankingSettings:
+        return RankingSettings(
+            limits=Limits(max_text_chars=self.max_text_chars),
+            max_findings=self.max_findings_per_ranking,
+            severity_values=self.severity_values,
+            line_window=self.near_duplicate_line_window,
+            max_hamming=self.near_duplicate_max_hamming,
+            suppression=self.suppression_policy(),
+            threshold_suppression=self.threshold_suppression,
         )

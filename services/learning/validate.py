@@ -8,22 +8,36 @@ import sys
 
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import DBAPIError
 
-from services.learning.folding import Folder
 from services.learning.instruments import LearningInstruments
 from services.learning.settings import LearningSettings
+from services.learning.usecases.fold_feedback import CouldNotValidate, Folder
 from shared.db.engine import create_engine, create_session_factory
+
+OK = 0
+MISMATCH = 1
+COULD_NOT_CHECK = 75
+"""EX_TEMPFAIL: nothing is known about the counts; try again later (a CronJob should not page)."""
 
 
 async def validate(settings: LearningSettings, *, repair: bool, console: Console) -> int:
+    """0: the counts equal a recompute (or were repaired); 1: they differ; 75: could not check."""
     engine = create_engine(settings)
     try:
         folder = Folder(sessions=create_session_factory(engine), instruments=LearningInstruments())
-        with console.status("recomputing every count from the feedback log ..."):
-            mismatches = await folder.validate()
+        try:
+            with console.status("recomputing every count from the feedback log ..."):
+                mismatches = await folder.validate()
+        except (CouldNotValidate, DBAPIError, OSError) as error:
+            console.print(
+                f"[yellow]could not check the learned counts: {error}[/yellow]\n"
+                "is the database reachable? nothing is known about the counts; try again later"
+            )
+            return COULD_NOT_CHECK
         if not mismatches:
             console.print("[green]the folded learning metrics equal a full recompute[/green]")
-            return 0
+            return OK
         table = Table(title=f"{len(mismatches)} counts differ (shown, +, -, dismissed)")
         for column in ("scope", "dimension", "key", "folded", "recomputed"):
             table.add_column(column)
@@ -34,14 +48,14 @@ async def validate(settings: LearningSettings, *, repair: bool, console: Console
         console.print(table)
         if not repair:
             console.print("run `reviewlearn validate --repair` to rebuild them from the log")
-            return 1
+            return MISMATCH
         with console.status("rebuilding every count from the feedback log ..."):
             result = await folder.recompute()
         console.print(
             f"[green]rebuilt from {result.counts.findings:,} findings "
             f"in {result.seconds:.1f}s[/green]"
         )
-        return 0
+        return OK
     finally:
         await engine.dispose()
 

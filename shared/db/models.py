@@ -188,6 +188,12 @@ class FoldState(Base):
     stream: Mapped[str] = mapped_column(String(64), primary_key=True)
     # Every row with tx_id below this is folded; rows at or above it are not.
     watermark: Mapped[int] = mapped_column(BigInteger)
+    # What the last fold saw: rows of transactions below seen_through and not in_progress were
+    # visible to it, so folded, even while the watermark is held back (the backlog uses this).
+    seen_through: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    in_progress: Mapped[list[int]] = mapped_column(
+        ARRAY(BigInteger), server_default=text("'{}'::bigint[]")
+    )
     findings_folded: Mapped[int] = mapped_column(BigInteger, server_default="0")
     events_folded: Mapped[int] = mapped_column(BigInteger, server_default="0")
     updated_at: Mapped[datetime] = created_at_column()
@@ -248,18 +254,25 @@ class LearningMetric(Base):
     __table_args__ = (Index("ix_learning_metrics_dimension_key", "dimension", "key"),)
 
 
-class CalibrationCurveRow(Base):
-    __tablename__ = "calibration_curves"
+class LearnedModelRow(Base):
+    """A fitted model of P(acted on), versioned; the active one serves, earlier ones are kept
+    for rollback (see services.learning.domain.model for the document)."""
 
-    scope_type: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
-    scope_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    category: Mapped[str] = mapped_column(String(64), primary_key=True)
-    method: Mapped[str] = mapped_column(String(32))
-    curve: Mapped[dict[str, Any]]
+    __tablename__ = "learned_models"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    version: Mapped[str] = mapped_column(String(64), unique=True)
+    document: Mapped[dict[str, Any]]
     samples: Mapped[int] = mapped_column(BigInteger)
-    ece: Mapped[float] = mapped_column(Double)
-    raw_ece: Mapped[float] = mapped_column(Double)
+    active: Mapped[bool] = mapped_column(Boolean)
+    fitted_by: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text, server_default="")
     fitted_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (
+        # At most one active model.
+        Index("uq_learned_models_active", "active", unique=True, postgresql_where=text("active")),
+    )
 
 
 class ConfidenceThresholdRow(Base):
@@ -315,6 +328,8 @@ class PatternRow(Base):
     recent_occurrences: Mapped[int] = mapped_column(BigInteger)
     prior_occurrences: Mapped[int] = mapped_column(BigInteger)
     p_value: Mapped[float] = mapped_column(Double)
+    # positive / (positive + negative), shrunk toward the scope's acceptance (empirical Bayes).
+    acceptance_smoothed: Mapped[float] = mapped_column(Double, server_default="0")
     first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = created_at_column()

@@ -33,9 +33,31 @@ INSIGHTS_SERVICE_NAME = "reviewlearn.insights.v1.InsightsService"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # As long as a typical summary of the learning service's explanations.
 ECHO_SUMMARY = (
-    "P(useful) 0.50 (isotonic:repository) x rule lift 1.00 (rule 0.50 vs category 0.50) "
-    "x severity 1.0 = 0.500"
+    "P(acted on) 0.50: base rate -0.25 (acted on 4210 of 10004); rule R001 in this repository "
+    "+1.20 (acted on 18 of 21); category security +0.30 (acted on 400 of 900); confidence "
+    "0.40-0.60 -0.10 (acted on 1200 of 3000)"
 )
+# The terms the service explains a typical finding with (a level the model saw each).
+ECHO_TERMS = (
+    "base",
+    "category",
+    "rule",
+    "team",
+    "repository",
+    "repository_rule",
+    "severity",
+    "confidence",
+    "category_confidence",
+)
+
+
+def _echo_terms(finding: common_pb2.FindingInput) -> list[learning_pb2.TermContribution]:
+    return [
+        learning_pb2.TermContribution(
+            term=term, key=finding.rule_id, contribution=0.1, acted_on=18, outcomes=21
+        )
+        for term in ECHO_TERMS
+    ]
 
 
 async def batch_record_feedback(
@@ -91,13 +113,12 @@ async def rank_suggestions(
             explanation=learning_pb2.Explanation(
                 raw_confidence=finding.confidence,
                 calibrated_probability=finding.confidence,
-                calibration_source="isotonic:repository",
-                severity_weight=1.0,
-                rule_acceptance=0.5,
-                category_acceptance=0.5,
-                adjusted_probability=finding.confidence,
-                threshold=0.5,
-                threshold_source="own",
+                terms=_echo_terms(finding),
+                logit=0.0,
+                upper_bound=0.9,
+                hide_below=0.2,
+                severity_value=1.0,
+                probation_scope="repository",
                 summary=ECHO_SUMMARY,
             ),
         )

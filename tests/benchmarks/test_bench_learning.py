@@ -37,9 +37,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.cli.loader import finding_input
 from services.cli.synthetic import CATEGORIES, SyntheticHistory, generate_history
-from services.learning.folding import Folder, FoldResult
 from services.learning.instruments import LearningInstruments
 from services.learning.listener import CHANNEL, asyncpg_dsn
+from services.learning.usecases.fold_feedback import Folder, FoldResult
 from shared.db.engine import create_session_factory
 from shared.db.models import LearningMetric
 from shared.fingerprint import finding_fingerprint, pattern_key
@@ -366,6 +366,36 @@ def ranking_requests(
     return small, large
 
 
+CROWDED = -LARGE_REQUEST
+"""Key of the worst-case run: LARGE_REQUEST findings on lines 10-12 of one file, messages that
+normalise alike (near-duplicate grouping's worst case, formerly quadratic)."""
+CROWDED_CALLS = _knob("REVIEWLEARN_BENCH_RANK_CROWDED_CALLS", 5)
+
+
+def crowded_request(repository_url: str, size: int) -> learning_pb2.RankSuggestionsRequest:
+    from reviewlearn.common.v1 import common_pb2
+
+    return learning_pb2.RankSuggestionsRequest(
+        repository_url=repository_url,
+        findings=[
+            common_pb2.FindingInput(
+                client_finding_id=f"c{i}",
+                rule_id=f"rule{i % 50}",
+                category="style",
+                severity=common_pb2.SEVERITY_LOW,
+                confidence=0.5,
+                file_path="src/app.py",
+                line_start=10 + i % 3,
+                line_end=12,
+                title="t",
+                message=f"msg {i}",
+                code_context=f"x = {i}",
+            )
+            for i in range(size)
+        ],
+    )
+
+
 def report_ranking(
     runs: dict[tuple[int, str], RankRun], setup: dict[str, str], console: Console
 ) -> None:
@@ -378,7 +408,7 @@ def report_ranking(
         (SMALL_REQUEST, 0.50): TARGET_SMALL_P50_MS,
         (LARGE_REQUEST, 0.50): TARGET_LARGE_P50_MS,
     }
-    for size in (SMALL_REQUEST, LARGE_REQUEST):
+    for size in (SMALL_REQUEST, LARGE_REQUEST, CROWDED):
         service, echo = runs[(size, "service")], runs[(size, "echo")]
         rows: list[tuple[str, float, float, float | None]] = [
             (f"p{round(fraction * 100)} ms", service.ms(fraction), echo.ms(fraction),
@@ -389,8 +419,9 @@ def report_ranking(
         rows.append(("client codec ms/call", service.client_codec_ms, echo.client_codec_ms, None))
         rows.append(("answer MB", service.answer_bytes / 1e6, echo.answer_bytes / 1e6, None))
         for position, (name, mine, ceiling, target) in enumerate(rows):
+            label = f"{size:,}" if size > 0 else f"{-size:,} crowded"
             table.add_row(
-                f"{size:,} ×{len(service.latencies)}" if position == 0 else "",
+                f"{label} ×{len(service.latencies)}" if position == 0 else "",
                 name,
                 f"{mine:,.1f}",
                 f"{ceiling:,.1f}",
@@ -399,7 +430,7 @@ def report_ranking(
                 _met(mine, target) if target is not None else "",
             )
     console.print(table)
-    for size in (SMALL_REQUEST, LARGE_REQUEST):
+    for size in (SMALL_REQUEST, LARGE_REQUEST, CROWDED):
         reasons = runs[(size, "service")].reasons
         shown = ", ".join(f"{name.lower()} {count:,}" for name, count in reasons.most_common())
         console.print(f"  {size:,}-finding answer suppressed: {shown or 'nothing'}")
@@ -446,7 +477,7 @@ async def test_rank_suggestions_against_the_grpc_ceiling(
         )
         tuned = time.perf_counter() - started
         assert tune.applied
-        assert tune.curves_fitted > 0  # the ranking below uses learned calibration
+        assert tune.model.samples > 0  # the ranking below uses the learned model
         thresholds = await stub.GetConfidenceThresholds(
             learning_pb2.GetConfidenceThresholdsRequest(), metadata=AUTH
         )
@@ -468,6 +499,13 @@ async def test_rank_suggestions_against_the_grpc_ceiling(
                 runs[(size, name)] = await measure_ranking(
                     server, target_stub, requests, warmup=warmup, calls=calls
                 )
+        # The worst case the probe found: every finding in one crowded window of one file.
+        crowded = [crowded_request(small[0].repository_url, LARGE_REQUEST)]
+        for name, (server, target_stub) in targets.items():
+            console.print(f"ranking one crowded window of {LARGE_REQUEST:,} → {name} …")
+            runs[(CROWDED, name)] = await measure_ranking(
+                server, target_stub, crowded, warmup=1, calls=CROWDED_CALLS
+            )
 
     setup = {
         "learned state": (
@@ -477,7 +515,8 @@ async def test_rank_suggestions_against_the_grpc_ceiling(
         ),
         "service fold of it": f"{folded:.1f} s until counted (includes the model refresh)",
         "TuneConfidenceThresholds": (
-            f"{tuned * 1000:,.0f} ms, {tune.curves_fitted} curves, "
+            f"{tuned * 1000:,.0f} ms, model {tune.model.version} on {tune.model.samples:,} "
+            "outcomes, "
             f"{len(thresholds.thresholds)} global thresholds"
         ),
         "requests": (

@@ -17,6 +17,8 @@ from shared.fingerprint import (
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
 HEX16 = re.compile(r"[0-9a-f]{16}")
+FIXED_FINGERPRINT = "a533b95663247c3d9ada0bb9b8164e80"
+FIXED_PATTERN_KEY = "540cf0c676a88c06"
 
 # Characters that interact with the masking rules, so that examples hit the corner cases.
 _TRICKY = st.text(alphabet=st.sampled_from(list("\"'`\\<>xX0123456789abcdefABCDEF_-. \n\t")))
@@ -77,6 +79,12 @@ def _fingerprint(**overrides: str) -> str:
 def test_fingerprint_is_32_hex_chars_and_deterministic() -> None:
     assert HEX32.fullmatch(_fingerprint())
     assert _fingerprint() == _fingerprint()
+    # Fixed values: stored findings are keyed by these, so a change to the normalisation or the
+    # encoding must fail here rather than silently re-key every stored finding.
+    assert _fingerprint() == FIXED_FINGERPRINT
+    assert pattern_key(rule_id="SEC001", message="Possible SQL injection at line 42") == (
+        FIXED_PATTERN_KEY
+    )
 
 
 def test_fingerprint_survives_line_shifts_and_reindentation() -> None:

@@ -12,8 +12,6 @@ from reviewlearn.feedback.v1 import feedback_pb2, feedback_pb2_grpc
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.feedback.server import build_server
-from services.feedback.settings import FeedbackSettings
 from shared.db.models import Feedback, Finding, FindingDeletion
 from tests.conftest import StartService, auth
 from tests.integration.feedback.conftest import event, finding_input, record_review, timestamp
@@ -293,16 +291,45 @@ async def test_fifty_concurrent_writers_on_one_finding_give_exact_counts(
 
 
 async def test_feedback_is_still_recorded_with_learning_disabled(
-    start_service: StartService, db_engine: AsyncEngine
+    stub: Stub, start_service: StartService, db_engine: AsyncEngine
 ) -> None:
-    service = await start_service(build_server, FeedbackSettings, learning_enabled=False)
-    stub = feedback_pb2_grpc.FeedbackServiceStub(service.channel)
+    # The kill switch is the learning service's (the feedback service has no such flag): with
+    # learning off, ranking passes through, yet feedback is stored and still learned from.
+    from reviewlearn.learning.v1 import learning_pb2, learning_pb2_grpc
+
+    from services.learning.server import build_server as build_learning
+    from services.learning.settings import LearningSettings
+
+    learning = learning_pb2_grpc.LearningServiceStub(
+        (
+            await start_service(
+                build_learning, LearningSettings, learning_enabled=False, fold_poll_seconds=0.2
+            )
+        ).channel
+    )
     finding_id = (await record_review(stub)).findings[0].finding_id
     await stub.RecordFeedback(
         feedback_pb2.RecordFeedbackRequest(event=event("off-1", finding_id)),
         metadata=auth("ingest"),
     )
     assert await count(db_engine, Feedback) == 1
+    ranked = await learning.RankSuggestions(
+        learning_pb2.RankSuggestionsRequest(
+            repository_url="https://git.example.com/acme/api", finding_ids=[finding_id]
+        ),
+        metadata=auth("reader"),
+    )
+    assert not ranked.learning_applied
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:
+        metrics = await learning.GetLearningMetrics(
+            learning_pb2.GetLearningMetricsRequest(dimension=learning_pb2.DIMENSION_ALL),
+            metadata=auth("reader"),
+        )
+        if metrics.metrics and metrics.metrics[0].positive + metrics.metrics[0].negative == 1:
+            break
+        assert asyncio.get_running_loop().time() < deadline, "learning never folded it"
+        await asyncio.sleep(0.1)
 
 
 async def test_a_killed_connection_mid_batch_leaves_no_half_written_batch(

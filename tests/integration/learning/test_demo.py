@@ -25,6 +25,9 @@ async def test_the_demo_loads_a_history_and_shows_what_was_learned(
     await run_demo(target, seed=3, reviews=150, console=console)
     shown = console.export_text()
     assert "rules: most useful and noisiest" in shown
-    assert "confidence thresholds" in shown
+    assert "thresholds on P(acted on)" in shown
     assert "raw order vs learned ranking" in shown
-    assert "P(useful)" in shown  # every shown finding is explained
+    assert "P(acted on)" in shown  # every shown finding is explained
+    assert "does learning earn its keep" in shown
+    assert "learned model" in shown
+    assert "per-rule rate" in shown

@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.cli.loader import load_feedback, load_reviews
 from services.cli.synthetic import generate_history
-from services.learning.folding import Folder
 from services.learning.instruments import LearningInstruments
+from services.learning.usecases.fold_feedback import Folder
 from shared.db.engine import create_session_factory
 from shared.db.models import LearningMetric
 from shared.outcome import FeedbackKind, Outcome, outcome_of
@@ -170,3 +170,69 @@ async def test_validation_reports_findings_deleted_behind_the_services_back(
     assert any("deleted findings" in m.key[3] for m in mismatches)
     await folder.recompute()
     assert await folder.validate() == []
+
+
+async def test_validation_works_while_feedback_keeps_arriving_and_folds_keep_running(
+    feedback_service: RunningService, db_engine: AsyncEngine, folder: Folder
+) -> None:
+    # The probe: every validation under ingestion load died of a serialization error, with
+    # the same exit code as "counts differ". Now it must find the counts equal, every time.
+    stub = feedback_pb2_grpc.FeedbackServiceStub(feedback_service.channel)
+    history = generate_history(seed=9, reviews=60, findings_per_review=6, end=END)
+    ids = await load_reviews(stub, history.reviews, metadata=auth("ingest"), request_prefix="live")
+    done = asyncio.Event()
+    other_folder = Folder(
+        sessions=create_session_factory(db_engine), instruments=LearningInstruments()
+    )
+
+    async def keep_folding() -> None:
+        while not done.is_set():
+            await other_folder.fold()
+            await asyncio.sleep(0.01)
+
+    async def write() -> None:
+        try:
+            for i in range(0, len(history.feedback), 10):
+                await load_feedback(
+                    stub, history.feedback[i : i + 10], ids, metadata=auth("ingest")
+                )
+        finally:
+            done.set()
+
+    async def keep_validating() -> list[list[object]]:
+        results: list[list[object]] = []
+        while not done.is_set():
+            results.append(list(await folder.validate()))
+        return results
+
+    results, _, _ = await asyncio.gather(keep_validating(), keep_folding(), write())
+    assert len(results) >= 2
+    assert all(result == [] for result in results), results
+
+
+async def test_validate_exit_codes_tell_could_not_check_from_mismatch(
+    feedback_service: RunningService, db_engine: AsyncEngine, database_url: str, folder: Folder
+) -> None:
+    from rich.console import Console
+
+    from services.learning.settings import LearningSettings
+    from services.learning.validate import COULD_NOT_CHECK, MISMATCH, OK, validate
+    from tests.conftest import free_port
+
+    stub = feedback_pb2_grpc.FeedbackServiceStub(feedback_service.channel)
+    history = generate_history(seed=10, reviews=10, findings_per_review=5, end=END)
+    ids = await load_reviews(stub, history.reviews, metadata=auth("ingest"), request_prefix="x")
+    await load_feedback(stub, history.feedback, ids, metadata=auth("ingest"))
+    await folder.fold()
+    console = Console(record=True)
+    settings = LearningSettings(database_url=database_url)
+    assert await validate(settings, repair=False, console=console) == OK
+    async with db_engine.begin() as connection:
+        await connection.execute(text("UPDATE learning_metrics SET shown = shown + 1"))
+    assert await validate(settings, repair=False, console=console) == MISMATCH
+    assert await validate(settings, repair=True, console=console) == OK
+    unreachable = LearningSettings(
+        database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+    )
+    assert await validate(unreachable, repair=False, console=console) == COULD_NOT_CHECK
+    assert "could not check" in console.export_text()

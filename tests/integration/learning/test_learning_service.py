@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -17,10 +18,10 @@ from sklearn.metrics import roc_auc_score
 
 from services.cli.loader import finding_input, load_feedback, load_reviews
 from services.cli.synthetic import SyntheticHistory, generate_history, split_holdout
-from services.learning.calibration import expected_calibration_error
+from services.learning.domain.scoring import expected_calibration_error
 from services.learning.server import build_server as build_learning
 from services.learning.settings import LearningSettings
-from shared.outcome import OUTCOME_OF_KIND, FeedbackKind, Outcome, outcome_of
+from shared.outcome import FeedbackKind, Outcome, outcome_of
 from tests.conftest import RunningService, StartService, auth
 from tests.integration.feedback.conftest import event
 from tests.integration.feedback.conftest import finding_input as sample_finding
@@ -49,7 +50,7 @@ async def wait_for_fold(stub: LearningStub, *, backlog: int = 0, within: float =
         )
         if response.backlog <= backlog and response.watermark > 0:
             return
-        assert asyncio.get_running_loop().time() < deadline, "the fold did not catch up"
+        assert asyncio.get_running_loop().time() < deadline, f"no fold caught up: {response}"
         await asyncio.sleep(0.1)
 
 
@@ -85,7 +86,8 @@ async def test_learned_ranking_beats_raw_confidence_on_held_out_reviews(
         metadata=auth("operator"),
     )
     assert tune.applied
-    assert tune.curves_fitted > 0
+    assert tune.model.samples > 0
+    assert tune.model.calibration.samples > 0
 
     # Rank every held-out review as it would arrive (inline), against the truth.
     truth = true_outcomes(holdout)
@@ -109,7 +111,13 @@ async def test_learned_ranking_beats_raw_confidence_on_held_out_reviews(
             if (r, f) not in truth:
                 continue
             item = by_index[f]
-            scores.append(item.explanation.adjusted_probability)
+            scores.append(item.score)
+            # The explanation is the score: the terms add up to the logit of the probability.
+            terms = sum(t.contribution for t in item.explanation.terms)
+            assert terms == pytest.approx(item.explanation.logit, abs=1e-9)
+            assert item.calibrated_probability == pytest.approx(
+                1 / (1 + math.exp(-item.explanation.logit)), abs=1e-9
+            )
             raws.append(finding.confidence)
             labels.append(truth[(r, f)])
             calibrated.append(item.calibrated_probability)
@@ -138,16 +146,29 @@ async def test_learned_ranking_beats_raw_confidence_on_held_out_reviews(
     print(f"ECE calibrated {ece:.3f} vs raw {raw_ece:.3f}")
     assert ece < 0.05 < raw_ece
 
-    # A noisy rule's findings are suppressed; a good rule's are not.
+    # A noisy rule's findings are hidden where the record says so; a good rule's are not.
     noisiest = min(history.rules, key=lambda rule: rule.usefulness)
     best = max(history.rules, key=lambda rule: rule.usefulness)
+    where = Counter(
+        review.repository_url
+        for review in train.reviews
+        for finding in review.findings
+        if finding.rule_id == noisiest.rule_id
+    )
+    # Probes as the bot reports these rules: their usual severity and confidence.
+    typical = {
+        rule.rule_id: [
+            f for review in train.reviews for f in review.findings if f.rule_id == rule.rule_id
+        ]
+        for rule in (noisiest, best)
+    }
     probes = [
         sample_finding(
             0,
             rule_id=rule.rule_id,
             category=rule.category,
-            severity=3,
-            confidence=0.97,
+            severity=rule.severity,
+            confidence=float(np.median([f.confidence for f in typical[rule.rule_id]])),
             client_finding_id=f"probe-{rule.rule_id}",
             message=f"probe {i}",
             file_path=f"src/probe_{i}.py",
@@ -156,15 +177,20 @@ async def test_learned_ranking_beats_raw_confidence_on_held_out_reviews(
     ]
     response = await learning.RankSuggestions(
         learning_pb2.RankSuggestionsRequest(
-            repository_url=history.reviews[0].repository_url, findings=probes
+            repository_url=where.most_common(1)[0][0], findings=probes
         ),
         metadata=auth("reader"),
     )
     by_rule = {item.rule_id: item for item in response.findings}
-    assert by_rule[noisiest.rule_id].suppressed
-    assert (
-        by_rule[noisiest.rule_id].suppression_reason == learning_pb2.SUPPRESSION_REASON_NOISY_RULE
+    noisy = by_rule[noisiest.rule_id]
+    assert noisy.suppressed, noisy
+    assert noisy.suppression_reason in (
+        learning_pb2.SUPPRESSION_REASON_NOISY_RULE,
+        learning_pb2.SUPPRESSION_REASON_BELOW_THRESHOLD,
     )
+    assert noisy.explanation.upper_bound >= noisy.calibrated_probability
+    assert response.hidden_count == 1
+    assert response.expected_useful_hidden == pytest.approx(noisy.calibrated_probability)
     assert not by_rule[best.rule_id].suppressed
 
     # Metrics carry intervals and smoothed values; thresholds are fresh after the tune.
@@ -184,7 +210,8 @@ async def test_learned_ranking_beats_raw_confidence_on_held_out_reviews(
     )
     assert not thresholds.stale
     assert thresholds.thresholds
-    assert all(t.calibration.samples > 0 for t in thresholds.thresholds)
+    assert thresholds.model.version == tune.model.version
+    assert thresholds.model.calibration.samples > 0
 
 
 async def test_a_dismissed_finding_is_not_raised_again_on_the_next_push(
@@ -432,7 +459,16 @@ async def test_metrics_of_unknown_scopes_are_not_found(start_service: StartServi
             metadata=auth("reader"),
         )
     assert caught.value.code() is grpc.StatusCode.NOT_FOUND
-    assert OUTCOME_OF_KIND  # the outcome rule is the one shared module every reader uses
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await learning.GetConfidenceThresholds(
+            learning_pb2.GetConfidenceThresholdsRequest(
+                scope=common_pb2.Scope(
+                    type=common_pb2.SCOPE_TYPE_REPOSITORY, id="https://git.example.com/no/such"
+                )
+            ),
+            metadata=auth("reader"),
+        )
+    assert caught.value.code() is grpc.StatusCode.NOT_FOUND
 
 
 async def test_patterns_find_the_noisy_rules_and_the_teams_weaknesses(
@@ -475,3 +511,30 @@ async def test_patterns_find_the_noisy_rules_and_the_teams_weaknesses(
         if not token:
             break
     assert len(seen) == len(set(seen)) > 5
+
+
+async def test_a_reused_tune_request_id_with_another_request_is_refused(
+    start_service: StartService, feedback_service: RunningService
+) -> None:
+    feedback = feedback_pb2_grpc.FeedbackServiceStub(feedback_service.channel)
+    learning = learning_pb2_grpc.LearningServiceStub((await start_learning(start_service)).channel)
+    history = generate_history(seed=22, reviews=80, findings_per_review=10, end=END)
+    ids = await load_reviews(feedback, history.reviews, metadata=auth("ingest"), request_prefix="r")
+    await load_feedback(feedback, history.feedback, ids, metadata=auth("ingest"))
+    await wait_for_fold(learning)
+    request = learning_pb2.TuneConfidenceThresholdsRequest(request_id="weekly-1", reason="weekly")
+    # Two concurrent retries of one request: one tune, one replay of its answer, no error.
+    first, second = await asyncio.gather(
+        learning.TuneConfidenceThresholds(request, metadata=auth("operator")),
+        learning.TuneConfidenceThresholds(request, metadata=auth("operator")),
+    )
+    assert first.model.version == second.model.version
+    other = learning_pb2.TuneConfidenceThresholdsRequest(
+        request_id="weekly-1", reason="weekly", target_not_useful_rate=0.2
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await learning.TuneConfidenceThresholds(other, metadata=auth("operator"))
+    assert caught.value.code() is grpc.StatusCode.ALREADY_EXISTS
+    from tests.integration.test_runtime import error_info
+
+    assert error_info(caught.value).reason == "REQUEST_ID_REUSED"

@@ -1,11 +1,11 @@
-"""Unit tests for services.learning.patterns."""
+"""Unit tests for services.learning.domain.patterns."""
 
 from __future__ import annotations
 
 import pytest
 from scipy.stats import binomtest
 
-from services.learning.patterns import (
+from services.learning.domain.patterns import (
     ANTI_PATTERN,
     EMERGING,
     PATTERN_KINDS,

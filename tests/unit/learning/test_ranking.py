@@ -1,4 +1,4 @@
-"""Tests for services.learning.ranking: scoring, suppression, diversity and limits."""
+"""Tests for services.learning.domain.ranking: scoring, hiding, diversity and limits."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.learning.ranking import (
-    REASON_BELOW_THRESHOLD,
+from services.learning.domain.model import logit
+from services.learning.domain.ranking import (
+    REASON_BELOW_FLOOR,
     REASON_DUPLICATE,
-    REASON_NOISY_RULE,
     REASON_OVER_LIMIT,
     REASON_PREVIOUSLY_DISMISSED,
+    REASON_PROBATION,
     RankingInputs,
     RankingPolicy,
     RankingResult,
@@ -25,16 +26,16 @@ from services.learning.ranking import (
 def make_inputs(n: int, **overrides: Any) -> RankingInputs:
     """n unrelated findings (distinct rules, files, far-apart text); overrides per field."""
     rng = np.random.default_rng(n)
+    probability = overrides.pop("probability", None)
+    if probability is None:
+        probability = np.linspace(0.9, 0.3, n) if n > 1 else np.full(n, 0.6)
     fields: dict[str, Any] = {
-        "raw_confidence": np.full(n, 0.7),
-        "calibrated": np.linspace(0.9, 0.3, n) if n > 1 else np.full(n, 0.6),
+        "probability": np.asarray(probability, dtype=np.float64),
+        "logit": logit(np.asarray(probability, dtype=np.float64)),
+        "logit_sd": np.full(n, 0.5),
         "severity": np.full(n, 3),
         "is_security": np.zeros(n, dtype=bool),
-        "rule_alpha": np.full(n, 5.0),
-        "rule_beta": np.full(n, 5.0),
-        "category_acceptance": np.full(n, 0.5),
-        "noisy_rule": np.zeros(n, dtype=bool),
-        "threshold": np.full(n, np.nan),
+        "hide_reason": np.full(n, "", dtype=object),
         "previously_dismissed": np.zeros(n, dtype=bool),
         "fingerprints": [f"fp{i}" for i in range(n)],
         "file_paths": [f"src/f{i}.py" for i in range(n)],
@@ -62,41 +63,27 @@ def check_consistent(result: RankingResult) -> None:
     assert np.all(np.diff(result.score[hidden]) <= 0)
 
 
-def test_score_lifts_calibration_by_rule_against_category_and_weights_severity() -> None:
-    inputs = make_inputs(
-        3,
-        calibrated=np.array([0.6, 0.6, 0.6]),
-        rule_alpha=np.array([5.0, 9.0, 9.0]),
-        rule_beta=np.array([5.0, 1.0, 1.0]),
-        severity=np.array([3, 3, 5]),
-    )
+def hidden(reasons: list[str]) -> Any:
+    return np.array(reasons, dtype=object)
+
+
+def test_score_is_the_probability_times_the_severity_value() -> None:
+    inputs = make_inputs(3, probability=[0.6, 0.9, 0.9], severity=np.array([3, 3, 5]))
     result = rank_findings(inputs, RankingPolicy())
-    # Rule acceptance equal to the category's: no lift.
-    assert result.adjusted_probability[0] == pytest.approx(0.6)
-    # logit(0.6) + logit(0.9) - logit(0.5) = log(1.5) + log(9) -> odds 13.5.
-    assert result.adjusted_probability[1] == pytest.approx(13.5 / 14.5)
-    assert result.score[1] == pytest.approx(13.5 / 14.5 * 1.0)
-    assert result.score[2] == pytest.approx(13.5 / 14.5 * 1.5)
-    assert result.rule_acceptance.tolist() == pytest.approx([0.5, 0.9, 0.9])
-    assert result.order.tolist() == [2, 1, 0]
+    assert result.score.tolist() == pytest.approx([0.6, 0.9, 0.9])
+    valued = rank_findings(inputs, RankingPolicy(severity_values=(1.0, 1.0, 1.0, 1.0, 1.5)))
+    assert valued.score.tolist() == pytest.approx([0.6, 0.9, 1.35])
+    assert valued.order.tolist() == [2, 1, 0]
     check_consistent(result)
 
 
-def test_extreme_probabilities_are_clipped_not_infinite() -> None:
-    inputs = make_inputs(
-        2, calibrated=np.array([1.0, 0.0]), category_acceptance=np.array([1.0, 0.0])
-    )
+def test_learned_reasons_hide_and_keep_their_name() -> None:
+    inputs = make_inputs(3, hide_reason=hidden(["", REASON_PROBATION, REASON_BELOW_FLOOR]))
     result = rank_findings(inputs, RankingPolicy())
-    assert np.all(np.isfinite(result.score))
-    assert np.all((result.adjusted_probability > 0) & (result.adjusted_probability < 1))
-
-
-def test_noisy_rule_is_suppressed() -> None:
-    inputs = make_inputs(3, noisy_rule=np.array([False, True, False]))
-    result = rank_findings(inputs, RankingPolicy())
-    assert result.suppressed.tolist() == [False, True, False]
-    assert result.reason[1] == REASON_NOISY_RULE
-    assert result.order.tolist() == [0, 2, 1]
+    assert result.suppressed.tolist() == [False, True, True]
+    assert result.reason.tolist() == ["", REASON_PROBATION, REASON_BELOW_FLOOR]
+    assert result.hidden_by_learning.tolist() == [False, True, True]
+    assert result.order.tolist() == [0, 1, 2]
     check_consistent(result)
 
 
@@ -105,15 +92,13 @@ def test_critical_security_finding_is_flagged_not_dropped() -> None:
         4,
         is_security=np.array([True, True, False, True]),
         severity=np.array([5, 5, 5, 4]),
-        noisy_rule=np.array([True, False, True, True]),
-        raw_confidence=np.array([0.9, 0.1, 0.9, 0.9]),
-        threshold=np.full(4, 0.5),
+        hide_reason=hidden([REASON_PROBATION, REASON_BELOW_FLOOR, REASON_PROBATION, "probation"]),
     )
     result = rank_findings(inputs, RankingPolicy())
-    # 0: noisy, 1: below threshold, both critical security -> shown and flagged.
+    # 0 and 1 are critical security: shown and flagged. 3 is only high severity.
     assert result.suppressed.tolist() == [False, False, True, True]
     assert result.flagged.tolist() == [True, True, False, False]
-    assert result.reason.tolist() == ["", "", REASON_NOISY_RULE, REASON_NOISY_RULE]
+    assert result.reason.tolist() == ["", "", REASON_PROBATION, REASON_PROBATION]
     check_consistent(result)
 
 
@@ -131,22 +116,10 @@ def test_previously_dismissed_is_suppressed_even_when_critical_security() -> Non
     assert not relaxed.suppressed.any()
 
 
-def test_threshold_suppresses_below_only_and_nan_never() -> None:
-    inputs = make_inputs(
-        4,
-        raw_confidence=np.array([0.2, 0.5, 0.8, 0.0]),
-        threshold=np.array([0.5, 0.5, 0.5, np.nan]),
-    )
-    result = rank_findings(inputs, RankingPolicy())
-    assert result.reason.tolist() == [REASON_BELOW_THRESHOLD, "", "", ""]
-
-
 def test_suppress_off_keeps_learned_filters_off_but_still_deduplicates() -> None:
     inputs = make_inputs(
         4,
-        noisy_rule=np.array([True, False, False, False]),
-        raw_confidence=np.array([0.9, 0.1, 0.9, 0.9]),
-        threshold=np.full(4, 0.5),
+        hide_reason=hidden([REASON_PROBATION, REASON_BELOW_FLOOR, "", ""]),
         fingerprints=["a", "b", "c", "c"],
         previously_dismissed=np.array([False, False, True, False]),
     )
@@ -159,7 +132,7 @@ def test_suppress_off_keeps_learned_filters_off_but_still_deduplicates() -> None
 def test_duplicates_collapse_into_the_best_scoring_copy() -> None:
     inputs = make_inputs(
         4,
-        calibrated=np.array([0.4, 0.8, 0.6, 0.7]),
+        probability=[0.4, 0.8, 0.6, 0.7],
         fingerprints=["a", "a", "b", "a"],
     )
     result = rank_findings(inputs, RankingPolicy())
@@ -172,11 +145,11 @@ def test_duplicates_collapse_into_the_best_scoring_copy() -> None:
 
 
 def test_near_duplicate_prefers_a_representative_that_stays_shown() -> None:
-    # 0 scores higher but its rule is noisy; 1 reports the same thing two lines below.
+    # 0 scores higher but its rule is on probation; 1 reports the same thing two lines below.
     inputs = make_inputs(
         2,
-        calibrated=np.array([0.9, 0.5]),
-        noisy_rule=np.array([True, False]),
+        probability=[0.9, 0.5],
+        hide_reason=hidden([REASON_PROBATION, ""]),
         file_paths=["x.py", "x.py"],
         line_starts=np.array([10, 12]),
         simhashes=np.array([0, 1], dtype=np.uint64),
@@ -190,7 +163,7 @@ def test_near_duplicate_prefers_a_representative_that_stays_shown() -> None:
 def test_previously_dismissed_findings_do_not_swallow_duplicates() -> None:
     inputs = make_inputs(
         2,
-        calibrated=np.array([0.9, 0.5]),
+        probability=[0.9, 0.5],
         fingerprints=["a", "a"],
         previously_dismissed=np.array([True, False]),
     )
@@ -199,20 +172,21 @@ def test_previously_dismissed_findings_do_not_swallow_duplicates() -> None:
 
 
 def test_exploration_is_reproducible_per_seed() -> None:
-    inputs = make_inputs(50, rule_alpha=np.full(50, 2.0), rule_beta=np.full(50, 3.0))
+    inputs = make_inputs(50, probability=np.full(50, 0.4), logit_sd=np.full(50, 0.8))
     first = rank_findings(inputs, RankingPolicy(exploration=True, seed=7))
     again = rank_findings(inputs, RankingPolicy(exploration=True, seed=7))
     other = rank_findings(inputs, RankingPolicy(exploration=True, seed=8))
     for field in dataclasses.fields(RankingResult):
         left, right = getattr(first, field.name), getattr(again, field.name)
         assert left.tolist() == right.tolist(), field.name
-    assert not np.array_equal(first.rule_acceptance, other.rule_acceptance)
-    # One draw per finding, in input order.
-    expected = np.random.default_rng(7).beta(np.full(50, 2.0), np.full(50, 3.0))
-    assert np.array_equal(first.rule_acceptance, expected)
+    assert not np.array_equal(first.score, other.score)
+    # One draw per finding, in input order, from the posterior of its log-odds.
+    draws = np.random.default_rng(7).standard_normal(50)
+    expected = 1 / (1 + np.exp(-(logit(np.full(50, 0.4)) + 0.8 * draws)))
+    assert first.score == pytest.approx(expected)
     assert first.explored.all()
     mean = rank_findings(inputs, RankingPolicy(seed=7))
-    assert np.allclose(mean.rule_acceptance, 0.4)
+    assert np.allclose(mean.score, 0.4)
     assert not mean.explored.any()
 
 
@@ -220,7 +194,7 @@ def test_zero_diversity_is_pure_score_order() -> None:
     rng = np.random.default_rng(2)
     inputs = make_inputs(
         30,
-        calibrated=np.round(rng.random(30), 1),  # rounding makes ties
+        probability=np.round(rng.random(30), 1),  # rounding makes ties
         rule_ids=[f"R{i % 3}" for i in range(30)],
     )
     result = rank_findings(inputs, RankingPolicy())
@@ -234,7 +208,7 @@ def test_diversity_spreads_rules_in_the_top_k() -> None:
     n = 20
     inputs = make_inputs(
         n,
-        calibrated=np.r_[np.linspace(0.95, 0.86, 10), np.linspace(0.8, 0.7, 10)],
+        probability=np.r_[np.linspace(0.95, 0.86, 10), np.linspace(0.8, 0.7, 10)],
         rule_ids=["A"] * 10 + ["B"] * 10,
         file_paths=["x.py"] * n,
         line_starts=np.arange(n) * 100,
@@ -251,7 +225,7 @@ def test_diversity_spreads_rules_in_the_top_k() -> None:
 
 
 def test_mmr_window_bounds_the_reranked_head() -> None:
-    inputs = make_inputs(12, rule_ids=["A"] * 10 + ["B"] * 2, calibrated=np.linspace(0.9, 0.6, 12))
+    inputs = make_inputs(12, rule_ids=["A"] * 10 + ["B"] * 2, probability=np.linspace(0.9, 0.6, 12))
     result = rank_findings(inputs, RankingPolicy(diversity=0.9, mmr_window=4))
     # Only the best four are re-ranked; the rest keep score order with no penalty.
     assert result.order[4:].tolist() == list(range(4, 12))
@@ -259,13 +233,13 @@ def test_mmr_window_bounds_the_reranked_head() -> None:
 
 
 def test_max_results_cuts_with_over_limit() -> None:
-    inputs = make_inputs(10, noisy_rule=np.array([True] + [False] * 9))
+    inputs = make_inputs(10, hide_reason=hidden([REASON_PROBATION] + [""] * 9))
     result = rank_findings(inputs, RankingPolicy(max_results=3, diversity=0.3))
     shown = result.order[:3]
     assert (~result.suppressed).sum() == 3
     assert result.rank[shown].tolist() == [1, 2, 3]
     assert (result.reason == REASON_OVER_LIMIT).sum() == 6
-    assert result.reason[0] == REASON_NOISY_RULE
+    assert result.reason[0] == REASON_PROBATION
     check_consistent(result)
 
 
@@ -288,8 +262,9 @@ def test_empty_request() -> None:
     ("overrides", "message"),
     [
         ({"severity": np.array([0, 3])}, "severity"),
-        ({"rule_alpha": np.array([0.0, 1.0])}, "positive"),
-        ({"calibrated": np.array([np.nan, 0.5])}, "calibrated"),
+        ({"logit_sd": np.array([-1.0, 1.0])}, "logit_sd"),
+        ({"logit": np.array([np.nan, 0.5])}, "logit"),
+        ({"hide_reason": np.array(["noisy", ""], dtype=object)}, "hide_reason"),
         ({"rule_ids": ["R0"]}, "length"),
     ],
 )
@@ -304,7 +279,7 @@ def test_invalid_inputs_are_rejected(overrides: dict[str, Any], message: str) ->
         ({"diversity": 1.5}, "diversity"),
         ({"max_results": -1}, "max_results"),
         ({"mmr_window": 0}, "mmr_window"),
-        ({"severity_weights": (1.0, 1.0, 1.0, 1.0, -1.0)}, "severity_weights"),
+        ({"severity_values": (1.0, 1.0, 1.0, 1.0, -1.0)}, "severity_values"),
     ],
 )
 def test_invalid_policies_are_rejected(policy: dict[str, Any], message: str) -> None:
@@ -317,11 +292,9 @@ def test_ten_thousand_findings_with_diversity_rank_consistently() -> None:
     n = 10_000
     inputs = make_inputs(
         n,
-        raw_confidence=rng.random(n),
-        calibrated=rng.random(n),
+        probability=rng.random(n),
         severity=rng.integers(1, 6, n),
-        noisy_rule=rng.random(n) < 0.05,
-        threshold=np.where(rng.random(n) < 0.5, np.nan, 0.2),
+        hide_reason=np.where(rng.random(n) < 0.05, REASON_PROBATION, "").astype(object),
         fingerprints=[f"fp{i}" for i in rng.integers(0, 9500, n)],
         file_paths=[f"f{i}.py" for i in rng.integers(0, 400, n)],
         line_starts=rng.integers(1, 2000, n),

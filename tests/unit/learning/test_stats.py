@@ -1,4 +1,4 @@
-"""Unit tests for services.learning.stats."""
+"""Unit tests for services.learning.domain.rates."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from services.learning.stats import (
+from services.learning.domain.rates import (
     beta_posterior,
     estimate_prior_strength,
     shrink_toward,

@@ -1,4 +1,4 @@
-"""Unit tests for services.learning.thresholds."""
+"""Unit tests for services.learning.domain.thresholds."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.learning.thresholds import choose_threshold
+from services.learning.domain.thresholds import choose_threshold
 
 Z = 1.959963984540054
 

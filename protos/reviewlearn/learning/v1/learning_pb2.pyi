@@ -30,13 +30,17 @@ class _SuppressionReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Sup
     DESCRIPTOR: _descriptor.EnumDescriptor
     SUPPRESSION_REASON_UNSPECIFIED: _SuppressionReason.ValueType  # 0
     SUPPRESSION_REASON_BELOW_THRESHOLD: _SuppressionReason.ValueType  # 1
-    """Raw confidence below the category's learned threshold."""
+    """Even the upper bound of P(acted on) is below the hiding floor: hiding it is the cheaper
+    choice at the configured cost ratio (see Explanation.upper_bound and hide_below).
+    """
     SUPPRESSION_REASON_DUPLICATE: _SuppressionReason.ValueType  # 2
     """Same fingerprint or near-duplicate text as a better-ranked finding in this request."""
     SUPPRESSION_REASON_PREVIOUSLY_DISMISSED: _SuppressionReason.ValueType  # 3
     """Already dismissed or rejected on the same pull request."""
     SUPPRESSION_REASON_NOISY_RULE: _SuppressionReason.ValueType  # 4
-    """The rule's usefulness is confidently (Wilson upper bound) below the configured floor."""
+    """The rule is on probation in this repository or team (its findings were not useful at least
+    10% of the time, on the Wilson lower bound) and P(acted on) is below the hiding floor.
+    """
     SUPPRESSION_REASON_OVER_LIMIT: _SuppressionReason.ValueType  # 5
     """Ranked below max_results."""
 
@@ -44,13 +48,17 @@ class SuppressionReason(_SuppressionReason, metaclass=_SuppressionReasonEnumType
 
 SUPPRESSION_REASON_UNSPECIFIED: SuppressionReason.ValueType  # 0
 SUPPRESSION_REASON_BELOW_THRESHOLD: SuppressionReason.ValueType  # 1
-"""Raw confidence below the category's learned threshold."""
+"""Even the upper bound of P(acted on) is below the hiding floor: hiding it is the cheaper
+choice at the configured cost ratio (see Explanation.upper_bound and hide_below).
+"""
 SUPPRESSION_REASON_DUPLICATE: SuppressionReason.ValueType  # 2
 """Same fingerprint or near-duplicate text as a better-ranked finding in this request."""
 SUPPRESSION_REASON_PREVIOUSLY_DISMISSED: SuppressionReason.ValueType  # 3
 """Already dismissed or rejected on the same pull request."""
 SUPPRESSION_REASON_NOISY_RULE: SuppressionReason.ValueType  # 4
-"""The rule's usefulness is confidently (Wilson upper bound) below the configured floor."""
+"""The rule is on probation in this repository or team (its findings were not useful at least
+10% of the time, on the Wilson lower bound) and P(acted on) is below the hiding floor.
+"""
 SUPPRESSION_REASON_OVER_LIMIT: SuppressionReason.ValueType  # 5
 """Ranked below max_results."""
 Global___SuppressionReason: _TypeAlias = SuppressionReason  # noqa: Y015
@@ -230,6 +238,48 @@ class FindingRef(_message.Message):
 Global___FindingRef: _TypeAlias = FindingRef  # noqa: Y015
 
 @_typing.final
+class TermContribution(_message.Message):
+    """One additive term of a score: its log-odds contribution and the evidence behind it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TERM_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    CONTRIBUTION_FIELD_NUMBER: _builtins.int
+    ACTED_ON_FIELD_NUMBER: _builtins.int
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    term: _builtins.str
+    """"base" (intercept and calibration), "category", "rule", "team", "repository", "team_rule"
+    (the rule in this team), "repository_rule" (the rule in this repository), "severity",
+    "confidence", "category_confidence", "path:test", "path:generated", "path:vendored".
+    """
+    key: _builtins.str
+    """The level: the category, rule id, severity name, confidence range, ... ("" for base)."""
+    contribution: _builtins.float
+    """Added to the calibrated log-odds; the contributions of a finding sum to its logit."""
+    acted_on: _builtins.int
+    """Outcomes the term was fitted on: findings acted on, and all findings reacted to. Zero for
+    a level never seen: it contributes nothing, and its parent level speaks for it.
+    """
+    outcomes: _builtins.int
+    def __init__(
+        self,
+        *,
+        term: _builtins.str = ...,
+        key: _builtins.str = ...,
+        contribution: _builtins.float = ...,
+        acted_on: _builtins.int = ...,
+        outcomes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acted_on", b"acted_on", "contribution", b"contribution", "key", b"key", "outcomes", b"outcomes", "term", b"term"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TermContribution: _TypeAlias = TermContribution  # noqa: Y015
+
+@_typing.final
 class Explanation(_message.Message):
     """The numbers behind a score."""
 
@@ -237,58 +287,56 @@ class Explanation(_message.Message):
 
     RAW_CONFIDENCE_FIELD_NUMBER: _builtins.int
     CALIBRATED_PROBABILITY_FIELD_NUMBER: _builtins.int
-    CALIBRATION_SOURCE_FIELD_NUMBER: _builtins.int
-    SEVERITY_WEIGHT_FIELD_NUMBER: _builtins.int
-    RULE_ACCEPTANCE_FIELD_NUMBER: _builtins.int
-    CATEGORY_ACCEPTANCE_FIELD_NUMBER: _builtins.int
-    ADJUSTED_PROBABILITY_FIELD_NUMBER: _builtins.int
-    THRESHOLD_FIELD_NUMBER: _builtins.int
-    THRESHOLD_SOURCE_FIELD_NUMBER: _builtins.int
     DIVERSITY_PENALTY_FIELD_NUMBER: _builtins.int
     EXPLORED_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
+    TERMS_FIELD_NUMBER: _builtins.int
+    LOGIT_FIELD_NUMBER: _builtins.int
+    UPPER_BOUND_FIELD_NUMBER: _builtins.int
+    HIDE_BELOW_FIELD_NUMBER: _builtins.int
+    SEVERITY_VALUE_FIELD_NUMBER: _builtins.int
+    PROBATION_SCOPE_FIELD_NUMBER: _builtins.int
     raw_confidence: _builtins.float
     calibrated_probability: _builtins.float
-    """P(positive) from the category's calibration curve."""
-    calibration_source: _builtins.str
-    """Which curve: "<method>:<scope>" ("isotonic:repository", "sigmoid:team", "parent:global"),
-    or "identity" when nothing was learned for the category yet.
-    """
-    severity_weight: _builtins.float
-    rule_acceptance: _builtins.float
-    """The rule's smoothed usefulness, positive / (positive + negative + dismissed), or its
-    Thompson sample when exploring.
-    """
-    category_acceptance: _builtins.float
-    """The category's smoothed usefulness the rule is compared with."""
-    adjusted_probability: _builtins.float
-    """Probability after the rule's lift over its category."""
-    threshold: _builtins.float
-    """The category threshold on raw confidence (NaN when none applies)."""
-    threshold_source: _builtins.str
+    """P(acted on): sigmoid(logit)."""
     diversity_penalty: _builtins.float
     """Score lost to the diversity penalty."""
     explored: _builtins.bool
     summary: _builtins.str
+    logit: _builtins.float
+    """The calibrated log-odds, the sum of the terms' contributions."""
+    upper_bound: _builtins.float
+    """One-sided 95% upper bound of P(acted on): wide where evidence is thin."""
+    hide_below: _builtins.float
+    """The hiding floor here: the finding is hidden when upper_bound is below it (or, its rule
+    on probation, when calibrated_probability is).
+    """
+    severity_value: _builtins.float
+    """The score is calibrated_probability × severity_value (the expected value of showing it)."""
+    probation_scope: _builtins.str
+    """Where the rule's probation was decided: "repository", "team", or "" (too little evidence
+    in either; the global scope never decides).
+    """
+    @_builtins.property
+    def terms(self) -> _containers.RepeatedCompositeFieldContainer[Global___TermContribution]: ...
     def __init__(
         self,
         *,
         raw_confidence: _builtins.float = ...,
         calibrated_probability: _builtins.float = ...,
-        calibration_source: _builtins.str = ...,
-        severity_weight: _builtins.float = ...,
-        rule_acceptance: _builtins.float = ...,
-        category_acceptance: _builtins.float = ...,
-        adjusted_probability: _builtins.float = ...,
-        threshold: _builtins.float = ...,
-        threshold_source: _builtins.str = ...,
         diversity_penalty: _builtins.float = ...,
         explored: _builtins.bool = ...,
         summary: _builtins.str = ...,
+        terms: _abc.Iterable[Global___TermContribution] | None = ...,
+        logit: _builtins.float = ...,
+        upper_bound: _builtins.float = ...,
+        hide_below: _builtins.float = ...,
+        severity_value: _builtins.float = ...,
+        probation_scope: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjusted_probability", b"adjusted_probability", "calibrated_probability", b"calibrated_probability", "calibration_source", b"calibration_source", "category_acceptance", b"category_acceptance", "diversity_penalty", b"diversity_penalty", "explored", b"explored", "raw_confidence", b"raw_confidence", "rule_acceptance", b"rule_acceptance", "severity_weight", b"severity_weight", "summary", b"summary", "threshold", b"threshold", "threshold_source", b"threshold_source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibrated_probability", b"calibrated_probability", "diversity_penalty", b"diversity_penalty", "explored", b"explored", "hide_below", b"hide_below", "logit", b"logit", "probation_scope", b"probation_scope", "raw_confidence", b"raw_confidence", "severity_value", b"severity_value", "summary", b"summary", "terms", b"terms", "upper_bound", b"upper_bound"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -365,10 +413,16 @@ class RankSuggestionsResponse(_message.Message):
     NOT_APPLIED_REASON_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     ITEM_ERRORS_FIELD_NUMBER: _builtins.int
+    HIDDEN_COUNT_FIELD_NUMBER: _builtins.int
+    EXPECTED_USEFUL_HIDDEN_FIELD_NUMBER: _builtins.int
     learning_applied: _builtins.bool
     not_applied_reason: _builtins.str
     """Why learning was not applied (kill switch, gate, rollout), when it was not."""
     model_version: _builtins.str
+    hidden_count: _builtins.int
+    """Findings a learned filter hid (not duplicates, earlier dismissals or max_results) ..."""
+    expected_useful_hidden: _builtins.float
+    """... and the sum of their P(acted on): how many of them developers would be expected to act on."""
     @_builtins.property
     def findings(self) -> _containers.RepeatedCompositeFieldContainer[Global___RankedFinding]:
         """Shown findings in rank order, then suppressed ones."""
@@ -385,10 +439,12 @@ class RankSuggestionsResponse(_message.Message):
         not_applied_reason: _builtins.str = ...,
         model_version: _builtins.str = ...,
         item_errors: _abc.Iterable[_common_pb2.ItemError] | None = ...,
+        hidden_count: _builtins.int = ...,
+        expected_useful_hidden: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["findings", b"findings", "item_errors", b"item_errors", "learning_applied", b"learning_applied", "model_version", b"model_version", "not_applied_reason", b"not_applied_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_useful_hidden", b"expected_useful_hidden", "findings", b"findings", "hidden_count", b"hidden_count", "item_errors", b"item_errors", "learning_applied", b"learning_applied", "model_version", b"model_version", "not_applied_reason", b"not_applied_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -522,19 +578,25 @@ Global___GetLearningMetricsResponse: _TypeAlias = GetLearningMetricsResponse  # 
 
 @_typing.final
 class CalibrationSummary(_message.Message):
+    """The calibration of the model's output, fitted on findings it had not seen (out of time)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     METHOD_FIELD_NUMBER: _builtins.int
     SAMPLES_FIELD_NUMBER: _builtins.int
     EXPECTED_CALIBRATION_ERROR_FIELD_NUMBER: _builtins.int
     RAW_EXPECTED_CALIBRATION_ERROR_FIELD_NUMBER: _builtins.int
+    SLOPE_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
     method: _builtins.str
-    """"isotonic", "sigmoid", "parent", "identity"."""
+    """"platt" (slope · logit + offset), or "identity" when there were too few held-out findings."""
     samples: _builtins.int
     expected_calibration_error: _builtins.float
-    """Expected calibration error of the curve on its own data (10 bins)."""
+    """Expected calibration error (10 bins) of the calibrated probabilities, out of time."""
     raw_expected_calibration_error: _builtins.float
-    """Expected calibration error of the raw confidence, for comparison."""
+    """The same for the uncalibrated model output, for comparison."""
+    slope: _builtins.float
+    offset: _builtins.float
     def __init__(
         self,
         *,
@@ -542,14 +604,71 @@ class CalibrationSummary(_message.Message):
         samples: _builtins.int = ...,
         expected_calibration_error: _builtins.float = ...,
         raw_expected_calibration_error: _builtins.float = ...,
+        slope: _builtins.float = ...,
+        offset: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_calibration_error", b"expected_calibration_error", "method", b"method", "raw_expected_calibration_error", b"raw_expected_calibration_error", "samples", b"samples"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_calibration_error", b"expected_calibration_error", "method", b"method", "offset", b"offset", "raw_expected_calibration_error", b"raw_expected_calibration_error", "samples", b"samples", "slope", b"slope"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CalibrationSummary: _TypeAlias = CalibrationSummary  # noqa: Y015
+
+@_typing.final
+class ModelSummary(_message.Message):
+    """A fitted model of P(acted on)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    FIT_TIME_FIELD_NUMBER: _builtins.int
+    SAMPLES_FIELD_NUMBER: _builtins.int
+    ACTED_ON_FIELD_NUMBER: _builtins.int
+    HALF_LIFE_DAYS_FIELD_NUMBER: _builtins.int
+    PRIOR_VARIANCE_FIELD_NUMBER: _builtins.int
+    CALIBRATION_FIELD_NUMBER: _builtins.int
+    VALIDATION_AUC_FIELD_NUMBER: _builtins.int
+    VALIDATION_LOG_LOSS_FIELD_NUMBER: _builtins.int
+    VALIDATION_SAMPLES_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    samples: _builtins.int
+    """Outcomes fitted on, and how many of them were acted on."""
+    acted_on: _builtins.int
+    half_life_days: _builtins.float
+    """Chosen out of time: how fast old outcomes fade (0: no decay) and the shrinkage (prior
+    variance of every term).
+    """
+    prior_variance: _builtins.float
+    validation_auc: _builtins.float
+    """On the held-out most recent outcomes: AUC of the model's order and its log loss."""
+    validation_log_loss: _builtins.float
+    validation_samples: _builtins.int
+    @_builtins.property
+    def fit_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def calibration(self) -> Global___CalibrationSummary: ...
+    def __init__(
+        self,
+        *,
+        version: _builtins.str = ...,
+        fit_time: _timestamp_pb2.Timestamp | None = ...,
+        samples: _builtins.int = ...,
+        acted_on: _builtins.int = ...,
+        half_life_days: _builtins.float = ...,
+        prior_variance: _builtins.float = ...,
+        calibration: Global___CalibrationSummary | None = ...,
+        validation_auc: _builtins.float = ...,
+        validation_log_loss: _builtins.float = ...,
+        validation_samples: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["calibration", b"calibration", "fit_time", b"fit_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acted_on", b"acted_on", "calibration", b"calibration", "fit_time", b"fit_time", "half_life_days", b"half_life_days", "prior_variance", b"prior_variance", "samples", b"samples", "validation_auc", b"validation_auc", "validation_log_loss", b"validation_log_loss", "validation_samples", b"validation_samples", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelSummary: _TypeAlias = ModelSummary  # noqa: Y015
 
 @_typing.final
 class ConfidenceThreshold(_message.Message):
@@ -562,26 +681,25 @@ class ConfidenceThreshold(_message.Message):
     NOT_USEFUL_UPPER_BOUND_FIELD_NUMBER: _builtins.int
     SAMPLE_SIZE_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
-    CALIBRATION_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     category: _builtins.str
     threshold: _builtins.float
-    """Findings with raw confidence below this are suppressed."""
+    """The lowest P(acted on) at which the shown findings meet the target; NaN when none."""
     target_not_useful_rate: _builtins.float
     not_useful_upper_bound: _builtins.float
     """Wilson upper bound of the not-useful rate of findings at or above the threshold."""
     sample_size: _builtins.int
     source: _builtins.str
     """"own" (target met on the Wilson upper bound), "point_estimate" (met on the observed rate
-    only), "unreachable" (not met at any confidence: the lowest upper bound, best effort),
-    "inherited:team" / "inherited:global" (too little data here), or "default" (no data).
+    only), "unreachable" (not met at any probability: the lowest upper bound, best effort; never
+    applied), "inherited:team" (too little data here; a repository inherits only its team's
+    certified threshold), or "default" (too little data). Thresholds are reported; they hide
+    findings only when threshold suppression is configured, and then only "own" ones.
     """
     @_builtins.property
     def scope(self) -> _common_pb2.Scope:
         """The scope the threshold was found at: the requested one, or the parent it falls back to."""
 
-    @_builtins.property
-    def calibration(self) -> Global___CalibrationSummary: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -594,12 +712,11 @@ class ConfidenceThreshold(_message.Message):
         not_useful_upper_bound: _builtins.float = ...,
         sample_size: _builtins.int = ...,
         source: _builtins.str = ...,
-        calibration: Global___CalibrationSummary | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["calibration", b"calibration", "scope", b"scope", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibration", b"calibration", "category", b"category", "not_useful_upper_bound", b"not_useful_upper_bound", "sample_size", b"sample_size", "scope", b"scope", "source", b"source", "target_not_useful_rate", b"target_not_useful_rate", "threshold", b"threshold", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "not_useful_upper_bound", b"not_useful_upper_bound", "sample_size", b"sample_size", "scope", b"scope", "source", b"source", "target_not_useful_rate", b"target_not_useful_rate", "threshold", b"threshold", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -638,22 +755,28 @@ class GetConfidenceThresholdsResponse(_message.Message):
     THRESHOLDS_FIELD_NUMBER: _builtins.int
     LAST_TUNE_TIME_FIELD_NUMBER: _builtins.int
     STALE_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
     stale: _builtins.bool
     """True when the last tune is older than the staleness limit (24 h by default)."""
     @_builtins.property
     def thresholds(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConfidenceThreshold]: ...
     @_builtins.property
     def last_tune_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def model(self) -> Global___ModelSummary:
+        """The model the thresholds are on."""
+
     def __init__(
         self,
         *,
         thresholds: _abc.Iterable[Global___ConfidenceThreshold] | None = ...,
         last_tune_time: _timestamp_pb2.Timestamp | None = ...,
         stale: _builtins.bool = ...,
+        model: Global___ModelSummary | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["last_tune_time", b"last_tune_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_tune_time", b"last_tune_time", "model", b"model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_tune_time", b"last_tune_time", "stale", b"stale", "thresholds", b"thresholds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_tune_time", b"last_tune_time", "model", b"model", "stale", b"stale", "thresholds", b"thresholds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -736,27 +859,209 @@ class TuneConfidenceThresholdsResponse(_message.Message):
     CHANGES_FIELD_NUMBER: _builtins.int
     APPLIED_FIELD_NUMBER: _builtins.int
     UNCHANGED_COUNT_FIELD_NUMBER: _builtins.int
-    CURVES_FITTED_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
     applied: _builtins.bool
     unchanged_count: _builtins.int
-    curves_fitted: _builtins.int
     @_builtins.property
     def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ThresholdChange]: ...
+    @_builtins.property
+    def model(self) -> Global___ModelSummary:
+        """The model fitted (the active one now, unless dry_run)."""
+
     def __init__(
         self,
         *,
         changes: _abc.Iterable[Global___ThresholdChange] | None = ...,
         applied: _builtins.bool = ...,
         unchanged_count: _builtins.int = ...,
-        curves_fitted: _builtins.int = ...,
+        model: Global___ModelSummary | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "changes", b"changes", "curves_fitted", b"curves_fitted", "unchanged_count", b"unchanged_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "changes", b"changes", "model", b"model", "unchanged_count", b"unchanged_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TuneConfidenceThresholdsResponse: _TypeAlias = TuneConfidenceThresholdsResponse  # noqa: Y015
+
+@_typing.final
+class EvaluateModelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUT_TIME_FIELD_NUMBER: _builtins.int
+    HOLDOUT_FRACTION_FIELD_NUMBER: _builtins.int
+    K_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    holdout_fraction: _builtins.float
+    """Share of the findings (by first-seen time) scored when cut_time is unset; default 0.2."""
+    k: _builtins.int
+    """precision@k is computed per review; default 5."""
+    @_builtins.property
+    def cut_time(self) -> _timestamp_pb2.Timestamp:
+        """Findings first seen before this are the past: the model is fitted on them, with only the
+        reactions that had happened by then. Unset: the cut that leaves holdout_fraction after it.
+        """
+
+    @_builtins.property
+    def scope(self) -> _common_pb2.Scope:
+        """Score only this team's or repository's findings (the model still learns from everything
+        known at the cut). Defaults to global.
+        """
+
+    def __init__(
+        self,
+        *,
+        cut_time: _timestamp_pb2.Timestamp | None = ...,
+        holdout_fraction: _builtins.float = ...,
+        k: _builtins.int = ...,
+        scope: _common_pb2.Scope | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cut_time", b"cut_time", "scope", b"scope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cut_time", b"cut_time", "holdout_fraction", b"holdout_fraction", "k", b"k", "scope", b"scope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluateModelRequest: _TypeAlias = EvaluateModelRequest  # noqa: Y015
+
+@_typing.final
+class MethodEvaluation(_message.Message):
+    """How one way of ordering findings did on the findings after the cut."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METHOD_FIELD_NUMBER: _builtins.int
+    AUC_FIELD_NUMBER: _builtins.int
+    PRECISION_AT_K_FIELD_NUMBER: _builtins.int
+    EXPECTED_CALIBRATION_ERROR_FIELD_NUMBER: _builtins.int
+    HIDDEN_SHARE_FIELD_NUMBER: _builtins.int
+    ACTED_ON_HIDDEN_SHARE_FIELD_NUMBER: _builtins.int
+    IGNORED_HIDDEN_SHARE_FIELD_NUMBER: _builtins.int
+    method: _builtins.str
+    """"learned" (the model and its suppression), "raw_confidence" (the bot's own confidence),
+    "rule_rate" (each rule's share of acted-on findings before the cut).
+    """
+    auc: _builtins.float
+    precision_at_k: _builtins.float
+    """Mean over reviews of the share of acted-on findings among each review's k best."""
+    expected_calibration_error: _builtins.float
+    """Of the method's probabilities (raw confidence read as one); 10 bins."""
+    hidden_share: _builtins.float
+    """The same cost-weighted hiding rule applied to the method's probabilities (for the raw
+    confidence without an upper bound, for the rule rate on its Wilson upper bound).
+    """
+    acted_on_hidden_share: _builtins.float
+    ignored_hidden_share: _builtins.float
+    def __init__(
+        self,
+        *,
+        method: _builtins.str = ...,
+        auc: _builtins.float = ...,
+        precision_at_k: _builtins.float = ...,
+        expected_calibration_error: _builtins.float = ...,
+        hidden_share: _builtins.float = ...,
+        acted_on_hidden_share: _builtins.float = ...,
+        ignored_hidden_share: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acted_on_hidden_share", b"acted_on_hidden_share", "auc", b"auc", "expected_calibration_error", b"expected_calibration_error", "hidden_share", b"hidden_share", "ignored_hidden_share", b"ignored_hidden_share", "method", b"method", "precision_at_k", b"precision_at_k"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MethodEvaluation: _TypeAlias = MethodEvaluation  # noqa: Y015
+
+@_typing.final
+class EvaluateModelResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUT_TIME_FIELD_NUMBER: _builtins.int
+    TRAIN_FINDINGS_FIELD_NUMBER: _builtins.int
+    TEST_FINDINGS_FIELD_NUMBER: _builtins.int
+    TEST_ACTED_ON_FIELD_NUMBER: _builtins.int
+    TEST_REVIEWS_FIELD_NUMBER: _builtins.int
+    K_FIELD_NUMBER: _builtins.int
+    METHODS_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    train_findings: _builtins.int
+    """Findings (with a reaction known at the cut) the model was fitted on."""
+    test_findings: _builtins.int
+    """Findings first seen after the cut with a reaction: what was scored."""
+    test_acted_on: _builtins.int
+    test_reviews: _builtins.int
+    k: _builtins.int
+    @_builtins.property
+    def cut_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def methods(self) -> _containers.RepeatedCompositeFieldContainer[Global___MethodEvaluation]: ...
+    @_builtins.property
+    def model(self) -> Global___ModelSummary:
+        """The model fitted at the cut."""
+
+    def __init__(
+        self,
+        *,
+        cut_time: _timestamp_pb2.Timestamp | None = ...,
+        train_findings: _builtins.int = ...,
+        test_findings: _builtins.int = ...,
+        test_acted_on: _builtins.int = ...,
+        test_reviews: _builtins.int = ...,
+        k: _builtins.int = ...,
+        methods: _abc.Iterable[Global___MethodEvaluation] | None = ...,
+        model: Global___ModelSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cut_time", b"cut_time", "model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cut_time", b"cut_time", "k", b"k", "methods", b"methods", "model", b"model", "test_acted_on", b"test_acted_on", "test_findings", b"test_findings", "test_reviews", b"test_reviews", "train_findings", b"train_findings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluateModelResponse: _TypeAlias = EvaluateModelResponse  # noqa: Y015
+
+@_typing.final
+class RollbackModelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    """The kept model to activate; the one fitted before the active one when empty."""
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        version: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollbackModelRequest: _TypeAlias = RollbackModelRequest  # noqa: Y015
+
+@_typing.final
+class RollbackModelResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIVE_VERSION_FIELD_NUMBER: _builtins.int
+    PREVIOUS_VERSION_FIELD_NUMBER: _builtins.int
+    active_version: _builtins.str
+    previous_version: _builtins.str
+    def __init__(
+        self,
+        *,
+        active_version: _builtins.str = ...,
+        previous_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_version", b"active_version", "previous_version", b"previous_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollbackModelResponse: _TypeAlias = RollbackModelResponse  # noqa: Y015
 
 @_typing.final
 class ListPatternsRequest(_message.Message):

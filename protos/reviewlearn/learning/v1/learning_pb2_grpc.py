@@ -60,6 +60,16 @@ class LearningServiceStub:
                 request_serializer=reviewlearn_dot_learning_dot_v1_dot_learning__pb2.ListPatternsRequest.SerializeToString,
                 response_deserializer=reviewlearn_dot_learning_dot_v1_dot_learning__pb2.ListPatternsResponse.FromString,
                 _registered_method=True)
+        self.EvaluateModel = channel.unary_unary(
+                '/reviewlearn.learning.v1.LearningService/EvaluateModel',
+                request_serializer=reviewlearn_dot_learning_dot_v1_dot_learning__pb2.EvaluateModelRequest.SerializeToString,
+                response_deserializer=reviewlearn_dot_learning_dot_v1_dot_learning__pb2.EvaluateModelResponse.FromString,
+                _registered_method=True)
+        self.RollbackModel = channel.unary_unary(
+                '/reviewlearn.learning.v1.LearningService/RollbackModel',
+                request_serializer=reviewlearn_dot_learning_dot_v1_dot_learning__pb2.RollbackModelRequest.SerializeToString,
+                response_deserializer=reviewlearn_dot_learning_dot_v1_dot_learning__pb2.RollbackModelResponse.FromString,
+                _registered_method=True)
         self.RunJobs = channel.unary_unary(
                 '/reviewlearn.learning.v1.LearningService/RunJobs',
                 request_serializer=reviewlearn_dot_learning_dot_v1_dot_learning__pb2.RunJobsRequest.SerializeToString,
@@ -96,7 +106,9 @@ class LearningServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def TuneConfidenceThresholds(self, request, context):
-        """Refits calibration and thresholds; dry_run shows the diff without applying it.
+        """Refits the model of P(acted on), its calibration and the thresholds on the outcome log;
+        dry_run shows the diff without applying it. A retry with the same request_id returns the
+        first answer; the same request_id with another request is REQUEST_ID_REUSED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -104,6 +116,22 @@ class LearningServiceServicer:
 
     def ListPatterns(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EvaluateModel(self, request, context):
+        """Replays the history out of time: fits on what was known at a cut, scores the findings first
+        seen after it, and compares the learned model with the raw-confidence order and a plain
+        per-rule rate. Reads only; changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackModel(self, request, context):
+        """Makes an earlier fitted model the active one again (the previous one by default).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -148,6 +176,16 @@ def add_LearningServiceServicer_to_server(servicer, server):
                     servicer.ListPatterns,
                     request_deserializer=reviewlearn_dot_learning_dot_v1_dot_learning__pb2.ListPatternsRequest.FromString,
                     response_serializer=reviewlearn_dot_learning_dot_v1_dot_learning__pb2.ListPatternsResponse.SerializeToString,
+            ),
+            'EvaluateModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvaluateModel,
+                    request_deserializer=reviewlearn_dot_learning_dot_v1_dot_learning__pb2.EvaluateModelRequest.FromString,
+                    response_serializer=reviewlearn_dot_learning_dot_v1_dot_learning__pb2.EvaluateModelResponse.SerializeToString,
+            ),
+            'RollbackModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackModel,
+                    request_deserializer=reviewlearn_dot_learning_dot_v1_dot_learning__pb2.RollbackModelRequest.FromString,
+                    response_serializer=reviewlearn_dot_learning_dot_v1_dot_learning__pb2.RollbackModelResponse.SerializeToString,
             ),
             'RunJobs': grpc.unary_unary_rpc_method_handler(
                     servicer.RunJobs,
@@ -296,6 +334,60 @@ class LearningService:
             '/reviewlearn.learning.v1.LearningService/ListPatterns',
             reviewlearn_dot_learning_dot_v1_dot_learning__pb2.ListPatternsRequest.SerializeToString,
             reviewlearn_dot_learning_dot_v1_dot_learning__pb2.ListPatternsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvaluateModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reviewlearn.learning.v1.LearningService/EvaluateModel',
+            reviewlearn_dot_learning_dot_v1_dot_learning__pb2.EvaluateModelRequest.SerializeToString,
+            reviewlearn_dot_learning_dot_v1_dot_learning__pb2.EvaluateModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reviewlearn.learning.v1.LearningService/RollbackModel',
+            reviewlearn_dot_learning_dot_v1_dot_learning__pb2.RollbackModelRequest.SerializeToString,
+            reviewlearn_dot_learning_dot_v1_dot_learning__pb2.RollbackModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,8 +38,18 @@ class LearningServiceStub:
     GetLearningMetrics: _grpc.UnaryUnaryMultiCallable[_learning_pb2.GetLearningMetricsRequest, _learning_pb2.GetLearningMetricsResponse]
     GetConfidenceThresholds: _grpc.UnaryUnaryMultiCallable[_learning_pb2.GetConfidenceThresholdsRequest, _learning_pb2.GetConfidenceThresholdsResponse]
     TuneConfidenceThresholds: _grpc.UnaryUnaryMultiCallable[_learning_pb2.TuneConfidenceThresholdsRequest, _learning_pb2.TuneConfidenceThresholdsResponse]
-    """Refits calibration and thresholds; dry_run shows the diff without applying it."""
+    """Refits the model of P(acted on), its calibration and the thresholds on the outcome log;
+    dry_run shows the diff without applying it. A retry with the same request_id returns the
+    first answer; the same request_id with another request is REQUEST_ID_REUSED.
+    """
     ListPatterns: _grpc.UnaryUnaryMultiCallable[_learning_pb2.ListPatternsRequest, _learning_pb2.ListPatternsResponse]
+    EvaluateModel: _grpc.UnaryUnaryMultiCallable[_learning_pb2.EvaluateModelRequest, _learning_pb2.EvaluateModelResponse]
+    """Replays the history out of time: fits on what was known at a cut, scores the findings first
+    seen after it, and compares the learned model with the raw-confidence order and a plain
+    per-rule rate. Reads only; changes nothing.
+    """
+    RollbackModel: _grpc.UnaryUnaryMultiCallable[_learning_pb2.RollbackModelRequest, _learning_pb2.RollbackModelResponse]
+    """Makes an earlier fitted model the active one again (the previous one by default)."""
     RunJobs: _grpc.UnaryUnaryMultiCallable[_learning_pb2.RunJobsRequest, _learning_pb2.RunJobsResponse]
     """Runs a job family now; what Kubernetes CronJobs call."""
     ListJobRuns: _grpc.UnaryUnaryMultiCallable[_learning_pb2.ListJobRunsRequest, _learning_pb2.ListJobRunsResponse]
@@ -54,8 +64,18 @@ class LearningServiceAsyncStub(LearningServiceStub):
     GetLearningMetrics: _aio.UnaryUnaryMultiCallable[_learning_pb2.GetLearningMetricsRequest, _learning_pb2.GetLearningMetricsResponse]  # type: ignore[assignment]
     GetConfidenceThresholds: _aio.UnaryUnaryMultiCallable[_learning_pb2.GetConfidenceThresholdsRequest, _learning_pb2.GetConfidenceThresholdsResponse]  # type: ignore[assignment]
     TuneConfidenceThresholds: _aio.UnaryUnaryMultiCallable[_learning_pb2.TuneConfidenceThresholdsRequest, _learning_pb2.TuneConfidenceThresholdsResponse]  # type: ignore[assignment]
-    """Refits calibration and thresholds; dry_run shows the diff without applying it."""
+    """Refits the model of P(acted on), its calibration and the thresholds on the outcome log;
+    dry_run shows the diff without applying it. A retry with the same request_id returns the
+    first answer; the same request_id with another request is REQUEST_ID_REUSED.
+    """
     ListPatterns: _aio.UnaryUnaryMultiCallable[_learning_pb2.ListPatternsRequest, _learning_pb2.ListPatternsResponse]  # type: ignore[assignment]
+    EvaluateModel: _aio.UnaryUnaryMultiCallable[_learning_pb2.EvaluateModelRequest, _learning_pb2.EvaluateModelResponse]  # type: ignore[assignment]
+    """Replays the history out of time: fits on what was known at a cut, scores the findings first
+    seen after it, and compares the learned model with the raw-confidence order and a plain
+    per-rule rate. Reads only; changes nothing.
+    """
+    RollbackModel: _aio.UnaryUnaryMultiCallable[_learning_pb2.RollbackModelRequest, _learning_pb2.RollbackModelResponse]  # type: ignore[assignment]
+    """Makes an earlier fitted model the active one again (the previous one by default)."""
     RunJobs: _aio.UnaryUnaryMultiCallable[_learning_pb2.RunJobsRequest, _learning_pb2.RunJobsResponse]  # type: ignore[assignment]
     """Runs a job family now; what Kubernetes CronJobs call."""
     ListJobRuns: _aio.UnaryUnaryMultiCallable[_learning_pb2.ListJobRunsRequest, _learning_pb2.ListJobRunsResponse]  # type: ignore[assignment]
@@ -91,7 +111,10 @@ class LearningServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _learning_pb2.TuneConfidenceThresholdsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_learning_pb2.TuneConfidenceThresholdsResponse, _abc.Awaitable[_learning_pb2.TuneConfidenceThresholdsResponse]]:
-        """Refits calibration and thresholds; dry_run shows the diff without applying it."""
+        """Refits the model of P(acted on), its calibration and the thresholds on the outcome log;
+        dry_run shows the diff without applying it. A retry with the same request_id returns the
+        first answer; the same request_id with another request is REQUEST_ID_REUSED.
+        """
 
     @_abc_1.abstractmethod
     def ListPatterns(
@@ -99,6 +122,25 @@ class LearningServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _learning_pb2.ListPatternsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_learning_pb2.ListPatternsResponse, _abc.Awaitable[_learning_pb2.ListPatternsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def EvaluateModel(
+        self,
+        request: _learning_pb2.EvaluateModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_learning_pb2.EvaluateModelResponse, _abc.Awaitable[_learning_pb2.EvaluateModelResponse]]:
+        """Replays the history out of time: fits on what was known at a cut, scores the findings first
+        seen after it, and compares the learned model with the raw-confidence order and a plain
+        per-rule rate. Reads only; changes nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def RollbackModel(
+        self,
+        request: _learning_pb2.RollbackModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_learning_pb2.RollbackModelResponse, _abc.Awaitable[_learning_pb2.RollbackModelResponse]]:
+        """Makes an earlier fitted model the active one again (the previous one by default)."""
 
     @_abc_1.abstractmethod
     def RunJobs(

@@ -1,8 +1,13 @@
-"""The pure core of SuggestionRanker: score, deduplicate, suppress and order one review's findings.
+"""The pure core of RankSuggestions: order, deduplicate and hide one review's findings.
 
-The service gathers the learned statistics (calibration curves, rule posteriors, thresholds,
-anti-patterns, earlier dismissals) into a :class:`RankingInputs`; everything here is a
-deterministic function of those arrays and a :class:`RankingPolicy`.
+The use case predicts each finding's P(acted on) with the learned model and decides which ones
+the record says to hide (``domain.suppression``); everything here is a deterministic function of
+those arrays and a :class:`RankingPolicy`.
+
+The score is the *expected value* of showing a finding: P(acted on) × the severity's value
+(all 1 by default, so the score is the probability itself; configure larger values for severer
+findings to rank them up at equal probability). ``calibrated_probability`` is always the
+probability.
 """
 
 from __future__ import annotations
@@ -13,30 +18,32 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from services.learning.dedup import find_duplicates
+from services.learning.domain.cancellation import NEVER_CANCELLED, CancelToken
+from services.learning.domain.dedup import find_duplicates
+from services.learning.domain.model import sigmoid
+from services.learning.domain.suppression import BELOW_FLOOR, PROBATION
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 ObjectArray = npt.NDArray[np.object_]
 
-REASON_BELOW_THRESHOLD = "below_threshold"
+REASON_BELOW_FLOOR = BELOW_FLOOR
+REASON_PROBATION = PROBATION
 REASON_DUPLICATE = "duplicate"
 REASON_PREVIOUSLY_DISMISSED = "previously_dismissed"
-REASON_NOISY_RULE = "noisy_rule"
 REASON_OVER_LIMIT = "over_limit"
 SUPPRESSION_REASONS = (
-    REASON_BELOW_THRESHOLD,
+    REASON_BELOW_FLOOR,
     REASON_DUPLICATE,
     REASON_PREVIOUSLY_DISMISSED,
-    REASON_NOISY_RULE,
+    REASON_PROBATION,
     REASON_OVER_LIMIT,
 )
+LEARNED_REASONS = frozenset({REASON_BELOW_FLOOR, REASON_PROBATION})
+"""Reasons that come from what was learned (the others are about this request)."""
 
 SEVERITY_CRITICAL = 5
-PROBABILITY_EPSILON = 1e-4
-"""Probabilities are clipped to [eps, 1 - eps] before taking log-odds."""
-
 SIMILARITY_SAME_RULE = 0.6
 SIMILARITY_SAME_FILE = 0.25
 SIMILARITY_SAME_CATEGORY = 0.15
@@ -44,24 +51,21 @@ SIMILARITY_SAME_CATEGORY = 0.15
 
 @dataclass(frozen=True, eq=False)
 class RankingInputs:
-    """Per-finding features of one ranking request; every field has one entry per finding.
+    """Per-finding inputs of one ranking request; every field has one entry per finding.
 
-    ``rule_alpha``/``rule_beta`` are the Beta posterior of the rule's acceptance (already shrunk
-    toward its category) and must be positive. ``threshold`` is the category's raw-confidence
-    threshold, NaN when none applies. ``previously_dismissed`` marks findings whose fingerprint
-    was dismissed or rejected earlier on the same pull request. (``eq=False`` because arrays
-    have no single truth value.)
+    ``probability`` is the calibrated P(acted on), ``logit`` and ``logit_sd`` its log-odds and
+    their standard error (what exploration samples from). ``hide_reason`` is the learned
+    filter's verdict (``domain.suppression``: BELOW_FLOOR, PROBATION or ""), before the
+    critical-security exemption, which is applied here. ``previously_dismissed`` marks findings
+    whose fingerprint was dismissed or rejected earlier on the same pull request.
     """
 
-    raw_confidence: FloatArray
-    calibrated: FloatArray
+    probability: FloatArray
+    logit: FloatArray
+    logit_sd: FloatArray
     severity: IntArray
     is_security: BoolArray
-    rule_alpha: FloatArray
-    rule_beta: FloatArray
-    category_acceptance: FloatArray
-    noisy_rule: BoolArray
-    threshold: FloatArray
+    hide_reason: ObjectArray
     previously_dismissed: BoolArray
     fingerprints: Sequence[str]
     file_paths: Sequence[str]
@@ -78,23 +82,23 @@ class RankingInputs:
     @property
     def size(self) -> int:
         """Number of findings."""
-        return len(self.raw_confidence)
+        return len(self.probability)
 
 
 @dataclass(frozen=True)
 class RankingPolicy:
     """How to rank: result limit, diversity, exploration and which suppressions apply.
 
-    ``suppress`` governs the learned filters (noisy rules, thresholds); ``deduplicate`` governs
-    duplicate collapsing and the previously-dismissed check, independently of ``suppress``.
-    ``mmr_window`` bounds the diversity re-ranking to the best that many shown findings.
+    ``suppress`` governs the learned filters; ``deduplicate`` governs duplicate collapsing and
+    the previously-dismissed check, independently of ``suppress``. ``mmr_window`` bounds the
+    diversity re-ranking to the best that many shown findings.
     """
 
     max_results: int = 0
     diversity: float = 0.0
     exploration: bool = False
     seed: int = 0
-    severity_weights: tuple[float, float, float, float, float] = (0.6, 0.8, 1.0, 1.2, 1.5)
+    severity_values: tuple[float, float, float, float, float] = (1.0, 1.0, 1.0, 1.0, 1.0)
     suppress: bool = True
     deduplicate: bool = True
     line_window: int = 10
@@ -108,9 +112,9 @@ class RankingPolicy:
             raise ValueError("diversity must lie in [0, 1]")
         if self.seed < 0:
             raise ValueError("seed must be >= 0")
-        weights = np.asarray(self.severity_weights, dtype=np.float64)
-        if weights.shape != (5,) or not np.all(np.isfinite(weights) & (weights > 0)):
-            raise ValueError("severity_weights must be five positive numbers")
+        values = np.asarray(self.severity_values, dtype=np.float64)
+        if values.shape != (5,) or not np.all(np.isfinite(values) & (values > 0)):
+            raise ValueError("severity_values must be five positive numbers")
         if self.line_window < 0 or self.max_hamming < 0:
             raise ValueError("line_window and max_hamming must be >= 0")
         if self.mmr_window < 1:
@@ -127,14 +131,12 @@ class RankingResult:
     collapsed into (-1 otherwise) and ``duplicate_kind`` "exact", "near" or "". ``flagged``
     marks a critical security finding shown although a learned filter would have hidden it.
     ``diversity_penalty`` is the similarity term of the MMR objective in score units.
-    ``explored`` marks findings scored with a Thompson sample instead of the posterior mean.
+    ``explored`` marks findings scored with a Thompson sample instead of the estimate.
     """
 
     order: IntArray
     rank: IntArray
     score: FloatArray
-    adjusted_probability: FloatArray
-    rule_acceptance: FloatArray
     suppressed: BoolArray
     reason: ObjectArray
     duplicate_of: IntArray
@@ -154,6 +156,11 @@ class RankingResult:
         shown: IntArray = self.order[: int(np.count_nonzero(~self.suppressed))]
         return shown
 
+    @property
+    def hidden_by_learning(self) -> BoolArray:
+        """Findings a learned filter hid (not duplicates, earlier dismissals or the limit)."""
+        return np.isin(self.reason, list(LEARNED_REASONS)) & self.suppressed
+
 
 def pass_through(n: int) -> RankingResult:
     """The ranking used when learning is off: input order, nothing suppressed, no scores."""
@@ -165,8 +172,6 @@ def pass_through(n: int) -> RankingResult:
         order=order,
         rank=order + 1,
         score=nan,
-        adjusted_probability=nan.copy(),
-        rule_acceptance=nan.copy(),
         suppressed=np.zeros(n, dtype=bool),
         reason=np.full(n, "", dtype=object),
         duplicate_of=np.full(n, -1, dtype=np.int64),
@@ -175,18 +180,6 @@ def pass_through(n: int) -> RankingResult:
         diversity_penalty=np.zeros(n),
         explored=np.zeros(n, dtype=bool),
     )
-
-
-def _logit(p: FloatArray) -> FloatArray:
-    clipped = np.clip(p, PROBABILITY_EPSILON, 1.0 - PROBABILITY_EPSILON)
-    logit: FloatArray = np.log(clipped) - np.log1p(-clipped)
-    return logit
-
-
-def _sigmoid(x: FloatArray) -> FloatArray:
-    # tanh form: no overflow warning for large |x| (filterwarnings = error in the tests).
-    sigmoid: FloatArray = 0.5 * (1.0 + np.tanh(0.5 * x))
-    return sigmoid
 
 
 def _finite(name: str, values: npt.ArrayLike) -> FloatArray:
@@ -219,6 +212,7 @@ def _diversify(
     score: FloatArray,
     diversity: float,
     picks: int,
+    cancel: CancelToken,
 ) -> tuple[IntArray, FloatArray]:
     """Greedy maximal marginal relevance over ``candidates`` (given best score first).
 
@@ -245,7 +239,9 @@ def _diversify(
     penalty_at_pick = np.zeros(size)
     picked = np.zeros(size, dtype=bool)
     sequence: list[int] = []
-    for _ in range(picks):
+    for pick in range(picks):
+        if pick % 64 == 0:
+            cancel.check()
         best = int(np.argmax(objective))
         sequence.append(best)
         picked[best] = True
@@ -259,19 +255,19 @@ def _diversify(
     return new_order, penalty_at_pick * top
 
 
-def rank_findings(inputs: RankingInputs, policy: RankingPolicy) -> RankingResult:
+def rank_findings(
+    inputs: RankingInputs, policy: RankingPolicy, cancel: CancelToken = NEVER_CANCELLED
+) -> RankingResult:
     """Score, deduplicate, suppress and order one request's findings.
 
-    Score: the calibrated probability lifted by how the rule fares against its category, in
-    log-odds, ``sigmoid(logit(calibrated) + logit(rule) - logit(category))``, times the
-    severity weight. The rule acceptance is the posterior mean, or with ``exploration`` one
-    Thompson draw per finding (input order) from ``default_rng(seed)``, so equal inputs and
-    seed rank equally.
+    Score: P(acted on) × the severity's value; with ``exploration``, P is replaced by one
+    Thompson draw per finding (input order) from its posterior, sigmoid(logit + sd·N(0, 1)),
+    with ``default_rng(seed)``, so equal inputs and seed rank equally.
 
-    A finding gets the first applicable reason: previously_dismissed, duplicate, noisy_rule,
-    below_threshold (raw confidence < threshold; NaN never suppresses), then over_limit for shown
-    findings beyond ``max_results``. A critical security finding that only a learned filter
-    (noisy_rule, below_threshold) would hide stays shown and is flagged instead.
+    A finding gets the first applicable reason: previously_dismissed, duplicate, then its
+    learned ``hide_reason`` (below_floor, probation), then over_limit for shown findings beyond
+    ``max_results``. A critical security finding that only a learned filter would hide stays
+    shown and is flagged instead.
 
     Duplicates are collapsed among the findings not previously dismissed. A group's
     representative is its best-scoring member that no learned filter hides (its best member when
@@ -281,39 +277,34 @@ def rank_findings(inputs: RankingInputs, policy: RankingPolicy) -> RankingResult
     n = inputs.size
     if n == 0:
         return pass_through(0)
-    raw = _finite("raw_confidence", inputs.raw_confidence)
-    calibrated = _finite("calibrated", inputs.calibrated)
-    category_acceptance = _finite("category_acceptance", inputs.category_acceptance)
-    alpha = _finite("rule_alpha", inputs.rule_alpha)
-    beta = _finite("rule_beta", inputs.rule_beta)
-    if np.any(alpha <= 0) or np.any(beta <= 0):
-        raise ValueError("rule_alpha and rule_beta must be positive")
+    probability = _finite("probability", inputs.probability)
+    logit = _finite("logit", inputs.logit)
+    logit_sd = _finite("logit_sd", inputs.logit_sd)
+    if np.any((probability < 0) | (probability > 1)):
+        raise ValueError("probability must lie in [0, 1]")
+    if np.any(logit_sd < 0):
+        raise ValueError("logit_sd must be non-negative")
     severity = np.asarray(inputs.severity, dtype=np.int64)
     if np.any((severity < 1) | (severity > 5)):
         raise ValueError("severity must lie in 1..5")
-    threshold = np.asarray(inputs.threshold, dtype=np.float64)
+    hide_reason = np.asarray(inputs.hide_reason, dtype=object)
+    if not set(hide_reason.tolist()) <= {"", *LEARNED_REASONS}:
+        raise ValueError("hide_reason must be below_floor, probation or empty")
     is_security = np.asarray(inputs.is_security, dtype=bool)
-    noisy_rule = np.asarray(inputs.noisy_rule, dtype=bool)
     previously_dismissed = np.asarray(inputs.previously_dismissed, dtype=bool)
 
     if policy.exploration:
         rng = np.random.default_rng(policy.seed)
-        rule_acceptance: FloatArray = rng.beta(alpha, beta)
+        value = sigmoid(logit + logit_sd * rng.standard_normal(n))
         explored = np.ones(n, dtype=bool)
     else:
-        rule_acceptance = alpha / (alpha + beta)
+        value = probability
         explored = np.zeros(n, dtype=bool)
-    adjusted = _sigmoid(_logit(calibrated) + _logit(rule_acceptance) - _logit(category_acceptance))
-    score = adjusted * np.asarray(policy.severity_weights, dtype=np.float64)[severity - 1]
+    score = value * np.asarray(policy.severity_values, dtype=np.float64)[severity - 1]
 
     critical_security = is_security & (severity == SEVERITY_CRITICAL)
-    if policy.suppress:
-        noisy = noisy_rule
-        # NaN thresholds compare False, so "no threshold" never suppresses.
-        below = np.less(raw, threshold, where=~np.isnan(threshold), out=np.zeros(n, dtype=bool))
-    else:
-        noisy = below = np.zeros(n, dtype=bool)
-    filtered = (noisy | below) & ~critical_security
+    learned = (hide_reason != "") if policy.suppress else np.zeros(n, dtype=bool)
+    filtered = learned & ~critical_security
 
     suppressed = np.zeros(n, dtype=bool)
     reason = np.full(n, "", dtype=object)
@@ -340,6 +331,7 @@ def rank_findings(inputs: RankingInputs, policy: RankingPolicy) -> RankingResult
                 priority=priority,
                 line_window=policy.line_window,
                 max_hamming=policy.max_hamming,
+                cancel=cancel,
             )
             is_member = groups.duplicate_of >= 0
             members = candidates[is_member]
@@ -349,12 +341,10 @@ def rank_findings(inputs: RankingInputs, policy: RankingPolicy) -> RankingResult
             duplicate_kind[members] = groups.kind[is_member]
 
     open_ = ~suppressed
-    noisy_hit = open_ & noisy & ~critical_security
-    reason[noisy_hit] = REASON_NOISY_RULE
-    below_hit = open_ & ~noisy_hit & below & ~critical_security
-    reason[below_hit] = REASON_BELOW_THRESHOLD
-    suppressed |= noisy_hit | below_hit
-    flagged = open_ & (noisy | below) & critical_security
+    hit = open_ & filtered
+    reason[hit] = hide_reason[hit]
+    suppressed |= hit
+    flagged = open_ & learned & critical_security
 
     shown = _by_score(np.flatnonzero(~suppressed), score)
     diversity_penalty = np.zeros(n)
@@ -367,6 +357,7 @@ def rank_findings(inputs: RankingInputs, policy: RankingPolicy) -> RankingResult
             score=score,
             diversity=policy.diversity,
             picks=picks,
+            cancel=cancel,
         )
         diversity_penalty[shown[:window]] = head_penalty
         shown = np.concatenate([head, shown[window:]])
@@ -386,8 +377,6 @@ def rank_findings(inputs: RankingInputs, policy: RankingPolicy) -> RankingResult
         order=order,
         rank=rank,
         score=score,
-        adjusted_probability=adjusted,
-        rule_acceptance=rule_acceptance,
         suppressed=suppressed,
         reason=reason,
         duplicate_of=duplicate_of,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from services.learning.stats import Z_95, wilson_interval
+from services.learning.domain.rates import Z_95, wilson_interval
 
 
 @dataclass(frozen=True)

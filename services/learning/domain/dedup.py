@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from services.learning.domain.cancellation import NEVER_CANCELLED, CancelToken
 from shared.fingerprint import normalize_message
 
 UInt64Array = npt.NDArray[np.uint64]
@@ -74,19 +75,10 @@ def simhash64(texts: Sequence[str]) -> UInt64Array:
     return result
 
 
-def _popcount(values: UInt64Array) -> npt.NDArray[np.integer]:
-    if hasattr(np, "bitwise_count"):
-        counted: npt.NDArray[np.integer] = np.bitwise_count(values)
-        return counted
-    as_bytes = values.astype("<u8").view(np.uint8).reshape(*values.shape, 8)
-    summed: npt.NDArray[np.integer] = np.unpackbits(as_bytes, axis=-1).sum(axis=-1)
-    return summed
-
-
 def hamming_distance(a: npt.ArrayLike, b: npt.ArrayLike) -> Int64Array:
     """Element-wise number of differing bits between two (broadcastable) uint64 arrays."""
     xor = np.bitwise_xor(np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64))
-    return _popcount(xor).astype(np.int64)
+    return np.bitwise_count(xor).astype(np.int64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,46 +104,142 @@ def _codes(values: Sequence[str]) -> Int64Array:
     )
 
 
-def _near_pairs(
+MAX_COMPARISONS_PER_GROUP = 256
+"""Candidate representatives checked for one group of exact copies, at most. Only a crafted
+request (thousands of different texts sharing a SimHash band in one line window) reaches it;
+then a few near duplicates stay separate, but one request can never cost quadratic time."""
+MAX_POSITIONS_PER_GROUP = 64
+"""Distinct (file, line, text) places of one group of exact copies that are looked up."""
+
+
+def _bands(max_hamming: int) -> list[tuple[int, int]]:
+    """(shift, mask) of ``max_hamming + 1`` bit bands covering the 64 bits.
+
+    Pigeonhole: two hashes at most ``max_hamming`` bits apart differ in at most that many bands,
+    so they agree exactly on at least one band. Bucketing by band value therefore finds every
+    near pair without comparing all pairs (locality-sensitive hashing).
+    """
+    count = min(max_hamming + 1, 64)
+    edges = [64 * b // count for b in range(count + 1)]
+    return [(lo, (1 << (hi - lo)) - 1) for lo, hi in itertools.pairwise(edges)]
+
+
+Place = tuple[int, int, int]
+"""(file id, line, SimHash) of one copy."""
+LeaderIndex = dict[tuple[int, int, int, int], list[tuple[int, int, int]]]
+"""(file id, band, band value, line block) -> [(leader, line, SimHash)], best leader first."""
+
+
+def _best_leader(
+    places: Sequence[Place],
     *,
+    index: LeaderIndex,
+    bands: Sequence[tuple[int, int]],
+    block_size: int,
+    ranks: Sequence[int],
+    line_window: int,
+    max_hamming: int,
+) -> int:
+    """The best-ranked indexed leader near any of ``places`` (-1: none), within the cap."""
+    best = -1
+    comparisons = 0
+    for file_id, line, hash_ in places:
+        block = line // block_size
+        for band, (shift, mask) in enumerate(bands):
+            value = (hash_ >> shift) & mask
+            for nearby in (block - 1, block, block + 1):
+                for leader, other_line, other_hash in index.get((file_id, band, value, nearby), ()):
+                    if (
+                        abs(line - other_line) <= line_window
+                        and (hash_ ^ other_hash).bit_count() <= max_hamming
+                        and (best < 0 or ranks[leader] < ranks[best])
+                    ):
+                        best = leader
+                    comparisons += 1
+                    if comparisons >= MAX_COMPARISONS_PER_GROUP:
+                        return best
+    return best
+
+
+def _near_leaders(
+    *,
+    groups: Int64Array,
+    rank: Int64Array,
     file_ids: Int64Array,
     line_starts: Int64Array,
     simhashes: UInt64Array,
     line_window: int,
     max_hamming: int,
-) -> tuple[Int64Array, Int64Array]:
-    """All pairs (i, j) in one file within ``line_window`` lines and ``max_hamming`` bits.
+    cancel: CancelToken,
+) -> dict[int, int]:
+    """Greedy leader clustering of exact groups (``groups[i]`` is finding i's exact leader).
 
-    Findings are sorted by (file, line); then pairs k positions apart are compared for
-    k = 1, 2, ... Once a position's partner k steps ahead is out of the window, every partner
-    further ahead is too, so only positions still in the window are carried to the next k.
-    The work is proportional to the number of in-window pairs, not n².
+    Groups are visited best first. A group joins the best-ranked earlier *leader* that has a
+    copy in the same file within ``line_window`` lines and ``max_hamming`` bits of one of its
+    own copies; otherwise it becomes a leader. Leaders are indexed by (file, band, band value,
+    line block), so each lookup touches only findings that could match, and the work grows
+    with the number of findings, not with the number of pairs in a crowded window. Returns
+    {group: leader} for the groups that joined another.
     """
-    n = file_ids.shape[0]
-    order = np.lexsort((np.arange(n), line_starts, file_ids))
-    files = file_ids[order]
-    lines = line_starts[order]
-    hashes = simhashes[order]
-    firsts: list[Int64Array] = []
-    seconds: list[Int64Array] = []
-    active = np.arange(max(n - 1, 0), dtype=np.int64)
-    step = 1
-    while active.size:
-        partner = active + step
-        in_window = (files[partner] == files[active]) & (
-            lines[partner] - lines[active] <= line_window
+    # Only groups with another group's copy in the window can be near anything: find them with
+    # one sort (a cross-group pair in the window implies an adjacent one in (file, line) order).
+    order = np.lexsort((line_starts, file_ids))
+    same_file = file_ids[order][1:] == file_ids[order][:-1]
+    close = (line_starts[order][1:] - line_starts[order][:-1]) <= line_window
+    different = groups[order][1:] != groups[order][:-1]
+    adjacent = np.flatnonzero(same_file & close & different)
+    if adjacent.size == 0:
+        return {}
+    involved = np.unique(groups[order[np.concatenate([adjacent, adjacent + 1])]])
+    members = np.flatnonzero(np.isin(groups, involved))
+    # Places of each involved group, best group first.
+    by_group = members[np.lexsort((members, rank[groups[members]]))]
+    bands = _bands(max_hamming)
+    block_size = line_window + 1
+    member_groups = groups[by_group].tolist()
+    member_files = file_ids[by_group].tolist()
+    member_lines = line_starts[by_group].tolist()
+    member_hashes = [int(h) for h in simhashes[by_group].tolist()]
+    ranks = rank.tolist()
+
+    index: LeaderIndex = {}
+    leader_of: dict[int, int] = {}
+    start = 0
+    visited = 0
+    while start < len(by_group):
+        group = member_groups[start]
+        stop = start
+        while stop < len(by_group) and member_groups[stop] == group:
+            stop += 1
+        copies = zip(
+            member_files[start:stop],
+            member_lines[start:stop],
+            member_hashes[start:stop],
+            strict=True,
         )
-        active = active[in_window]
-        partner = partner[in_window]
-        close = hamming_distance(hashes[active], hashes[partner]) <= max_hamming
-        firsts.append(order[active[close]])
-        seconds.append(order[partner[close]])
-        step += 1
-        active = active[active + step < n]
-    if not firsts:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty
-    return np.concatenate(firsts), np.concatenate(seconds)
+        places = list(dict.fromkeys(copies))[:MAX_POSITIONS_PER_GROUP]
+        start = stop
+        visited += 1
+        if visited % 512 == 0:
+            cancel.check()
+        best = _best_leader(
+            places,
+            index=index,
+            bands=bands,
+            block_size=block_size,
+            ranks=ranks,
+            line_window=line_window,
+            max_hamming=max_hamming,
+        )
+        if best >= 0:
+            leader_of[group] = best
+            continue
+        for file_id, line, hash_ in places:
+            entry = (group, line, hash_)
+            block = line // block_size
+            for band, (shift, mask) in enumerate(bands):
+                index.setdefault((file_id, band, (hash_ >> shift) & mask, block), []).append(entry)
+    return leader_of
 
 
 def _sort_key(priority: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -168,6 +256,7 @@ def find_duplicates(
     priority: npt.ArrayLike,
     line_window: int = 10,
     max_hamming: int = 6,
+    cancel: CancelToken = NEVER_CANCELLED,
 ) -> DuplicateGroups:
     """Group exact and near duplicates; each group is represented by its best member.
 
@@ -207,42 +296,21 @@ def find_duplicates(
     np.minimum.at(best_of_fp, fp_ids, rank)
     exact_leader = by_priority[best_of_fp[fp_ids]]
 
-    first, second = _near_pairs(
+    leader_of = _near_leaders(
+        groups=exact_leader,
+        rank=rank,
         file_ids=_codes(file_paths),
         line_starts=lines,
         simhashes=hashes,
         line_window=line_window,
         max_hamming=max_hamming,
+        cancel=cancel,
     )
-    # Near pairs connect exact groups (through any of their copies), never a group to itself.
-    first = exact_leader[first]
-    second = exact_leader[second]
-    keep = first != second
-    first, second = first[keep], second[keep]
-
     leader = exact_leader.copy()
-    if first.size:
-        # Greedy leader clustering over the few findings that have near neighbours. This is the
-        # one Python loop here; it visits only findings with near pairs, and each pair twice.
-        nodes = np.concatenate([first, second])
-        neighbours = np.concatenate([second, first])
-        by_node = np.lexsort((rank[neighbours], rank[nodes]))
-        nodes, neighbours = nodes[by_node], neighbours[by_node]
-        heads = np.flatnonzero(np.r_[True, nodes[1:] != nodes[:-1]])
-        bounds = np.r_[heads, nodes.size].tolist()
-        group_of: dict[int, int] = {}
-        neighbour_list = neighbours.tolist()
-        for position, node in enumerate(nodes[heads].tolist()):
-            if node in group_of:
-                continue
-            group_of[node] = node
-            for other in neighbour_list[bounds[position] : bounds[position + 1]]:
-                if other not in group_of:
-                    group_of[other] = node
-        grouped = np.fromiter(group_of.keys(), dtype=np.int64, count=len(group_of))
-        head_of_group = np.fromiter(group_of.values(), dtype=np.int64, count=len(group_of))
+    if leader_of:
         near_leader = index.copy()
-        near_leader[grouped] = head_of_group
+        grouped = np.fromiter(leader_of.keys(), dtype=np.int64, count=len(leader_of))
+        near_leader[grouped] = np.fromiter(leader_of.values(), dtype=np.int64, count=len(leader_of))
         # Copies follow their exact leader into its near group, pointing at the final leader.
         leader = near_leader[exact_leader]
 

@@ -1,15 +1,20 @@
-"""PatternLearner: recurring (rule, normalised message) keys per scope, classified and stored."""
+"""PatternLearner: recurring (rule, normalised message) keys per scope, classified and stored.
+
+A pattern's acceptance is positive / decided, like every acceptance, and its smoothed value is
+shrunk toward its scope's acceptance with a prior strength estimated from the scope's patterns
+(empirical Bayes), so a pattern seen twice does not read 100%."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+import numpy as np
 
-from services.learning.model import ALL, GLOBAL, LearnedModel
-from services.learning.model_store import ModelStore
-from services.learning.patterns import (
+from services.learning.domain.learned_state import LearnedState
+from services.learning.domain.patterns import (
     ANTI_PATTERN,
     EMERGING,
     RECURRING,
@@ -17,26 +22,41 @@ from services.learning.patterns import (
     PatternStats,
     classify_patterns,
 )
-from services.learning.repository import LearningRepository
+from services.learning.domain.rates import estimate_prior_strength, shrink_toward
+from services.learning.domain.scopes import ALL_KEY, GLOBAL_SCOPE, Dimension
+from services.learning.storage.transactions import Transaction
 from shared.fingerprint import normalize_message
 
 # Values of reviewlearn.learning.v1.PatternKind, as stored in pattern_metrics.pattern_type.
 PATTERN_TYPES = {TEAM_WEAKNESS: 1, ANTI_PATTERN: 2, EMERGING: 3, RECURRING: 4}
 
 
-class PatternMiner:
+class PatternStore(Protocol):
+    async def pattern_stats(
+        self, *, recent_since: datetime, prior_since: datetime
+    ) -> list[Any]: ...
+    async def messages(self, finding_ids: Sequence[int]) -> dict[int, str]: ...
+    async def try_lock(self, name: str) -> bool: ...
+    async def replace_patterns(self, rows: Sequence[dict[str, Any]]) -> None: ...
+
+
+class StateSource(Protocol):
+    async def current(self) -> LearnedState: ...
+
+
+class MinePatterns:
     def __init__(
         self,
         *,
-        sessions: async_sessionmaker[AsyncSession],
-        models: ModelStore,
+        transaction: Transaction[PatternStore],
+        state: StateSource,
         min_occurrences: int,
         alpha: float,
         emerging_ratio: float,
         window: timedelta,
     ) -> None:
-        self._sessions = sessions
-        self._models = models
+        self._transaction = transaction
+        self._state = state
         self._min_occurrences = min_occurrences
         self._alpha = alpha
         self._emerging_ratio = emerging_ratio
@@ -45,20 +65,19 @@ class PatternMiner:
 
     async def refresh(self, *, force: bool = False) -> int:
         """Recomputes every pattern; skipped when nothing was folded since the last time."""
-        model = await self._models.current()
+        state = await self._state.current()
         # The watermark moves on every fold, even an idle one; the global counts move only when
         # findings or outcomes changed, which is when patterns can change.
-        counts = model.metrics.get(((GLOBAL, 0), ALL, "*"))
+        counts = state.metrics.get(GLOBAL_SCOPE, Dimension.ALL, ALL_KEY)
         signature = counts.counts if counts is not None else None
         if not force and signature == self._mined_counts:
             return 0
         now = datetime.now(UTC)
-        async with self._sessions.begin() as session:
-            repo = LearningRepository(session)
-            rows = await repo.pattern_stats(
+        async with self._transaction() as store:
+            rows = await store.pattern_stats(
                 recent_since=now - self._window, prior_since=now - 2 * self._window
             )
-            messages = await repo.messages([int(row[13]) for row in rows])
+            messages = await store.messages([int(row[13]) for row in rows])
         by_scope: dict[tuple[int, int], list[tuple[PatternStats, tuple[object, ...]]]] = {}
         for row in rows:
             stats = PatternStats(
@@ -79,12 +98,13 @@ class PatternMiner:
             verdicts = await asyncio.to_thread(
                 classify_patterns,
                 [stats for stats, _ in entries],
-                baseline_acceptance=_baseline(model, scope),
+                baseline_acceptance=_baseline(state, scope),
                 min_occurrences=self._min_occurrences,
                 alpha=self._alpha,
                 emerging_ratio=self._emerging_ratio,
             )
-            for (stats, row), verdict in zip(entries, verdicts, strict=True):
+            smoothed = _smoothed_acceptance(state, scope, [stats for stats, _ in entries])
+            for (stats, row), verdict, accepted in zip(entries, verdicts, smoothed, strict=True):
                 stored.append(
                     {
                         "scope_type": scope[0],
@@ -101,23 +121,33 @@ class PatternMiner:
                         "recent_occurrences": stats.recent_occurrences,
                         "prior_occurrences": stats.prior_occurrences,
                         "p_value": verdict.p_value,
+                        "acceptance_smoothed": accepted,
                         "first_seen": row[11],
                         "last_seen": row[12],
                         "updated_at": now,
                     }
                 )
-        async with self._sessions.begin() as session:
-            repo = LearningRepository(session)
-            if not await repo.try_lock("reviewlearn.patterns"):
+        async with self._transaction() as store:
+            if not await store.try_lock("reviewlearn.patterns"):
                 return 0  # another replica is writing the same patterns right now
-            await repo.replace_patterns(stored)
+            await store.replace_patterns(stored)
         self._mined_counts = signature
         return len(stored)
 
 
-def _baseline(model: LearnedModel, scope: tuple[int, int]) -> float:
+def _baseline(state: LearnedState, scope: tuple[int, int]) -> float:
     """The scope's overall usefulness, which a pattern is compared with."""
-    view = model.metrics.get((scope, ALL, "*"))
-    if view is None or view.usefulness.trials == 0:
-        return 0.5
-    return min(max(view.usefulness.smoothed, 1e-3), 1 - 1e-3)
+    rate = state.metrics.usefulness_of(scope)
+    return 0.5 if rate is None else min(max(rate, 1e-3), 1 - 1e-3)
+
+
+def _smoothed_acceptance(
+    state: LearnedState, scope: tuple[int, int], stats: Sequence[PatternStats]
+) -> list[float]:
+    positive = np.array([s.positive for s in stats], dtype=np.float64)
+    decided = np.array([s.positive + s.negative for s in stats], dtype=np.float64)
+    view = state.metrics.get(scope, Dimension.ALL, ALL_KEY)
+    parent = view.acceptance.smoothed if view is not None and view.acceptance.trials else 0.5
+    strength = estimate_prior_strength(positive, decided)
+    smoothed = shrink_toward(positive, decided, parent_rate=parent, strength=strength)
+    return [float(v) for v in np.atleast_1d(smoothed)]

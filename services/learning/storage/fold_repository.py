@@ -1,10 +1,12 @@
-"""The SQL of the learning fold: set-based statements that turn the feedback log into counts.
+"""The learning fold's SQL, in one place: set-based statements that turn the feedback log into
+counts, and the repository that runs them.
 
-Every statement runs inside the fold's transaction (see ``services.learning.folding``) and reads
-the rows written at or after ``:watermark``, the transaction-id horizon where the previous fold
-stopped. The new watermark is the current snapshot's xmin: every transaction below it has
-finished, so no row can later appear below the watermark (a bigserial watermark would miss rows
-whose transactions commit out of order).
+Every statement runs inside the fold's transaction (see
+``services.learning.usecases.fold_feedback``) and reads the rows written at or after
+``:watermark``, the transaction-id horizon where the previous fold stopped. The new watermark is
+the current snapshot's xmin: every transaction below it has finished, so no row can later appear
+below the watermark (a bigserial watermark would miss rows whose transactions commit out of
+order).
 
 Rows above the new watermark that are already visible are folded now too, and seen again next
 time: that is harmless, because folding is idempotent. A finding enters the counts once (ON
@@ -16,6 +18,14 @@ full recompute therefore give identical counts.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.learning.domain.scopes import SEVERITY_NAMES, Dimension, ScopeType
+from shared.db.models import Finding, FindingDeletion, FindingOutcome, LearningMetric
 from shared.outcome import FeedbackKind, Outcome, sql_decisive, sql_outcome_case
 
 _DISMISSED = int(FeedbackKind.DISMISSED)
@@ -24,16 +34,32 @@ POSITIVE = int(Outcome.POSITIVE)
 NEGATIVE = int(Outcome.NEGATIVE)
 DISMISSED = int(Outcome.DISMISSED)
 
-SEVERITY_NAMES = ("info", "low", "medium", "high", "critical")
 _SEVERITY_KEY = (
     "(CASE fd.severity "
     + " ".join(f"WHEN {i + 1} THEN '{name}'" for i, name in enumerate(SEVERITY_NAMES))
     + " END)"
 )
+# Every finding counts in 3 scopes x 4 dimensions; these LATERAL lists expand it.
+_SCOPES_OF = (
+    f"(VALUES ({ScopeType.GLOBAL:d}, 0::bigint), ({ScopeType.TEAM:d}, fd.team_id), "
+    f"({ScopeType.REPOSITORY:d}, fd.repository_id))"
+)
+_DIMENSIONS_OF = (
+    f"(VALUES ({Dimension.ALL:d}, '*'), ({Dimension.CATEGORY:d}, fd.category), "
+    f"({Dimension.SEVERITY:d}, {_SEVERITY_KEY}), ({Dimension.RULE:d}, fd.rule_id))"
+)
 
-SNAPSHOT_HORIZON = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+# The snapshot's horizon (every transaction below xmin has finished), its xmax (every
+# transaction at or above it had not started) and the transactions in progress between them:
+# a row of a transaction below xmax and not in progress was visible to the fold, and folded.
+SNAPSHOT = """
+SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint,
+    ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s) AS x)
+FROM pg_current_snapshot() AS s
+"""
 
 LOCK_STATE = "SELECT watermark FROM fold_state WHERE stream = 'feedback' FOR UPDATE"
+READ_STATE = "SELECT watermark FROM fold_state WHERE stream = 'feedback'"
 
 CREATE_DELTA = """
 CREATE TEMP TABLE IF NOT EXISTS fold_delta (
@@ -132,9 +158,9 @@ FROM (
     FROM fold_delta
     GROUP BY team_id, repository_id, category, severity, rule_id
 ) fd
-CROSS JOIN LATERAL (VALUES (1, 0::bigint), (2, fd.team_id), (3, fd.repository_id))
+CROSS JOIN LATERAL {_SCOPES_OF}
     AS s(scope_type, scope_id)
-CROSS JOIN LATERAL (VALUES (1, '*'), (2, fd.category), (3, {_SEVERITY_KEY}), (4, fd.rule_id))
+CROSS JOIN LATERAL {_DIMENSIONS_OF}
     AS d(dimension, key)
 GROUP BY s.scope_type, s.scope_id, d.dimension, d.key
 ON CONFLICT (scope_type, scope_id, dimension, key) DO UPDATE SET
@@ -149,6 +175,7 @@ DELTA_SIZE = "SELECT count(*), coalesce(sum(abs(d_shown)), 0) FROM fold_delta"
 
 ADVANCE = """
 UPDATE fold_state SET watermark = :horizon, updated_at = now(),
+    seen_through = :seen_through, in_progress = :in_progress,
     findings_folded = findings_folded + :findings, events_folded = events_folded + :events
 WHERE stream = 'feedback'
 """
@@ -216,10 +243,146 @@ REBUILD_METRICS = [
         FROM finding_outcomes
         GROUP BY team_id, repository_id, category, severity, rule_id
     ) fd
-    CROSS JOIN LATERAL (VALUES (1, 0::bigint), (2, fd.team_id), (3, fd.repository_id))
+    CROSS JOIN LATERAL {_SCOPES_OF}
         AS s(scope_type, scope_id)
-    CROSS JOIN LATERAL (VALUES (1, '*'), (2, fd.category), (3, {_SEVERITY_KEY}), (4, fd.rule_id))
+    CROSS JOIN LATERAL {_DIMENSIONS_OF}
         AS d(dimension, key)
     GROUP BY s.scope_type, s.scope_id, d.dimension, d.key
     """,
 ]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one fold could see (see SNAPSHOT)."""
+
+    horizon: int
+    seen_through: int
+    in_progress: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class FoldCounts:
+    watermark: int
+    horizon: int
+    findings: int
+    events: int
+    changes: int
+
+
+_METRIC_COLUMNS = (
+    LearningMetric.scope_type,
+    LearningMetric.scope_id,
+    LearningMetric.dimension,
+    LearningMetric.key,
+    LearningMetric.shown,
+    LearningMetric.positive,
+    LearningMetric.negative,
+    LearningMetric.dismissed,
+)
+
+
+class FoldRepository:
+    """The fold's statements; the caller holds the fold_state row lock for the transaction."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def lock_watermark(self) -> int:
+        """The watermark, locked for this transaction: folders take turns."""
+        return int((await self._session.execute(text(LOCK_STATE))).scalar_one())
+
+    async def watermark(self) -> int:
+        """The watermark, without locking it (for a check that must not block the fold)."""
+        return int((await self._session.execute(text(READ_STATE))).scalar_one())
+
+    async def snapshot(self) -> Snapshot:
+        row = (await self._session.execute(text(SNAPSHOT))).one()
+        return Snapshot(int(row[0]), int(row[1]), tuple(int(x) for x in row[2]))
+
+    async def fold(
+        self, *, watermark: int, snapshot: Snapshot, deletions: bool, advance: bool = True
+    ) -> FoldCounts:
+        """Folds what is new since ``watermark``; ``advance`` moves the watermark (a check that
+        is rolled back leaves it alone)."""
+        horizon = max(snapshot.horizon, watermark)
+        params = {"watermark": watermark, "horizon": horizon}
+        await self._session.execute(text(CREATE_DELTA))
+        found = cast(
+            CursorResult[Any],
+            await self._session.execute(text(FOLD_NEW_FINDINGS), params),
+        )
+        findings = found.rowcount or 0
+        events = 0
+        if watermark > 0:  # a recompute (watermark 0) already took every event with its finding
+            events = int((await self._session.execute(text(COUNT_NEW_EVENTS), params)).scalar_one())
+            if events:
+                await self._session.execute(text(FOLD_NEW_EVENTS), params)
+        if deletions:
+            await self._session.execute(text(FOLD_DELETED_FINDINGS))
+        changes = int((await self._session.execute(text(DELTA_SIZE))).first()[0])  # type: ignore[index]
+        if changes:
+            await self._session.execute(text(APPLY_DELTA))
+        # An idle poll writes nothing, unless what it saw moved (the backlog depends on it).
+        if advance and (changes or horizon != watermark or snapshot.seen_through > horizon):
+            await self._session.execute(
+                text(ADVANCE),
+                {
+                    "horizon": horizon,
+                    "seen_through": snapshot.seen_through,
+                    "in_progress": list(snapshot.in_progress),
+                    "findings": findings,
+                    "events": events,
+                },
+            )
+        return FoldCounts(watermark, horizon, findings, events, changes)
+
+    async def orphaned_outcomes(self) -> int:
+        """Outcomes still counted for findings that no longer exist (deleted by hand, say)."""
+        found = await self._session.execute(
+            select(func.count())
+            .select_from(FindingOutcome)
+            .where(~select(Finding.id).where(Finding.id == FindingOutcome.finding_id).exists())
+        )
+        return int(found.scalar_one())
+
+    async def latest_deletion(self) -> int:
+        """The id of the newest entry in the feedback service's deletion log (0: none)."""
+        found = await self._session.execute(select(func.coalesce(func.max(FindingDeletion.id), 0)))
+        return int(found.scalar_one())
+
+    async def metric_counts(self) -> dict[tuple[int, int, int, str], tuple[int, int, int, int]]:
+        """Every non-zero count, keyed by (scope type, scope id, dimension, key)."""
+        rows = await self._session.execute(select(*_METRIC_COLUMNS))
+        return {
+            (int(a), int(b), int(c), str(d)): (int(e), int(f), int(g), int(h))
+            for a, b, c, d, e, f, g, h in rows
+            if (e, f, g, h) != (0, 0, 0, 0)
+        }
+
+    async def recompute(self, *, snapshot: Snapshot, advance: bool = True) -> FoldCounts:
+        """Rebuilds outcomes and counts from the whole log; the watermark moves to the
+        snapshot's horizon (when ``advance``)."""
+        horizon = snapshot.horizon
+        await self._session.execute(text(RECOMPUTE_OUTCOMES))
+        findings = int(
+            (await self._session.execute(text("SELECT count(*) FROM recomputed"))).scalar_one()
+        )
+        changes = 0
+        for statement in RECONCILE_OUTCOMES:
+            result = cast(CursorResult[Any], await self._session.execute(text(statement)))
+            changes += result.rowcount or 0
+        for statement in REBUILD_METRICS:
+            await self._session.execute(text(statement))
+        if advance:
+            await self._session.execute(
+                text(ADVANCE),
+                {
+                    "horizon": horizon,
+                    "seen_through": snapshot.seen_through,
+                    "in_progress": list(snapshot.in_progress),
+                    "findings": 0,
+                    "events": 0,
+                },
+            )
+        return FoldCounts(0, horizon, findings, 0, changes)

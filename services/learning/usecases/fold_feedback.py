@@ -6,16 +6,25 @@ serialises folders, so replicas may all try: one folds, the others wait and find
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.learning.instruments import LearningInstruments
-from services.learning.repository import FoldCounts, FoldRepository
+from services.learning.storage.fold_repository import FoldCounts, FoldRepository
 
 log = logging.getLogger("reviewlearn.learning.fold")
+
+VALIDATE_ATTEMPTS = 5
+
+
+class CouldNotValidate(Exception):
+    """The check could not run (the database is unreachable, or kept failing the snapshot):
+    nothing is known about the counts, which is not the same as their being wrong."""
 
 
 @dataclass(frozen=True)
@@ -52,11 +61,11 @@ class Folder:
         async with self._sessions.begin() as session:
             repo = FoldRepository(session)
             watermark = await repo.lock_watermark()
-            horizon = await repo.horizon()
+            snapshot = await repo.snapshot()
             latest_deletion = await repo.latest_deletion()
             counts = await repo.fold(
                 watermark=watermark,
-                horizon=max(horizon, watermark),
+                snapshot=snapshot,
                 deletions=latest_deletion != self._deletions_seen,
             )
         self._deletions_seen = latest_deletion
@@ -75,28 +84,56 @@ class Folder:
 
     async def validate(self) -> list[Mismatch]:
         """Folds, then recomputes every count from the raw log, and lists where the two differ
-        (none, when all is well). One REPEATABLE READ transaction sees a single snapshot of the
-        log for both, and it is rolled back: validating changes nothing.
+        (none, when all is well). Works on a live system: raises :class:`CouldNotValidate` when
+        the database cannot give it a stable snapshot, never a false mismatch.
+
+        One transaction holds the fold lock, so no fold changes the learned counts meanwhile
+        (ingestion goes on); a second, REPEATABLE READ transaction, whose snapshot is taken only
+        once the lock is held, folds and recomputes on that one snapshot of the log and is
+        rolled back: validating changes nothing. Were the snapshot taken before the lock (a
+        single transaction that locks under REPEATABLE READ), a fold committing meanwhile would
+        make the lock fail with a serialization error — what happened under ingestion load.
 
         Outcomes of findings deleted outside DeleteFinding (by hand, in SQL) are reported too:
         the fold only notices deletions through the deletion log.
         """
         await self.fold()  # take in what DeleteFinding logged, so only stray rows remain
-        async with self._sessions() as session:
-            await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        attempt = 0
+        while True:
+            attempt += 1
             try:
-                repo = FoldRepository(session)
-                watermark = await repo.lock_watermark()
-                horizon = await repo.horizon()
-                orphans = await repo.orphaned_outcomes()
-                await repo.fold(
-                    watermark=watermark, horizon=max(horizon, watermark), deletions=False
-                )
-                folded = await repo.metric_counts()
-                await repo.recompute(horizon=horizon)
-                recomputed = await repo.metric_counts()
+                return await self._compare()
+            except DBAPIError as error:
+                if attempt >= VALIDATE_ATTEMPTS:
+                    raise CouldNotValidate(
+                        f"no stable snapshot after {attempt} attempts: {error.orig}"
+                    ) from error
+                log.info("validation snapshot failed (%s); retrying", error.orig)
+                await asyncio.sleep(0.2 * attempt)
+
+    async def _compare(self) -> list[Mismatch]:
+        async with self._sessions() as lock_session:
+            try:
+                await FoldRepository(lock_session).lock_watermark()
+                async with self._sessions() as session:
+                    await session.connection(
+                        execution_options={"isolation_level": "REPEATABLE READ"}
+                    )
+                    try:
+                        repo = FoldRepository(session)
+                        watermark = await repo.watermark()
+                        snapshot = await repo.snapshot()
+                        orphans = await repo.orphaned_outcomes()
+                        await repo.fold(
+                            watermark=watermark, snapshot=snapshot, deletions=False, advance=False
+                        )
+                        folded = await repo.metric_counts()
+                        await repo.recompute(snapshot=snapshot, advance=False)
+                        recomputed = await repo.metric_counts()
+                    finally:
+                        await session.rollback()
             finally:
-                await session.rollback()
+                await lock_session.rollback()
         mismatches = [
             Mismatch(key, folded.get(key), recomputed.get(key))
             for key in sorted(set(folded) | set(recomputed))
@@ -113,7 +150,7 @@ class Folder:
         async with self._sessions.begin() as session:
             repo = FoldRepository(session)
             await repo.lock_watermark()
-            counts = await repo.recompute(horizon=await repo.horizon())
+            counts = await repo.recompute(snapshot=await repo.snapshot())
         result = FoldResult(counts, time.perf_counter() - started)
         self._instruments.update_duration.record(result.seconds, {"kind": "recompute"})
         return result

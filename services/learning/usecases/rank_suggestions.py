@@ -1,0 +1,533 @@
+"""RankSuggestions: gather a review's findings, predict, decide what to hide, rank, explain."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from functools import lru_cache, partial
+from typing import Protocol, TypeVar
+
+import numpy as np
+
+from services.learning.domain.cancellation import Cancelled, CancelToken
+from services.learning.domain.dedup import simhash64
+from services.learning.domain.features import FindingFeatures, FloatArray, ObjectArray
+from services.learning.domain.learned_state import LearnedState
+from services.learning.domain.model import Prediction
+from services.learning.domain.ranking import (
+    REASON_BELOW_FLOOR,
+    REASON_DUPLICATE,
+    REASON_PROBATION,
+    RankingInputs,
+    RankingPolicy,
+    pass_through,
+    rank_findings,
+)
+from services.learning.domain.suppression import SuppressionPolicy
+from services.learning.gates import GateDecision
+from services.learning.instruments import LearningInstruments
+from services.learning.storage.ranking_repository import FindingRecord
+from services.learning.storage.transactions import Transaction
+from shared.errors import Violations
+from shared.finding_input import FindingDraft, Limits, check_text, validate_finding
+from shared.fingerprint import finding_fingerprint
+
+T = TypeVar("T")
+
+
+class RankingStore(Protocol):
+    async def repository(self, url: str) -> tuple[int, int] | None: ...
+    async def findings(self, finding_ids: Sequence[int]) -> dict[int, FindingRecord]: ...
+    async def dismissed_fingerprints(
+        self, *, repository_id: int, pull_request: int, fingerprints: Sequence[str]
+    ) -> set[str]: ...
+
+
+class StateSource(Protocol):
+    async def current(self) -> LearnedState: ...
+
+
+class Gate(Protocol):
+    async def check(self, *, feature: str, repository_url: str) -> GateDecision: ...
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One finding to rank, registered (finding_id > 0) or inline."""
+
+    index: int
+    finding_id: int
+    client_finding_id: str
+    rule_id: str
+    category: str
+    severity: int
+    confidence: float
+    file_path: str
+    line_start: int
+    message: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class RankOptions:
+    max_results: int = 0
+    diversity: float = 0.0
+    exploration: bool = False
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RankRequest:
+    repository_url: str
+    pull_request: int
+    finding_ids: tuple[int, ...]
+    inline: tuple[FindingDraft, ...]
+    options: RankOptions
+
+
+@dataclass(frozen=True)
+class ItemProblem:
+    index: int
+    code: int
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, eq=False)
+class Explanations:
+    """The model's account of every score, indexed like the candidates.
+
+    ``prediction`` holds each finding's per-term contributions (summing to its logit) and the
+    term columns behind them; ``state`` is the learned state they came from, for the evidence
+    counts and the names of the terms.
+    """
+
+    prediction: Prediction
+    state: LearnedState
+    upper: list[float]
+    floor: list[float]
+    probation_evidence: list[str]
+    diversity_penalty: list[float]
+    explored: list[bool]
+    severity_value: list[float]
+
+
+@dataclass(frozen=True)
+class RankOutcome:
+    """A ranking as columns indexed like ``candidates``; ``order`` lists them shown-first.
+
+    Columns rather than an object per finding: a 10,000-finding request would otherwise spend
+    more time building objects than ranking. ``hidden`` counts the findings a learned filter
+    hid and ``expected_useful_hidden`` the sum of their P(acted on): how many of them developers
+    would have been expected to act on.
+    """
+
+    candidates: tuple[Candidate, ...]
+    order: list[int]
+    rank: list[int]
+    score: list[float]
+    probability: list[float]
+    suppressed: list[bool]
+    reason: list[str]
+    duplicate_of: list[int]
+    flagged: list[bool]
+    explanations: Explanations | None
+    learning_applied: bool
+    not_applied_reason: str
+    model_version: str
+    hidden: int = 0
+    expected_useful_hidden: float = 0.0
+    problems: tuple[ItemProblem, ...] = field(default=())
+
+    def detail(self, i: int) -> str:
+        """Why candidate ``i`` was suppressed, in words ("" when shown)."""
+        reason, candidate = self.reason[i], self.candidates[i]
+        e = self.explanations
+        if reason == REASON_BELOW_FLOOR and e is not None:
+            return (
+                f"even the upper bound of P(acted on), {e.upper[i]:.3f}, is below the hiding "
+                f"floor {e.floor[i]:.3f}"
+            )
+        if reason == REASON_PROBATION and e is not None:
+            return (
+                f"rule {candidate.rule_id} is on probation in this {e.probation_evidence[i]} "
+                f"and P(acted on) {self.probability[i]:.3f} is below the hiding floor "
+                f"{e.floor[i]:.3f}"
+            )
+        if reason == REASON_DUPLICATE and self.duplicate_of[i] >= 0:
+            return f"duplicate of request finding {self.candidates[self.duplicate_of[i]].index}"
+        return _REASON_TEXT.get(reason, "")
+
+
+_REASON_TEXT = {
+    "previously_dismissed": "already dismissed or rejected on this pull request",
+    "over_limit": "ranked below max_results",
+}
+
+
+@lru_cache(maxsize=65_536)
+def _simhash_of(message: str) -> int:
+    # Bots repeat their messages: hashing each distinct text once keeps big requests cheap.
+    return int(simhash64([message])[0])
+
+
+def validate_request(request: RankRequest, *, limits: Limits, max_findings: int) -> None:
+    violations = Violations()
+    check_text(
+        violations,
+        "repository_url",
+        request.repository_url,
+        max_chars=limits.max_url_chars,
+        required=True,
+    )
+    if request.pull_request < 0:
+        violations.add("pull_request", "must not be negative")
+    total = len(request.finding_ids) + len(request.inline)
+    if total == 0:
+        violations.add("finding_ids", "give finding ids or inline findings to rank")
+    elif total > max_findings:
+        violations.add("findings", f"{total} findings; at most {max_findings} per request")
+    for i, finding_id in enumerate(request.finding_ids[:max_findings]):
+        if finding_id <= 0:
+            violations.add(f"finding_ids[{i}]", "must be a positive finding id")
+    if total <= max_findings:
+        for i, draft in enumerate(request.inline):
+            validate_finding(draft, f"findings[{i}]", limits, violations)
+    options = request.options
+    if not math.isfinite(options.diversity) or not 0.0 <= options.diversity <= 1.0:
+        violations.add("options.diversity", f"must be within [0, 1], got {options.diversity}")
+    if options.max_results < 0:
+        violations.add("options.max_results", "must not be negative")
+    violations.raise_if_any()
+
+
+@dataclass(frozen=True)
+class RankingSettings:
+    limits: Limits
+    max_findings: int
+    severity_values: tuple[float, float, float, float, float]
+    line_window: int
+    max_hamming: int
+    suppression: SuppressionPolicy
+    threshold_suppression: bool = False
+    """Also hide findings whose upper bound is below their category's certified ("own")
+    threshold in this repository or team; off by default (see domain.threshold_fitting)."""
+
+
+class RankSuggestions:
+    def __init__(
+        self,
+        *,
+        transaction: Transaction[RankingStore],
+        state: StateSource,
+        gate: Gate,
+        instruments: LearningInstruments,
+        settings: RankingSettings,
+        executor: Executor,
+    ) -> None:
+        self._transaction = transaction
+        self._state = state
+        self._gate = gate
+        self._instruments = instruments
+        self._settings = settings
+        self._executor = executor
+
+    async def rank(
+        self, request: RankRequest, *, time_remaining: float | None = None
+    ) -> RankOutcome:
+        """Ranks one request; the CPU-heavy steps run on the ranking threads, so the event loop
+        (health checks, other calls) stays responsive, and they stop as soon as the caller gives
+        up (cancellation) or ``time_remaining`` seconds have passed."""
+        token = CancelToken(timeout=time_remaining)
+        try:
+            return await self._rank_request(request, token)
+        except asyncio.CancelledError:
+            token.cancel()
+            raise
+        except Cancelled:
+            # The deadline passed in a worker before gRPC cancelled the call: same outcome.
+            self._instruments.rankings_abandoned.add(1)
+            raise asyncio.CancelledError from None
+
+    async def _offload(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+
+    async def _rank_request(self, request: RankRequest, token: CancelToken) -> RankOutcome:
+        started = time.perf_counter()
+        settings = self._settings
+        inline = await self._offload(partial(_prepare_inline, request, settings, token))
+        async with self._transaction() as store:
+            repository = await store.repository(request.repository_url)
+            records = await store.findings(request.finding_ids)
+            candidates, problems = _candidates(request, records, repository, inline)
+            gate = await self._gate.check(feature="ranking", repository_url=request.repository_url)
+            dismissed: set[str] = set()
+            if gate.enabled and repository is not None and request.pull_request > 0:
+                dismissed = await store.dismissed_fingerprints(
+                    repository_id=repository[0],
+                    pull_request=request.pull_request,
+                    fingerprints=[c.fingerprint for c in candidates],
+                )
+        if not gate.enabled:
+            outcome = _pass_through_outcome(candidates, problems, gate.reason)
+        else:
+            state = await self._state.current()
+            outcome = await self._offload(
+                partial(
+                    rank_candidates,
+                    state=state,
+                    candidates=candidates,
+                    problems=problems,
+                    options=request.options,
+                    repository=repository,
+                    dismissed=dismissed,
+                    settings=settings,
+                    cancel=token,
+                )
+            )
+        self._record(outcome, request, time.perf_counter() - started)
+        return outcome
+
+    def _record(self, outcome: RankOutcome, request: RankRequest, seconds: float) -> None:
+        instruments = self._instruments
+        attributes = {"learning_applied": outcome.learning_applied}
+        instruments.ranking_duration.record(seconds, attributes)
+        instruments.diversity_factor.record(request.options.diversity)
+        if outcome.hidden:
+            instruments.findings_hidden.add(outcome.hidden)
+            instruments.expected_useful_hidden.add(outcome.expected_useful_hidden)
+        duplicates = sum(1 for d in outcome.duplicate_of if d >= 0)
+        if duplicates:
+            instruments.deduplication_hits.add(duplicates)
+        pairs = zip(outcome.score, outcome.suppressed, strict=True)
+        shown = [score for score, hidden in pairs if not hidden]
+        if shown and outcome.learning_applied:
+            instruments.last_average_score = float(np.mean(shown))
+
+
+def _prepare_inline(
+    request: RankRequest, settings: RankingSettings, cancel: CancelToken
+) -> list[Candidate]:
+    """Validation and fingerprints of the inline findings (CPU work, on a ranking thread)."""
+    validate_request(request, limits=settings.limits, max_findings=settings.max_findings)
+    offset = len(request.finding_ids)
+    candidates: list[Candidate] = []
+    for position, draft in enumerate(request.inline):
+        if position % 1024 == 0:
+            cancel.check()
+        candidates.append(
+            Candidate(
+                offset + position,
+                0,
+                draft.client_finding_id or "",
+                draft.rule_id,
+                draft.category,
+                draft.severity,
+                draft.confidence,
+                draft.file_path,
+                draft.line_start,
+                draft.message,
+                finding_fingerprint(
+                    rule_id=draft.rule_id,
+                    file_path=draft.file_path,
+                    message=draft.message,
+                    code_context=draft.code_context,
+                ),
+            )
+        )
+    return candidates
+
+
+def _candidates(
+    request: RankRequest,
+    records: dict[int, FindingRecord],
+    repository: tuple[int, int] | None,
+    inline: list[Candidate],
+) -> tuple[list[Candidate], list[ItemProblem]]:
+    candidates: list[Candidate] = []
+    problems: list[ItemProblem] = []
+    for index, finding_id in enumerate(request.finding_ids):
+        record = records.get(finding_id)
+        if record is None:
+            problems.append(ItemProblem(index, 5, "FINDING_NOT_FOUND", f"no finding {finding_id}"))
+            continue
+        if repository is None or record.repository_id != repository[0]:
+            problems.append(
+                ItemProblem(
+                    index,
+                    9,
+                    "FINDING_OF_ANOTHER_REPOSITORY",
+                    f"finding {finding_id} was not recorded for {request.repository_url}",
+                )
+            )
+            continue
+        candidates.append(
+            Candidate(
+                index,
+                finding_id,
+                record.client_finding_id or "",
+                record.rule_id,
+                record.category,
+                record.severity,
+                record.confidence,
+                record.file_path,
+                record.line_start,
+                record.message,
+                record.fingerprint,
+            )
+        )
+    candidates.extend(inline)
+    return candidates, problems
+
+
+# A repository the system has never seen has no id; -1 matches no learned level.
+UNKNOWN = -1
+
+
+def rank_candidates(
+    *,
+    state: LearnedState,
+    candidates: Sequence[Candidate],
+    problems: Sequence[ItemProblem],
+    options: RankOptions,
+    repository: tuple[int, int] | None,
+    dismissed: set[str],
+    settings: RankingSettings,
+    cancel: CancelToken,
+) -> RankOutcome:
+    """The pure assembly of a ranking: predict, decide, rank. Runs on a ranking thread."""
+    n = len(candidates)
+    repository_id, team_id = repository if repository is not None else (UNKNOWN, UNKNOWN)
+    rules = [c.rule_id for c in candidates]
+    categories = [c.category for c in candidates]
+    severity = np.fromiter((c.severity for c in candidates), dtype=np.int64, count=n)
+    features = FindingFeatures.build(
+        team_id=np.full(n, team_id, dtype=np.int64),
+        repository_id=np.full(n, repository_id, dtype=np.int64),
+        rule_id=rules,
+        category=categories,
+        severity=severity,
+        confidence=np.fromiter((c.confidence for c in candidates), dtype=np.float64, count=n),
+        file_path=[c.file_path for c in candidates],
+    )
+    cancel.check()
+    prediction = state.model.predict(features)
+    probability = prediction.probability
+    known = repository is not None
+    is_security = np.array([c == "security" for c in categories], dtype=bool)
+    # Critical security findings are exempted in rank_findings, which flags them instead.
+    decision, trial = state.hiding(
+        prediction=prediction,
+        rules=features.rule_id,
+        never_hide=np.zeros(n, dtype=bool),
+        repository_id=repository_id if known else None,
+        team_id=team_id if known else None,
+        policy=settings.suppression,
+    )
+    upper = decision.upper
+    hide_reason = decision.reason
+    if settings.threshold_suppression and known:
+        hide_reason = _below_thresholds(state, hide_reason, upper, categories, repository_id)
+    inputs = RankingInputs(
+        probability=probability,
+        logit=prediction.logit,
+        logit_sd=prediction.sd,
+        severity=severity,
+        is_security=is_security,
+        hide_reason=hide_reason,
+        previously_dismissed=np.array([c.fingerprint in dismissed for c in candidates], dtype=bool),
+        fingerprints=[c.fingerprint for c in candidates],
+        file_paths=[c.file_path for c in candidates],
+        line_starts=np.fromiter((c.line_start for c in candidates), dtype=np.int64, count=n),
+        rule_ids=rules,
+        categories=categories,
+        simhashes=np.fromiter(
+            (_simhash_of(c.message) for c in candidates), dtype=np.uint64, count=n
+        ),
+    )
+    ranking_policy = RankingPolicy(
+        max_results=options.max_results,
+        diversity=options.diversity,
+        exploration=options.exploration,
+        seed=options.seed,
+        severity_values=settings.severity_values,
+        line_window=settings.line_window,
+        max_hamming=settings.max_hamming,
+    )
+    result = rank_findings(inputs, ranking_policy, cancel)
+    hidden = result.hidden_by_learning
+    values = np.asarray(settings.severity_values)[severity - 1]
+    return RankOutcome(
+        candidates=tuple(candidates),
+        order=result.order.tolist(),
+        rank=result.rank.tolist(),
+        score=result.score.tolist(),
+        probability=probability.tolist(),
+        suppressed=result.suppressed.tolist(),
+        reason=result.reason.tolist(),
+        duplicate_of=result.duplicate_of.tolist(),
+        flagged=result.flagged.tolist(),
+        explanations=Explanations(
+            prediction=prediction,
+            state=state,
+            upper=upper.tolist(),
+            floor=decision.floor.tolist(),
+            probation_evidence=trial.evidence.tolist(),
+            diversity_penalty=result.diversity_penalty.tolist(),
+            explored=result.explored.tolist(),
+            severity_value=values.tolist(),
+        ),
+        learning_applied=True,
+        not_applied_reason="",
+        model_version=state.version,
+        hidden=int(hidden.sum()),
+        expected_useful_hidden=float(probability[hidden].sum()),
+        problems=tuple(problems),
+    )
+
+
+def _below_thresholds(
+    state: LearnedState,
+    hide_reason: ObjectArray,
+    upper: FloatArray,
+    categories: Sequence[str],
+    repository_id: int,
+) -> ObjectArray:
+    """Adds BELOW_FLOOR for findings under a certified threshold of their category (only the
+    repository's own or its team's, and only where the target was reachable)."""
+    chain = state.chain(repository_id)
+    result = hide_reason.copy()
+    for category in set(categories):
+        threshold, source = state.threshold_for(category, chain)
+        if math.isnan(threshold) or not source.startswith(("own@", "inherited:team@")):
+            continue
+        members = np.array([c == category for c in categories]) & (upper < threshold)
+        result[members & (result == "")] = REASON_BELOW_FLOOR
+    return result
+
+
+def _pass_through_outcome(
+    candidates: Sequence[Candidate], problems: Sequence[ItemProblem], reason: str
+) -> RankOutcome:
+    result = pass_through(len(candidates))
+    n = len(candidates)
+    return RankOutcome(
+        candidates=tuple(candidates),
+        order=result.order.tolist(),
+        rank=result.rank.tolist(),
+        score=[math.nan] * n,
+        probability=[math.nan] * n,
+        suppressed=[False] * n,
+        reason=[""] * n,
+        duplicate_of=[-1] * n,
+        flagged=[False] * n,
+        explanations=None,
+        learning_applied=False,
+        not_applied_reason=reason,
+        model_version="",
+        problems=tuple(problems),
+    )
