@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -30,10 +30,19 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class SidePort:
-    def __init__(self, *, host: str, port: int, health_report: HealthReport) -> None:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        health_report: HealthReport,
+        routes: Mapping[str, HealthReport] | None = None,
+    ) -> None:
         self._host = host
         self._port = port
         self._health_report = health_report
+        # Further JSON documents by path (the control service's /health/learning).
+        self._routes = dict(routes or {})
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -64,16 +73,20 @@ class SidePort:
             return self._metrics_app(environ, start_response)  # type: ignore[no-any-return]
         if path == "/healthz":
             return self._healthz(start_response)
+        if path in self._routes:
+            return self._healthz(start_response, self._routes[path])
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not found: try /metrics or /healthz\n"]
 
-    def _healthz(self, start_response: StartResponse) -> Iterable[bytes]:
+    def _healthz(
+        self, start_response: StartResponse, build: HealthReport | None = None
+    ) -> Iterable[bytes]:
         assert self._loop is not None
         report: dict[str, Any]
         try:
-            report = asyncio.run_coroutine_threadsafe(self._health_report(), self._loop).result(
-                timeout=HEALTH_TIMEOUT_SECONDS
-            )
+            report = asyncio.run_coroutine_threadsafe(
+                (build or self._health_report)(), self._loop
+            ).result(timeout=HEALTH_TIMEOUT_SECONDS)
         except Exception as exc:  # a hung or failing check is itself the answer
             report = {"status": "unhealthy", "error": f"{exc.__class__.__name__}: {exc}"}
         status = "503 Service Unavailable" if report.get("status") == "unhealthy" else "200 OK"

@@ -112,7 +112,10 @@ async def reset_tables(engine: AsyncEngine) -> None:
     async with engine.begin() as connection:
         await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
         await connection.execute(
-            text("UPDATE gate_state SET version = 0, kill_switch_engaged = false, reason = ''")
+            text(
+                "UPDATE gate_state SET version = 0, kill_switch_engaged = false, reason = '', "
+                "updated_by = '', kill_switch_changed_at = NULL"
+            )
         )
         await connection.execute(
             text("UPDATE fold_state SET watermark = 0, findings_folded = 0, events_folded = 0")

@@ -1,21 +1,108 @@
-"""gRPC transport of the control plane.
+"""gRPC transport of the control plane: convert the request, call the use case, convert back.
 
-Gates, the kill switch RPC, rollout and alerts belong to the control-plane issue, which has not
-landed: until it does, every RPC answers UNIMPLEMENTED with a reason. The hard kill switch
-(``LEARNING_ENABLED=false`` in the environment) already works in every service.
+The alert RPCs belong to the alerting issue and answer UNIMPLEMENTED until it lands; the
+heartbeats and samples they will read are already recorded (``replica_heartbeats``,
+``replica_samples``).
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
 from reviewlearn.control.v1 import control_pb2, control_pb2_grpc
 
+from services.control import convert
+from services.control.domain.replicas import propagation_of
+from services.control.usecases.gates import GateCommands
+from services.control.usecases.propagation import PropagationTracker
+from shared.gates.client import GateClient
+from shared.gates.model import GateSnapshot
+from shared.rpc.interceptors import current_principal
 from shared.rpc.server import answer_unimplemented
 
 SERVICE = control_pb2.DESCRIPTOR.services_by_name["ControlService"]
 
 
+def _actor() -> str:
+    principal = current_principal.get()
+    return principal.token_id if principal is not None else "unknown"
+
+
 class ControlHandlers(control_pb2_grpc.ControlServiceServicer):
-    pass
+    def __init__(
+        self,
+        *,
+        gates: GateCommands,
+        gate_client: GateClient,
+        snapshots: Callable[[], Awaitable[GateSnapshot]],
+        propagation: PropagationTracker,
+    ) -> None:
+        self._gates = gates
+        self._client = gate_client
+        self._snapshots = snapshots
+        self._propagation = propagation
+
+    # ------------------------------------------------------------------ gates
+
+    async def GetFeatureGates(
+        self, request: control_pb2.GetFeatureGatesRequest, context: Any
+    ) -> control_pb2.GetFeatureGatesResponse:
+        snapshot = await self._snapshots()
+        return control_pb2.GetFeatureGatesResponse(snapshot=convert.snapshot_to_pb(snapshot))
+
+    async def SetFeatureGate(
+        self, request: control_pb2.SetFeatureGateRequest, context: Any
+    ) -> control_pb2.SetFeatureGateResponse:
+        change, wait = convert.gate_change_from_pb(request)
+        result = await self._gates.set_gate(change, actor=_actor())
+        response = control_pb2.SetFeatureGateResponse(
+            gate=convert.switch_to_pb(result.feature, result.repository_url, result.switch),
+            version=result.version,
+        )
+        if wait is not None:
+            propagation = await self._propagation.wait(result.version, wait)
+            response.propagation.CopyFrom(convert.propagation_to_pb(propagation))
+        return response
+
+    async def ClearFeatureGate(
+        self, request: control_pb2.ClearFeatureGateRequest, context: Any
+    ) -> control_pb2.ClearFeatureGateResponse:
+        result = await self._gates.clear_gate(convert.gate_clear_from_pb(request), actor=_actor())
+        return control_pb2.ClearFeatureGateResponse(cleared=result.cleared, version=result.version)
+
+    async def SetKillSwitch(
+        self, request: control_pb2.SetKillSwitchRequest, context: Any
+    ) -> control_pb2.SetKillSwitchResponse:
+        change, wait = convert.kill_switch_from_pb(request)
+        result = await self._gates.set_kill_switch(change, actor=_actor())
+        response = control_pb2.SetKillSwitchResponse(engaged=result.engaged, version=result.version)
+        if wait is not None:
+            propagation = await self._propagation.wait(result.version, wait)
+            response.propagation.CopyFrom(convert.propagation_to_pb(propagation))
+        return response
+
+    async def EvaluateFeature(
+        self, request: control_pb2.EvaluateFeatureRequest, context: Any
+    ) -> control_pb2.EvaluateFeatureResponse:
+        feature, repository_url = convert.evaluation_from_pb(request)
+        return convert.decision_to_pb(self._client.explain(feature, repository_url))
+
+    async def WatchFeatureGates(
+        self, request: control_pb2.WatchFeatureGatesRequest, context: Any
+    ) -> AsyncIterator[control_pb2.WatchFeatureGatesResponse]:
+        async for snapshot in self._client.watch():
+            yield control_pb2.WatchFeatureGatesResponse(snapshot=convert.snapshot_to_pb(snapshot))
+
+    async def GetGatePropagation(
+        self, request: control_pb2.GetGatePropagationRequest, context: Any
+    ) -> control_pb2.GetGatePropagationResponse:
+        version, replicas = await self._propagation.current(include_gone=request.include_gone)
+        return control_pb2.GetGatePropagationResponse(
+            current_version=version,
+            replicas=[convert.replica_to_pb(r) for r in replicas],
+            converged=propagation_of(version, replicas).converged,
+        )
 
 
-answer_unimplemented(ControlHandlers, SERVICE, pending="the control-plane issue")
+answer_unimplemented(ControlHandlers, SERVICE, pending="a later change of the control plane")

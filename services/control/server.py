@@ -2,23 +2,64 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from reviewlearn.control.v1 import control_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.control.announcer import GateAnnouncer
 from services.control.handlers import SERVICE, ControlHandlers
 from services.control.settings import ControlSettings
-from shared.db.engine import create_engine
+from services.control.storage.unit import replica_reads, transactions
+from services.control.usecases.gates import GateCommands
+from services.control.usecases.propagation import PropagationTracker
+from shared.db.engine import create_engine, create_session_factory
+from shared.gates.client import GateClient
+from shared.gates.model import GateSnapshot
+from shared.gates.store import load_snapshot
 from shared.rpc.runtime import ServiceRuntime
 from shared.rpc.server import ServiceBinding
 
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+
+def _redis(url: str | None) -> Redis | None:
+    if not url:
+        return None
+    from redis.asyncio import Redis  # only when configured: the client costs startup time
+
+    return Redis.from_url(url)
+
 
 def build_server(settings: ControlSettings, *, engine: AsyncEngine | None = None) -> ServiceRuntime:
-    # Abstract only to mypy: answer_unimplemented fills in the RPCs of the pending issue.
-    handlers = ControlHandlers()  # type: ignore[abstract]
+    db = engine or create_engine(settings)
+    sessions = create_session_factory(db)
+    gate_client = GateClient.from_settings(settings, engine=db)
+    redis = _redis(settings.redis_url)
+    tracker = PropagationTracker(
+        reads=replica_reads(sessions),
+        live_seconds=settings.replica_gone_seconds,
+        poll_seconds=settings.propagation_poll_seconds,
+    )
+
+    async def snapshots() -> GateSnapshot:
+        return await load_snapshot(db)
+
+    handlers = ControlHandlers(  # type: ignore[abstract]
+        gates=GateCommands(
+            transactions=transactions(sessions),
+            after_commit=GateAnnouncer(gates=gate_client, redis=redis),
+        ),
+        gate_client=gate_client,
+        snapshots=snapshots,
+        propagation=tracker,
+    )
     return ServiceRuntime(
         settings=settings,
-        engine=engine or create_engine(settings),
+        engine=db,
         owns_engine=engine is None,
+        gates=gate_client,
         bindings=[
             ServiceBinding(
                 SERVICE,
@@ -27,4 +68,5 @@ def build_server(settings: ControlSettings, *, engine: AsyncEngine | None = None
                 ),
             )
         ],
+        cleanups=[redis.aclose] if redis is not None else [],
     )

@@ -1,0 +1,208 @@
+"""Protobuf ↔ domain for the control service."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from google.protobuf.duration_pb2 import Duration
+from reviewlearn.common.v1 import common_pb2
+from reviewlearn.control.v1 import control_pb2
+
+from services.control.domain.changes import (
+    GateChange,
+    GateClear,
+    KillSwitchChange,
+    check_feature,
+    check_mutation,
+    check_repository_url,
+    check_wait,
+)
+from services.control.domain.replicas import Propagation, ReplicaView
+from shared.convert import timestamp_to_pb
+from shared.errors import Violations
+from shared.gates.model import Feature, GateDecision, GateSnapshot, Switch
+from shared.gates.store import FEATURE_CODES, FEATURE_OF_CODE
+
+MAX_DURATION_SECONDS = 10 * 365 * 86400
+
+
+def feature_from_pb(value: int) -> Feature | None:
+    """None for FEATURE_UNSPECIFIED and numbers this build does not know."""
+    return FEATURE_OF_CODE.get(int(value))
+
+
+def feature_to_pb(feature: Feature) -> common_pb2.Feature.ValueType:
+    return common_pb2.Feature.ValueType(FEATURE_CODES[feature])
+
+
+def duration_from_pb(
+    value: Duration, field: str, violations: Violations, *, present: bool
+) -> timedelta | None:
+    """None when the field is unset; a violation when it is not a valid duration."""
+    if not present:
+        return None
+    if abs(value.seconds) > MAX_DURATION_SECONDS or not -999_999_999 <= value.nanos <= 999_999_999:
+        violations.add(field, "is not a valid duration")
+        return None
+    if (value.seconds > 0 and value.nanos < 0) or (value.seconds < 0 and value.nanos > 0):
+        violations.add(field, "has seconds and nanos of different signs")
+        return None
+    return timedelta(seconds=value.seconds, microseconds=value.nanos / 1000)
+
+
+# ------------------------------------------------------------------ requests
+
+
+def gate_change_from_pb(
+    request: control_pb2.SetFeatureGateRequest,
+) -> tuple[GateChange, timedelta | None]:
+    violations = Violations()
+    feature = feature_from_pb(request.feature)
+    check_feature(violations, feature)
+    check_repository_url(violations, request.repository_url)
+    check_mutation(violations, request_id=request.request_id, reason=request.reason)
+    wait = duration_from_pb(
+        request.wait_for_replicas,
+        "wait_for_replicas",
+        violations,
+        present=request.HasField("wait_for_replicas"),
+    )
+    check_wait(violations, wait, "wait_for_replicas")
+    violations.raise_if_any()
+    assert feature is not None
+    change = GateChange(
+        request_id=request.request_id or None,
+        reason=request.reason.strip(),
+        feature=feature,
+        repository_url=request.repository_url,
+        enabled=request.enabled,
+    )
+    return change, wait
+
+
+def gate_clear_from_pb(request: control_pb2.ClearFeatureGateRequest) -> GateClear:
+    violations = Violations()
+    feature = feature_from_pb(request.feature)
+    check_feature(violations, feature)
+    check_repository_url(violations, request.repository_url)
+    check_mutation(violations, request_id=request.request_id, reason=request.reason)
+    violations.raise_if_any()
+    assert feature is not None
+    return GateClear(
+        request_id=request.request_id or None,
+        reason=request.reason.strip(),
+        feature=feature,
+        repository_url=request.repository_url,
+    )
+
+
+def kill_switch_from_pb(
+    request: control_pb2.SetKillSwitchRequest,
+) -> tuple[KillSwitchChange, timedelta | None]:
+    violations = Violations()
+    check_mutation(violations, request_id=request.request_id, reason=request.reason)
+    wait = duration_from_pb(
+        request.wait_for_replicas,
+        "wait_for_replicas",
+        violations,
+        present=request.HasField("wait_for_replicas"),
+    )
+    check_wait(violations, wait, "wait_for_replicas")
+    violations.raise_if_any()
+    change = KillSwitchChange(
+        request_id=request.request_id or None,
+        reason=request.reason.strip(),
+        engaged=request.engaged,
+    )
+    return change, wait
+
+
+def evaluation_from_pb(request: control_pb2.EvaluateFeatureRequest) -> tuple[Feature, str]:
+    violations = Violations()
+    feature = feature_from_pb(request.feature)
+    check_feature(violations, feature)
+    check_repository_url(violations, request.repository_url)
+    violations.raise_if_any()
+    assert feature is not None
+    return feature, request.repository_url
+
+
+# ------------------------------------------------------------------ responses
+
+
+def switch_to_pb(feature: Feature, repository_url: str, switch: Switch) -> control_pb2.FeatureGate:
+    gate = control_pb2.FeatureGate(
+        feature=feature_to_pb(feature),
+        repository_url=repository_url,
+        enabled=switch.enabled,
+        reason=switch.reason,
+        updated_by=switch.updated_by,
+    )
+    if switch.updated_at is not None:
+        gate.update_time.CopyFrom(timestamp_to_pb(switch.updated_at))
+    return gate
+
+
+def snapshot_to_pb(snapshot: GateSnapshot) -> control_pb2.GateSnapshot:
+    kill = snapshot.kill_switch
+    rollout = snapshot.rollout
+    message = control_pb2.GateSnapshot(
+        version=snapshot.version,
+        kill_switch_engaged=kill.engaged,
+        kill_switch_reason=kill.reason,
+        kill_switch_updated_by=kill.updated_by,
+        gates=[
+            switch_to_pb(feature, "", switch)
+            for feature, switch in sorted(snapshot.global_gates.items())
+        ]
+        + [
+            switch_to_pb(feature, url, switch)
+            for (feature, url), switch in sorted(snapshot.overrides.items())
+        ],
+        rollout=control_pb2.RolloutMembership(
+            in_force=rollout.in_force,
+            phase=rollout.phase,
+            percentage=rollout.percentage,
+            salt=rollout.salt,
+            sticky_exposure=rollout.sticky_exposure,
+            sticky_repositories=len(rollout.sticky_repositories),
+        ),
+    )
+    if kill.updated_at is not None:
+        message.kill_switch_update_time.CopyFrom(timestamp_to_pb(kill.updated_at))
+    return message
+
+
+def decision_to_pb(decision: GateDecision) -> control_pb2.EvaluateFeatureResponse:
+    return control_pb2.EvaluateFeatureResponse(
+        enabled=decision.enabled,
+        decided_by=str(decision.decided_by),
+        reason=decision.reason,
+        version=decision.version,
+        decided_by_feature=feature_to_pb(decision.feature),
+    )
+
+
+def replica_to_pb(replica: ReplicaView) -> control_pb2.ReplicaState:
+    return control_pb2.ReplicaState(
+        replica_id=replica.replica_id,
+        service=replica.service,
+        applied_version=replica.applied_version,
+        heartbeat_time=timestamp_to_pb(replica.heartbeat_at),
+        start_time=timestamp_to_pb(replica.started_at),
+        gates_stale=replica.gates_stale,
+        live=replica.live,
+        hard_kill=replica.hard_kill,
+    )
+
+
+def propagation_to_pb(propagation: Propagation) -> control_pb2.Propagation:
+    waited = Duration()
+    waited.FromTimedelta(propagation.waited)
+    return control_pb2.Propagation(
+        version=propagation.version,
+        applied=[replica_to_pb(r) for r in propagation.applied],
+        pending=[replica_to_pb(r) for r in propagation.pending],
+        converged=propagation.converged,
+        waited=waited,
+    )
