@@ -21,6 +21,7 @@ from services.learning.suggestions import SuggestionRanker
 from services.learning.tuner import ConfidenceTuner
 from shared.db.engine import create_engine, create_session_factory
 from shared.finding_input import Limits
+from shared.gates import GateClient
 from shared.periodic import Periodic
 from shared.rpc.runtime import ServiceRuntime
 from shared.rpc.server import ServiceBinding
@@ -31,6 +32,7 @@ def build_server(
 ) -> ServiceRuntime:
     db = engine or create_engine(settings)
     sessions = create_session_factory(db)
+    gates = GateClient.from_settings(settings, engine=db)
     instruments = LearningInstruments()
     models = ModelStore(sessions=sessions, parameters=settings.model_parameters())
     folder = Folder(sessions=sessions, instruments=instruments)
@@ -45,7 +47,7 @@ def build_server(
     ranker = SuggestionRanker(
         sessions=sessions,
         models=models,
-        gate=LearningGate(learning_enabled=settings.learning_enabled),
+        gate=LearningGate(gates),
         instruments=instruments,
         limits=Limits(max_text_chars=settings.max_text_chars),
         max_findings=settings.max_findings_per_ranking,
@@ -97,6 +99,7 @@ def build_server(
         settings=settings,
         engine=db,
         owns_engine=engine is None,
+        gates=gates,
         bindings=[
             ServiceBinding(
                 SERVICE,
