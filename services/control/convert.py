@@ -12,12 +12,21 @@ from services.control.domain.changes import (
     GateChange,
     GateClear,
     KillSwitchChange,
+    RolloutAdvance,
+    RolloutRollback,
     check_feature,
+    check_issues,
     check_mutation,
     check_repository_url,
     check_wait,
 )
 from services.control.domain.replicas import Propagation, ReplicaView
+from services.control.domain.rollout import (
+    Criterion,
+    PhaseRecord,
+    check_percentage,
+    check_phase,
+)
 from shared.convert import timestamp_to_pb
 from shared.errors import Violations
 from shared.gates.model import Feature, GateDecision, GateSnapshot, Switch
@@ -206,3 +215,101 @@ def propagation_to_pb(propagation: Propagation) -> control_pb2.Propagation:
         converged=propagation.converged,
         waited=waited,
     )
+
+
+# ------------------------------------------------------------------ rollout
+
+
+def advance_from_pb(request: control_pb2.AdvanceRolloutRequest) -> RolloutAdvance:
+    violations = Violations()
+    check_mutation(violations, request_id=request.request_id, reason=request.reason)
+    check_issues(violations, list(request.issues_found), "issues_found")
+    violations.raise_if_any()
+    return RolloutAdvance(
+        request_id=request.request_id or None,
+        reason=request.reason.strip(),
+        force=request.force,
+        issues_found=tuple(i.strip() for i in request.issues_found),
+    )
+
+
+def rollback_from_pb(request: control_pb2.RollbackRolloutRequest) -> RolloutRollback:
+    violations = Violations()
+    check_mutation(violations, request_id=request.request_id, reason=request.reason)
+    check_phase(violations, request.to_phase, "to_phase")
+    check_issues(violations, list(request.issues_found), "issues_found")
+    violations.raise_if_any()
+    return RolloutRollback(
+        request_id=request.request_id or None,
+        reason=request.reason.strip(),
+        to_phase=request.to_phase,
+        sticky_exposure=request.sticky_exposure,
+        issues_found=tuple(i.strip() for i in request.issues_found),
+    )
+
+
+def what_if_from_pb(
+    request: control_pb2.IsRepoInRolloutRequest | control_pb2.ListRolloutReposRequest,
+    violations: Violations,
+) -> tuple[int | None, int | None]:
+    phase = request.phase if request.HasField("phase") else None
+    percentage = request.percentage if request.HasField("percentage") else None
+    if phase is not None and percentage is not None:
+        violations.add("percentage", "give a phase or a percentage, not both")
+    if phase is not None:
+        check_phase(violations, phase, "phase")
+    if percentage is not None:
+        check_percentage(violations, percentage, "percentage")
+    return phase, percentage
+
+
+def membership_from_pb(
+    request: control_pb2.IsRepoInRolloutRequest,
+) -> tuple[str, int | None, int | None]:
+    violations = Violations()
+    check_repository_url(violations, request.repository_url)
+    if not request.repository_url:
+        violations.add("repository_url", "is required")
+    phase, percentage = what_if_from_pb(request, violations)
+    violations.raise_if_any()
+    return request.repository_url, phase, percentage
+
+
+def criteria_phase_from_pb(request: control_pb2.EvaluateRolloutCriteriaRequest) -> int | None:
+    violations = Violations()
+    check_phase(violations, request.phase, "phase")
+    violations.raise_if_any()
+    return request.phase or None
+
+
+def criterion_to_pb(criterion: Criterion) -> control_pb2.SuccessCriterion:
+    return control_pb2.SuccessCriterion(
+        name=criterion.name,
+        comparison=criterion.comparison,
+        threshold=criterion.threshold,
+        observed=criterion.observed,
+        met=criterion.met,
+        detail=criterion.detail,
+        blocking=criterion.blocking,
+        measured=criterion.measured,
+    )
+
+
+def phase_to_pb(record: PhaseRecord | None) -> control_pb2.RolloutPhase:
+    if record is None:
+        return control_pb2.RolloutPhase(phase=0, percentage=0)
+    metrics = record.success_metrics.get("exit") or record.success_metrics.get("entry") or []
+    message = control_pb2.RolloutPhase(
+        phase=record.phase,
+        percentage=record.percentage,
+        start_time=timestamp_to_pb(record.started_at),
+        issues_found=list(record.issues_found),
+        started_by=record.started_by,
+        reason=record.reason,
+        forced=record.forced,
+        sticky_exposure=record.sticky_exposure,
+        success_metrics=[criterion_to_pb(Criterion.from_json(c)) for c in metrics],
+    )
+    if record.ended_at is not None:
+        message.end_time.CopyFrom(timestamp_to_pb(record.ended_at))
+    return message

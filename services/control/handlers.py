@@ -16,8 +16,11 @@ from services.control import convert
 from services.control.domain.replicas import propagation_of
 from services.control.usecases.gates import GateCommands
 from services.control.usecases.propagation import PropagationTracker
+from services.control.usecases.rollout import RolloutService
+from shared.errors import FieldViolation, InvalidArgument, Violations
 from shared.gates.client import GateClient
 from shared.gates.model import GateSnapshot
+from shared.pagination import decode_token, encode_token, page_size
 from shared.rpc.interceptors import current_principal
 from shared.rpc.server import answer_unimplemented
 
@@ -37,7 +40,9 @@ class ControlHandlers(control_pb2_grpc.ControlServiceServicer):
         gate_client: GateClient,
         snapshots: Callable[[], Awaitable[GateSnapshot]],
         propagation: PropagationTracker,
+        rollout: RolloutService,
     ) -> None:
+        self._rollout = rollout
         self._gates = gates
         self._client = gate_client
         self._snapshots = snapshots
@@ -102,6 +107,79 @@ class ControlHandlers(control_pb2_grpc.ControlServiceServicer):
             current_version=version,
             replicas=[convert.replica_to_pb(r) for r in replicas],
             converged=propagation_of(version, replicas).converged,
+        )
+
+    # ------------------------------------------------------------------ rollout
+
+    async def GetRollout(
+        self, request: control_pb2.GetRolloutRequest, context: Any
+    ) -> control_pb2.GetRolloutResponse:
+        overview = await self._rollout.overview()
+        return control_pb2.GetRolloutResponse(
+            current=convert.phase_to_pb(overview.current),
+            history=[convert.phase_to_pb(record) for record in overview.history],
+            repositories_in_rollout=overview.in_rollout,
+            repositories_total=overview.total,
+            in_force=overview.current is not None,
+            repositories_ever_exposed=overview.ever_exposed,
+            salt=overview.salt,
+        )
+
+    async def AdvanceRollout(
+        self, request: control_pb2.AdvanceRolloutRequest, context: Any
+    ) -> control_pb2.AdvanceRolloutResponse:
+        result = await self._rollout.advance(convert.advance_from_pb(request), actor=_actor())
+        return control_pb2.AdvanceRolloutResponse(
+            current=convert.phase_to_pb(result.current),
+            criteria=[convert.criterion_to_pb(c) for c in result.criteria],
+        )
+
+    async def RollbackRollout(
+        self, request: control_pb2.RollbackRolloutRequest, context: Any
+    ) -> control_pb2.RollbackRolloutResponse:
+        current = await self._rollout.rollback(convert.rollback_from_pb(request), actor=_actor())
+        return control_pb2.RollbackRolloutResponse(current=convert.phase_to_pb(current))
+
+    async def IsRepoInRollout(
+        self, request: control_pb2.IsRepoInRolloutRequest, context: Any
+    ) -> control_pb2.IsRepoInRolloutResponse:
+        url, phase, percentage = convert.membership_from_pb(request)
+        view = await self._rollout.membership(url, phase=phase, percentage=percentage)
+        return control_pb2.IsRepoInRolloutResponse(
+            in_rollout=view.in_rollout,
+            bucket=view.bucket / 100,
+            phase=view.phase,
+            ever_exposed=view.ever_exposed,
+            reason=str(view.reason),
+        )
+
+    async def ListRolloutRepos(
+        self, request: control_pb2.ListRolloutReposRequest, context: Any
+    ) -> control_pb2.ListRolloutReposResponse:
+        violations = Violations()
+        phase, percentage = convert.what_if_from_pb(request, violations)
+        violations.raise_if_any()
+        query = f"rollout-repos:{phase}:{percentage}"
+        after = decode_token(request.page_token, query)
+        if after is not None and not isinstance(after, str):
+            raise InvalidArgument([FieldViolation("page_token", "is malformed")])
+        size = page_size(request.page_size)
+        urls = await self._rollout.members(
+            phase=phase, percentage=percentage, after=after, limit=size + 1
+        )
+        response = control_pb2.ListRolloutReposResponse(repository_urls=urls[:size])
+        if len(urls) > size:
+            response.next_page_token = encode_token(query, urls[size - 1])
+        return response
+
+    async def EvaluateRolloutCriteria(
+        self, request: control_pb2.EvaluateRolloutCriteriaRequest, context: Any
+    ) -> control_pb2.EvaluateRolloutCriteriaResponse:
+        phase, criteria = await self._rollout.criteria(convert.criteria_phase_from_pb(request))
+        return control_pb2.EvaluateRolloutCriteriaResponse(
+            phase=phase,
+            criteria=[convert.criterion_to_pb(c) for c in criteria],
+            all_met=all(c.met for c in criteria if c.blocking),
         )
 
 

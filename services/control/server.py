@@ -13,6 +13,7 @@ from services.control.settings import ControlSettings
 from services.control.storage.unit import replica_reads, transactions
 from services.control.usecases.gates import GateCommands
 from services.control.usecases.propagation import PropagationTracker
+from services.control.usecases.rollout import RolloutPolicy, RolloutService
 from shared.db.engine import create_engine, create_session_factory
 from shared.gates.client import GateClient
 from shared.gates.model import GateSnapshot
@@ -43,17 +44,27 @@ def build_server(settings: ControlSettings, *, engine: AsyncEngine | None = None
         poll_seconds=settings.propagation_poll_seconds,
     )
 
+    announcer = GateAnnouncer(gates=gate_client, redis=redis)
+    units = transactions(sessions)
+
     async def snapshots() -> GateSnapshot:
         return await load_snapshot(db)
 
     handlers = ControlHandlers(  # type: ignore[abstract]
-        gates=GateCommands(
-            transactions=transactions(sessions),
-            after_commit=GateAnnouncer(gates=gate_client, redis=redis),
-        ),
+        gates=GateCommands(transactions=units, after_commit=announcer),
         gate_client=gate_client,
         snapshots=snapshots,
         propagation=tracker,
+        rollout=RolloutService(
+            transactions=units,
+            after_commit=announcer,
+            policy=RolloutPolicy(
+                salt=settings.rollout_salt,
+                window=settings.criteria_window(),
+                shadow_window=settings.shadow_window(),
+                integrity_jobs=settings.integrity_job_names,
+            ),
+        ),
     )
     return ServiceRuntime(
         settings=settings,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pydantic import Field
 
 from shared.settings import ServiceSettings, port_field
@@ -16,3 +18,19 @@ class ControlSettings(ServiceSettings):
     """A replica whose last heartbeat is older than this is gone (heartbeats come every 2 s)."""
     propagation_poll_seconds: float = Field(0.02, gt=0)
     """How often a SetKillSwitch that waits looks at the replicas' acknowledgements."""
+
+    rollout_salt: str = Field("reviewlearn", min_length=1, max_length=100)
+    """Hashed with each repository URL into its rollout bucket. Fixed per installation: a new
+    salt reshuffles which repositories a percentage selects (only before the first rollout)."""
+    rollout_criteria_window_hours: float = Field(168.0, gt=0)
+    """Rollout criteria look back over the current phase, at most this long."""
+    rollout_shadow_window_hours: float = Field(24.0, gt=0)
+    """Before any rollout (the shadow phase), criteria look back this long."""
+    integrity_job_names: tuple[str, ...] = ("validate_data_integrity",)
+    """Job runs (``job_runs.job_name``) that are data-integrity checks."""
+
+    def criteria_window(self) -> timedelta:
+        return timedelta(hours=self.rollout_criteria_window_hours)
+
+    def shadow_window(self) -> timedelta:
+        return timedelta(hours=self.rollout_shadow_window_hours)

@@ -637,6 +637,8 @@ class ReplicaHeartbeat(Base):
     pool_in_use: Mapped[int] = mapped_column(Integer, server_default="0")
     pool_capacity: Mapped[int] = mapped_column(Integer, server_default="0")
     rss_bytes: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    # The container's memory limit (cgroup); None when there is none.
+    memory_limit_bytes: Mapped[int | None] = mapped_column(BigInteger)
     # The service's own health metrics (backlog, last learning update, cache hit rate ...).
     signals: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
 
@@ -666,6 +668,7 @@ class ReplicaSample(Base):
     pool_in_use: Mapped[int] = mapped_column(Integer)
     pool_capacity: Mapped[int] = mapped_column(Integer)
     rss_bytes: Mapped[int] = mapped_column(BigInteger)
+    memory_limit_bytes: Mapped[int | None] = mapped_column(BigInteger)
     applied_gate_version: Mapped[int] = mapped_column(BigInteger)
     signals: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
 

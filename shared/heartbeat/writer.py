@@ -48,6 +48,20 @@ def resident_memory_bytes() -> int:
         return int(peak) * 1024
 
 
+def memory_limit_bytes() -> int | None:
+    """The container's memory limit (cgroup v2, then v1); None when unlimited or unknown."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as limit:
+                raw = limit.read().strip()
+        except OSError:
+            continue
+        if raw.isdigit() and int(raw) < 1 << 60:  # v1 reports "no limit" as a huge number
+            return int(raw)
+        return None
+    return None
+
+
 def _pool_use(engine: AsyncEngine) -> tuple[int, int]:
     pool = engine.sync_engine.pool
     checked_out = int(getattr(pool, "checkedout", lambda: 0)())
@@ -80,6 +94,7 @@ class HeartbeatWriter:
         self._last_sample = time.monotonic()
         self._latest_signals: dict[str, Any] = {}
         self._latency: tuple[float | None, float | None, float | None] = (None, None, None)
+        self._memory_limit = memory_limit_bytes()
         self._beats = Periodic("heartbeat", self._beat, interval=interval)
         gates.on_applied(lambda _snapshot: self._beats.wake())
 
@@ -131,6 +146,7 @@ class HeartbeatWriter:
                 "pool_in_use": in_use,
                 "pool_capacity": capacity,
                 "rss_bytes": rss,
+                "memory_limit_bytes": self._memory_limit,
                 "applied_gate_version": self._gates.applied_version,
                 "signals": self._latest_signals,
             }
@@ -154,6 +170,7 @@ class HeartbeatWriter:
             "pool_in_use": in_use,
             "pool_capacity": capacity,
             "rss_bytes": rss,
+            "memory_limit_bytes": self._memory_limit,
             "signals": self._latest_signals,
         }
         exposures = gates.take_exposures()

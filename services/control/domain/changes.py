@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -61,6 +61,29 @@ class GateClear(Mutation):
 @dataclass(frozen=True)
 class KillSwitchChange(Mutation):
     engaged: bool
+
+
+@dataclass(frozen=True)
+class RolloutAdvance(Mutation):
+    force: bool
+    issues_found: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RolloutRollback(Mutation):
+    to_phase: int
+    sticky_exposure: bool
+    issues_found: tuple[str, ...] = ()
+
+
+MAX_ISSUES = 50
+
+
+def check_issues(violations: Violations, issues: Sequence[str], field: str) -> None:
+    if len(issues) > MAX_ISSUES:
+        violations.add(field, f"{len(issues)} issues; at most {MAX_ISSUES} per request")
+    for i, issue in enumerate(issues[:MAX_ISSUES]):
+        check_text(violations, f"{field}[{i}]", issue, max_chars=MAX_REASON_CHARS, required=True)
 
 
 def check_mutation(

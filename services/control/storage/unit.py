@@ -10,6 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.control.storage.audit_repository import AuditRepository
 from services.control.storage.gate_repository import GateRepository
 from services.control.storage.replica_repository import ReplicaRepository
+from services.control.storage.rollout_repository import RolloutRepository
+from services.control.storage.signal_repository import SignalRepository
 
 
 class ControlUnit:
@@ -18,6 +20,8 @@ class ControlUnit:
         self.gates = GateRepository(session)
         self.audit = AuditRepository(session)
         self.replicas = ReplicaRepository(session)
+        self.rollout = RolloutRepository(session)
+        self.signals = SignalRepository(session)
 
 
 def transactions(

@@ -121,7 +121,9 @@ class GateCommands:
         digest = request_digest(Action.SET_GATE, content)
         async with self._transactions() as unit:
             await unit.gates.lock()
-            stored = await _stored(unit, actor, change.request_id, Action.SET_GATE, digest)
+            stored = await stored_answer(
+                unit.audit, actor, change.request_id, Action.SET_GATE, digest
+            )
             if stored is not None:
                 return GateResult(
                     change.feature,
@@ -162,7 +164,9 @@ class GateCommands:
         digest = request_digest(Action.CLEAR_GATE, content)
         async with self._transactions() as unit:
             version, _ = await unit.gates.lock()
-            stored = await _stored(unit, actor, clear.request_id, Action.CLEAR_GATE, digest)
+            stored = await stored_answer(
+                unit.audit, actor, clear.request_id, Action.CLEAR_GATE, digest
+            )
             if stored is not None:
                 return ClearResult(bool(stored["cleared"]), int(stored["version"]), replayed=True)
             before = await unit.gates.switch(clear.feature, clear.repository_url)
@@ -194,7 +198,9 @@ class GateCommands:
         digest = request_digest(Action.SET_KILL_SWITCH, content)
         async with self._transactions() as unit:
             _, before = await unit.gates.lock()
-            stored = await _stored(unit, actor, change.request_id, Action.SET_KILL_SWITCH, digest)
+            stored = await stored_answer(
+                unit.audit, actor, change.request_id, Action.SET_KILL_SWITCH, digest
+            )
             if stored is not None:
                 return KillSwitchResult(
                     bool(stored["engaged"]), int(stored["version"]), replayed=True
@@ -222,14 +228,14 @@ class GateCommands:
         return KillSwitchResult(change.engaged, version)
 
 
-async def _stored(
-    unit: GateUnit, actor: str, request_id: str | None, action: str, digest: str
+async def stored_answer(
+    audit: AuditRepository, actor: str, request_id: str | None, action: str, digest: str
 ) -> Mapping[str, Any] | None:
     """The first answer to this request id, checked after the lock so a concurrent retry waits
     for the first to commit and then sees it."""
     if not request_id:
         return None
-    stored = await unit.audit.stored_answer(actor, request_id)
+    stored = await audit.stored_answer(actor, request_id)
     if stored is None:
         return None
     return replay(stored, action=action, digest=digest, request_id=request_id)

@@ -62,6 +62,7 @@ def upgrade() -> None:
         sa.Column("pool_in_use", sa.Integer(), server_default="0", nullable=False),
         sa.Column("pool_capacity", sa.Integer(), server_default="0", nullable=False),
         sa.Column("rss_bytes", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("memory_limit_bytes", sa.BigInteger(), nullable=True),
         sa.Column(
             "signals",
             postgresql.JSONB(astext_type=sa.Text()),
@@ -91,6 +92,7 @@ def upgrade() -> None:
         sa.Column("pool_in_use", sa.Integer(), nullable=False),
         sa.Column("pool_capacity", sa.Integer(), nullable=False),
         sa.Column("rss_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("memory_limit_bytes", sa.BigInteger(), nullable=True),
         sa.Column("applied_gate_version", sa.BigInteger(), nullable=False),
         sa.Column(
             "signals",
@@ -113,6 +115,7 @@ def downgrade() -> None:
     op.drop_index("ix_replica_heartbeats_service", table_name="replica_heartbeats")
     for name in (
         "signals",
+        "memory_limit_bytes",
         "rss_bytes",
         "pool_capacity",
         "pool_in_use",
