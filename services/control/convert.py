@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from google.protobuf.duration_pb2 import Duration
@@ -9,6 +10,7 @@ from reviewlearn.common.v1 import common_pb2
 from reviewlearn.control.v1 import control_pb2
 
 from services.control.domain.changes import (
+    Action,
     GateChange,
     GateClear,
     KillSwitchChange,
@@ -20,6 +22,7 @@ from services.control.domain.changes import (
     check_repository_url,
     check_wait,
 )
+from services.control.domain.health import Status, SystemHealth
 from services.control.domain.replicas import Propagation, ReplicaView
 from services.control.domain.rollout import (
     Criterion,
@@ -27,7 +30,8 @@ from services.control.domain.rollout import (
     check_percentage,
     check_phase,
 )
-from shared.convert import timestamp_to_pb
+from services.control.usecases.audit import AuditQuery, AuditRecord
+from shared.convert import timestamp_from_pb, timestamp_to_pb
 from shared.errors import Violations
 from shared.gates.model import Feature, GateDecision, GateSnapshot, Switch
 from shared.gates.store import FEATURE_CODES, FEATURE_OF_CODE
@@ -312,4 +316,87 @@ def phase_to_pb(record: PhaseRecord | None) -> control_pb2.RolloutPhase:
     )
     if record.ended_at is not None:
         message.end_time.CopyFrom(timestamp_to_pb(record.ended_at))
+    return message
+
+
+# ------------------------------------------------------------------ audit and health
+
+
+def audit_query_from_pb(request: control_pb2.ListAuditEventsRequest) -> AuditQuery:
+    violations = Violations()
+    if request.action and request.action not in Action.ALL:
+        violations.add("action", f"must be one of {', '.join(Action.ALL)}")
+    feature = None
+    if request.feature:
+        feature = feature_from_pb(request.feature)
+        check_feature(violations, feature)
+    check_repository_url(violations, request.repository_url)
+    start = timestamp_from_pb(request.start_time, "start_time", violations, required=False)
+    end = timestamp_from_pb(request.end_time, "end_time", violations, required=False)
+    has_start = request.HasField("start_time")
+    has_end = request.HasField("end_time")
+    if has_start and has_end and end <= start:
+        violations.add("end_time", "must be after start_time")
+    violations.raise_if_any()
+    return AuditQuery(
+        action=request.action or None,
+        feature=feature,
+        repository_url=request.repository_url or None,
+        start=start if has_start else None,
+        end=end if has_end else None,
+    )
+
+
+def audit_to_pb(record: AuditRecord) -> control_pb2.AuditEvent:
+    return control_pb2.AuditEvent(
+        audit_id=record.audit_id,
+        actor=record.actor,
+        action=record.action,
+        target=record.target,
+        before_json=json.dumps(record.before, sort_keys=True) if record.before is not None else "",
+        after_json=json.dumps(record.after, sort_keys=True) if record.after is not None else "",
+        reason=record.reason,
+        create_time=timestamp_to_pb(record.created_at),
+        request_id=record.request_id or "",
+        feature=feature_to_pb(record.feature)
+        if record.feature is not None
+        else common_pb2.FEATURE_UNSPECIFIED,
+        repository_url=record.repository_url,
+    )
+
+
+_STATUS = {
+    Status.HEALTHY: control_pb2.HEALTH_STATUS_HEALTHY,
+    Status.DEGRADED: control_pb2.HEALTH_STATUS_DEGRADED,
+    Status.UNHEALTHY: control_pb2.HEALTH_STATUS_UNHEALTHY,
+}
+
+
+def health_to_pb(
+    health: SystemHealth, replicas: list[ReplicaView]
+) -> control_pb2.GetSystemHealthResponse:
+    message = control_pb2.GetSystemHealthResponse(
+        status=_STATUS[health.status],
+        components=[
+            control_pb2.ComponentHealth(
+                name=c.name,
+                status=_STATUS[c.status],
+                detail=c.detail,
+                live_replicas=c.live_replicas,
+            )
+            for c in health.components
+        ],
+        feedback_backlog=health.feedback_backlog or 0,
+        confidence_threshold_stale=bool(health.thresholds_stale),
+        cache_hit_rate=health.cache_hit_rate or 0.0,
+        cache_hit_rate_known=health.cache_hit_rate is not None,
+        gate_version=health.gate_version,
+        gates_converged=health.gates_converged,
+        replicas_seen=health.replicas_seen,
+        replicas=[replica_to_pb(r) for r in replicas],
+        kill_switch_engaged=health.kill_switch_engaged,
+        generate_time=timestamp_to_pb(health.generated_at),
+    )
+    if health.last_learning_update is not None:
+        message.last_learning_update.CopyFrom(timestamp_to_pb(health.last_learning_update))
     return message

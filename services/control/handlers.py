@@ -14,7 +14,9 @@ from reviewlearn.control.v1 import control_pb2, control_pb2_grpc
 
 from services.control import convert
 from services.control.domain.replicas import propagation_of
+from services.control.usecases.audit import AuditLog
 from services.control.usecases.gates import GateCommands
+from services.control.usecases.health import SystemHealthCheck
 from services.control.usecases.propagation import PropagationTracker
 from services.control.usecases.rollout import RolloutService
 from shared.errors import FieldViolation, InvalidArgument, Violations
@@ -41,8 +43,12 @@ class ControlHandlers(control_pb2_grpc.ControlServiceServicer):
         snapshots: Callable[[], Awaitable[GateSnapshot]],
         propagation: PropagationTracker,
         rollout: RolloutService,
+        audit: AuditLog,
+        health: SystemHealthCheck,
     ) -> None:
         self._rollout = rollout
+        self._audit = audit
+        self._health = health
         self._gates = gates
         self._client = gate_client
         self._snapshots = snapshots
@@ -181,6 +187,31 @@ class ControlHandlers(control_pb2_grpc.ControlServiceServicer):
             criteria=[convert.criterion_to_pb(c) for c in criteria],
             all_met=all(c.met for c in criteria if c.blocking),
         )
+
+    # ------------------------------------------------------------------ audit and health
+
+    async def ListAuditEvents(
+        self, request: control_pb2.ListAuditEventsRequest, context: Any
+    ) -> control_pb2.ListAuditEventsResponse:
+        query = convert.audit_query_from_pb(request)
+        key = f"audit:{query}"
+        before = decode_token(request.page_token, key)
+        if before is not None and not isinstance(before, int):
+            raise InvalidArgument([FieldViolation("page_token", "is malformed")])
+        size = page_size(request.page_size)
+        records = await self._audit.page(query, before_id=before, limit=size + 1)
+        response = control_pb2.ListAuditEventsResponse(
+            events=[convert.audit_to_pb(r) for r in records[:size]]
+        )
+        if len(records) > size:
+            response.next_page_token = encode_token(key, records[size - 1].audit_id)
+        return response
+
+    async def GetSystemHealth(
+        self, request: control_pb2.GetSystemHealthRequest, context: Any
+    ) -> control_pb2.GetSystemHealthResponse:
+        health, replicas = await self._health.assess()
+        return convert.health_to_pb(health, replicas)
 
 
 answer_unimplemented(ControlHandlers, SERVICE, pending="a later change of the control plane")

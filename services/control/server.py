@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from reviewlearn.control.v1 import control_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.control.announcer import GateAnnouncer
+from services.control.domain.health import HealthLimits
 from services.control.handlers import SERVICE, ControlHandlers
 from services.control.settings import ControlSettings
 from services.control.storage.unit import replica_reads, transactions
+from services.control.usecases.audit import AuditLog
 from services.control.usecases.gates import GateCommands
+from services.control.usecases.health import SystemHealthCheck
 from services.control.usecases.propagation import PropagationTracker
+from services.control.usecases.retention import Retention
 from services.control.usecases.rollout import RolloutPolicy, RolloutService
 from shared.db.engine import create_engine, create_session_factory
 from shared.gates.client import GateClient
 from shared.gates.model import GateSnapshot
 from shared.gates.store import load_snapshot
+from shared.periodic import Periodic
 from shared.rpc.runtime import ServiceRuntime
 from shared.rpc.server import ServiceBinding
 
@@ -50,11 +56,30 @@ def build_server(settings: ControlSettings, *, engine: AsyncEngine | None = None
     async def snapshots() -> GateSnapshot:
         return await load_snapshot(db)
 
+    health = SystemHealthCheck(
+        reads=units,
+        snapshot=lambda: gate_client.snapshot,
+        live_seconds=settings.replica_gone_seconds,
+        window=timedelta(seconds=settings.health_window_seconds),
+        limits=HealthLimits(
+            backlog=settings.health_backlog_limit,
+            learning_update_age=timedelta(hours=settings.health_learning_update_hours),
+        ),
+    )
+
+    async def health_document() -> dict[str, Any]:
+        report, _ = await health.assess()
+        return report.as_document()
+
+    retention = Retention(transactions=units, keep=timedelta(days=settings.sample_retention_days))
+
     handlers = ControlHandlers(  # type: ignore[abstract]
         gates=GateCommands(transactions=units, after_commit=announcer),
         gate_client=gate_client,
         snapshots=snapshots,
         propagation=tracker,
+        audit=AuditLog(reads=units),
+        health=health,
         rollout=RolloutService(
             transactions=units,
             after_commit=announcer,
@@ -79,5 +104,7 @@ def build_server(settings: ControlSettings, *, engine: AsyncEngine | None = None
                 ),
             )
         ],
+        http_routes={"/health/learning": health_document},
+        background=[Periodic("control-retention", retention.prune, interval=3600.0)],
         cleanups=[redis.aclose] if redis is not None else [],
     )

@@ -29,6 +29,14 @@ class ControlSettings(ServiceSettings):
     integrity_job_names: tuple[str, ...] = ("validate_data_integrity",)
     """Job runs (``job_runs.job_name``) that are data-integrity checks."""
 
+    health_window_seconds: float = Field(300.0, gt=0)
+    """System health judges error rate and latency over the samples of this window."""
+    health_backlog_limit: int = Field(1000, ge=0)
+    health_learning_update_hours: float = Field(1.0, gt=0)
+    """A last learning update older than this degrades the learning engine."""
+    sample_retention_days: float = Field(14.0, gt=0)
+    """Replica samples and heartbeats of gone replicas older than this are deleted."""
+
     def criteria_window(self) -> timedelta:
         return timedelta(hours=self.rollout_criteria_window_hours)
 

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.control.domain.changes import StoredAnswer
+from services.control.usecases.audit import AuditQuery, AuditRecord
 from services.control.usecases.gates import AuditEntry
 from shared.db.models import AuditEvent
-from shared.gates.store import FEATURE_CODES
+from shared.gates.store import FEATURE_CODES, FEATURE_OF_CODE
 
 
 class AuditRepository:
@@ -54,28 +53,35 @@ class AuditRepository:
         await self._session.flush()
 
     async def events(
-        self,
-        *,
-        action: str | None,
-        feature_code: int | None,
-        repository_url: str | None,
-        start: datetime | None,
-        end: datetime | None,
-        before_id: int | None,
-        limit: int,
-    ) -> Sequence[AuditEvent]:
+        self, query: AuditQuery, *, before_id: int | None, limit: int
+    ) -> list[AuditRecord]:
         """Newest first, keyset-paged by id."""
-        query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
-        if action:
-            query = query.where(AuditEvent.action == action)
-        if feature_code is not None:
-            query = query.where(AuditEvent.feature == feature_code)
-        if repository_url is not None:
-            query = query.where(AuditEvent.repository_url == repository_url)
-        if start is not None:
-            query = query.where(AuditEvent.created_at >= start)
-        if end is not None:
-            query = query.where(AuditEvent.created_at < end)
+        statement = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+        if query.action:
+            statement = statement.where(AuditEvent.action == query.action)
+        if query.feature is not None:
+            statement = statement.where(AuditEvent.feature == FEATURE_CODES[query.feature])
+        if query.repository_url:
+            statement = statement.where(AuditEvent.repository_url == query.repository_url)
+        if query.start is not None:
+            statement = statement.where(AuditEvent.created_at >= query.start)
+        if query.end is not None:
+            statement = statement.where(AuditEvent.created_at < query.end)
         if before_id is not None:
-            query = query.where(AuditEvent.id < before_id)
-        return (await self._session.execute(query)).scalars().all()
+            statement = statement.where(AuditEvent.id < before_id)
+        return [
+            AuditRecord(
+                audit_id=row.id,
+                actor=row.actor,
+                action=row.action,
+                target=row.target,
+                before=row.before,
+                after=row.after,
+                reason=row.reason,
+                created_at=row.created_at,
+                request_id=row.request_id,
+                feature=FEATURE_OF_CODE.get(row.feature) if row.feature is not None else None,
+                repository_url=row.repository_url,
+            )
+            for row in (await self._session.execute(statement)).scalars()
+        ]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import and_, func, select
+from datetime import timedelta
+
+from sqlalchemy import and_, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.control.domain.replicas import ReplicaView
-from shared.db.models import GateState, ReplicaHeartbeat
+from shared.db.models import GateState, ReplicaHeartbeat, ReplicaSample
 
 
 class ReplicaRepository:
@@ -46,3 +48,14 @@ class ReplicaRepository:
             )
             for row in rows
         ]
+
+    async def prune(self, *, older_than: timedelta) -> int:
+        """Deletes samples and heartbeats of replicas gone for longer than ``older_than``."""
+        cutoff = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than.total_seconds())
+        samples = await self._session.execute(
+            delete(ReplicaSample).where(ReplicaSample.recorded_at < cutoff)
+        )
+        gone = await self._session.execute(
+            delete(ReplicaHeartbeat).where(ReplicaHeartbeat.heartbeat_at < cutoff)
+        )
+        return int(samples.rowcount or 0) + int(gone.rowcount or 0)  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.control.domain.health import ServiceWindow
 from services.control.domain.rollout import Measurements
 from shared.heartbeat.stats import BUCKET_COUNT, quantile_seconds
 
@@ -77,3 +78,37 @@ class SignalRepository:
             pool_utilisation=float(pool) if pool is not None and sample_rows else None,
             memory_utilisation=float(memory) if memory is not None else None,
         )
+
+    async def service_windows(self, *, since: datetime) -> dict[str, ServiceWindow]:
+        """Per service: RPCs, server-side errors and p95 over every replica's samples."""
+        counts = {
+            str(service): (int(rpcs), int(errors))
+            for service, rpcs, errors in await self._session.execute(
+                text(
+                    "SELECT service, sum(rpc_count), sum(error_count) FROM replica_samples "
+                    "WHERE recorded_at >= :since GROUP BY service"
+                ),
+                {"since": since},
+            )
+        }
+        buckets: dict[str, list[int]] = {}
+        for service, index, count in await self._session.execute(
+            text(
+                "SELECT s.service, u.i, sum(u.b) FROM replica_samples s, "
+                "unnest(s.latency_buckets) WITH ORDINALITY AS u(b, i) "
+                "WHERE s.recorded_at >= :since GROUP BY s.service, u.i"
+            ),
+            {"since": since},
+        ):
+            row = buckets.setdefault(str(service), [0] * BUCKET_COUNT)
+            if 1 <= index <= BUCKET_COUNT:
+                row[index - 1] = int(count)
+        windows = {}
+        for service, (rpcs, errors) in counts.items():
+            latency = buckets.get(service, [])
+            windows[service] = ServiceWindow(
+                rpc_count=rpcs,
+                error_count=errors,
+                latency_p95_ms=quantile_seconds(latency, 0.95) * 1000 if sum(latency) else None,
+            )
+        return windows
