@@ -31,4 +31,4 @@ class GateAnnouncer:
             except Exception as exc:
                 log.warning("could not publish gate version %s on Redis: %s", version, exc)
         # Read-your-writes for the caller: this replica's EvaluateFeature answers from it.
-        await self._gates.refresh(known_newer=True)
+        await self._gates.refresh(at_least=version)

@@ -39,7 +39,7 @@ from shared.gates.model import (
     evaluate,
     not_loaded,
 )
-from shared.gates.store import CHANNEL, current_version, load_snapshot
+from shared.gates.store import CHANNEL, load_snapshot, stored_version
 from shared.periodic import Periodic
 
 log = logging.getLogger("reviewlearn.gates")
@@ -250,18 +250,20 @@ class GateClient:
             self._listener = None
         await self._poll.stop()
 
-    async def refresh(self, *, known_newer: bool = False) -> bool:
+    async def refresh(self, *, at_least: int | None = None) -> bool:
         """Reads the snapshot if the stored version differs; True when a new one was applied.
 
-        Failures are recorded (the replica turns stale) and swallowed: the snapshot stays.
+        ``at_least``: a version known to exist (announced): read the snapshot straight away
+        unless it is already applied, skipping the version check. Failures are recorded (the
+        replica turns stale) and swallowed: the snapshot stays.
         """
         async with self._refresh_lock:
             try:
                 async with asyncio.timeout(REFRESH_TIMEOUT_SECONDS):
-                    if not known_newer and self._snapshot is not None:
-                        async with self._engine.connect() as connection:
-                            stored = await current_version(connection)
-                            await connection.commit()
+                    if at_least is not None and self.applied_version >= at_least:
+                        return False  # another refresh applied it while this one waited
+                    if at_least is None and self._snapshot is not None:
+                        stored = await stored_version(self._engine)
                         if stored == self._snapshot.version:
                             self._succeeded()
                             return False
@@ -306,7 +308,8 @@ class GateClient:
                 log.exception("gate listener callback failed")
 
     async def _tick(self) -> None:
-        await self.refresh(known_newer=self._announced > self.applied_version)
+        announced = self._announced
+        await self.refresh(at_least=announced if announced > self.applied_version else None)
 
     def _record_exposure(self, repository_url: str, phase: int) -> None:
         if len(self._exposed) >= EXPOSURE_MEMORY_LIMIT:

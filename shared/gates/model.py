@@ -138,7 +138,7 @@ class GateSnapshot:
     rollout: Rollout = Rollout()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GateDecision:
     enabled: bool
     reason: str = ""
@@ -213,7 +213,7 @@ def _override(snapshot: GateSnapshot, feature: Feature, url: str) -> GateDecisio
     state = "on" if switch.enabled else "off"
     return GateDecision(
         switch.enabled,
-        f"repository_gate: {feature} is {state} for {url}{_why(switch.reason)}",
+        f"repository_gate: {feature.value} is {state} for {url}{_why(switch.reason)}",
         DecidedBy.REPOSITORY_GATE,
         feature,
         snapshot.version,
@@ -226,7 +226,7 @@ def _global_off(snapshot: GateSnapshot, feature: Feature) -> GateDecision | None
         return None
     return GateDecision(
         False,
-        f"global_gate: {feature} is off{_why(switch.reason)}",
+        f"global_gate: {feature.value} is off{_why(switch.reason)}",
         DecidedBy.GLOBAL_GATE,
         feature,
         snapshot.version,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import Text, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -84,14 +84,17 @@ class GateRepository:
         )
 
     async def bump_version(self) -> int:
+        # The NOTIFY rides on the same statement (one round trip less on every change) and is
+        # delivered when — and only if — the transaction commits.
         version = (
             await self._session.execute(
                 update(GateState)
                 .where(GateState.id == 1)
                 .values(version=GateState.version + 1, updated_at=func.now())
-                .returning(GateState.version)
+                .returning(
+                    GateState.version,
+                    func.pg_notify(CHANNEL, func.cast(GateState.version, Text)),
+                )
             )
-        ).scalar_one()
-        # Delivered when (and only if) the transaction commits.
-        await self._session.execute(select(func.pg_notify(CHANNEL, str(version))))
+        ).one()[0]
         return int(version)
