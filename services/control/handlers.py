@@ -7,6 +7,7 @@ heartbeats and samples they will read are already recorded (``replica_heartbeats
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -25,6 +26,8 @@ from shared.gates.model import GateSnapshot
 from shared.pagination import decode_token, encode_token, page_size
 from shared.rpc.interceptors import current_principal
 from shared.rpc.server import answer_unimplemented
+
+log = logging.getLogger("reviewlearn.control")
 
 SERVICE = control_pb2.DESCRIPTOR.services_by_name["ControlService"]
 
@@ -102,8 +105,15 @@ class ControlHandlers(control_pb2_grpc.ControlServiceServicer):
     async def WatchFeatureGates(
         self, request: control_pb2.WatchFeatureGatesRequest, context: Any
     ) -> AsyncIterator[control_pb2.WatchFeatureGatesResponse]:
-        async for snapshot in self._client.watch():
-            yield control_pb2.WatchFeatureGatesResponse(snapshot=convert.snapshot_to_pb(snapshot))
+        watcher = request.replica_id or "anonymous"
+        log.info("gate watcher connected", extra={"fields": {"watcher": watcher}})
+        try:
+            async for snapshot in self._client.watch():
+                yield control_pb2.WatchFeatureGatesResponse(
+                    snapshot=convert.snapshot_to_pb(snapshot)
+                )
+        finally:
+            log.info("gate watcher gone", extra={"fields": {"watcher": watcher}})
 
     async def GetGatePropagation(
         self, request: control_pb2.GetGatePropagationRequest, context: Any

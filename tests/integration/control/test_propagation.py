@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import pytest
 from google.protobuf.duration_pb2 import Duration
 from reviewlearn.common.v1 import common_pb2
 from reviewlearn.control.v1 import control_pb2
@@ -19,6 +20,8 @@ from services.feedback.server import build_server as build_feedback
 from services.feedback.settings import FeedbackSettings
 from services.learning.server import build_server as build_learning
 from services.learning.settings import LearningSettings
+from shared.errors import Unavailable
+from shared.gates import Feature, GateClient
 from tests.conftest import TOKENS_ENV, StartService, auth
 from tests.integration.control.conftest import (
     FAST,
@@ -181,3 +184,50 @@ async def test_a_replica_whose_database_drops_keeps_its_snapshot_and_says_stale(
             text("SELECT count(*) FROM replica_heartbeats WHERE service = 'control'")
         )
     assert stale_rows == 2
+
+
+async def _applies_by_push(start_service: StartService, **push: object) -> None:
+    """With a ten-minute poll only a notification can deliver the change in time."""
+    control = await start_control(start_service, **push)
+    replica = await start_control(start_service, gate_poll_seconds=600, **push)
+    replica_stub = ControlStub(replica.channel)
+
+    async def listening() -> bool:
+        return bool(replica.runtime.gates.status()["push_connected"])
+
+    await eventually(listening, what="the replica subscribing")
+    await kill_switch(ControlStub(control.channel), True, "pushed")
+
+    async def applied() -> bool:
+        return (await evaluate(replica_stub, RANKING)).decided_by == "kill_switch"
+
+    await eventually(applied, within=10, what="the pushed change")
+
+
+async def test_a_change_reaches_replicas_by_postgres_notify(start_service: StartService) -> None:
+    await _applies_by_push(start_service)
+
+
+@pytest.mark.redis
+async def test_a_change_reaches_replicas_by_redis_pub_sub(
+    start_service: StartService, redis_url: str
+) -> None:
+    await _applies_by_push(start_service, redis_url=redis_url)
+
+
+async def test_require_answers_unavailable_naming_the_switch(
+    start_service: StartService, db_engine: AsyncEngine
+) -> None:
+    stub = ControlStub((await start_control(start_service)).channel)
+    client = GateClient(engine=db_engine, hard_kill=False)
+    await client.refresh()
+    assert client.require(Feature.INSIGHTS).enabled
+    await set_gate(stub, common_pb2.FEATURE_INSIGHTS, False, reason="insights rebuild")
+    await client.refresh()
+    with pytest.raises(Unavailable) as caught:
+        client.require(Feature.INSIGHTS)
+    assert caught.value.reason == "FEATURE_DISABLED"
+    assert "insights rebuild" in caught.value.message
+    assert caught.value.metadata["decided_by"] == "global_gate"
+    # Before any snapshot could be read, the answer is off, never a guessed default.
+    assert not GateClient(engine=db_engine, hard_kill=False).evaluate(Feature.RANKING).enabled

@@ -536,7 +536,9 @@ class WatchFeatureGatesRequest(_message.Message):
 
     REPLICA_ID_FIELD_NUMBER: _builtins.int
     replica_id: _builtins.str
-    """Identifies the watching replica for the propagation report."""
+    """Names the watcher in the control service's log. Watchers are not replicas: the propagation
+    report lists the replicas' own heartbeats (every service runs the gate client itself).
+    """
     def __init__(
         self,
         *,
