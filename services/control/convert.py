@@ -66,14 +66,10 @@ def duration_from_pb(
 # ------------------------------------------------------------------ requests
 
 
-def gate_change_from_pb(
-    request: control_pb2.SetFeatureGateRequest,
-) -> tuple[GateChange, timedelta | None]:
-    violations = Violations()
-    feature = feature_from_pb(request.feature)
-    check_feature(violations, feature)
-    check_repository_url(violations, request.repository_url)
-    check_mutation(violations, request_id=request.request_id, reason=request.reason)
+def _wait_from_pb(
+    request: control_pb2.SetFeatureGateRequest | control_pb2.SetKillSwitchRequest,
+    violations: Violations,
+) -> timedelta | None:
     wait = duration_from_pb(
         request.wait_for_replicas,
         "wait_for_replicas",
@@ -81,6 +77,27 @@ def gate_change_from_pb(
         present=request.HasField("wait_for_replicas"),
     )
     check_wait(violations, wait, "wait_for_replicas")
+    return wait
+
+
+def _gate_target_from_pb(
+    request: control_pb2.SetFeatureGateRequest | control_pb2.ClearFeatureGateRequest,
+    violations: Violations,
+) -> Feature | None:
+    """The feature of a gate write, with its repository, id and reason checked."""
+    feature = feature_from_pb(request.feature)
+    check_feature(violations, feature)
+    check_repository_url(violations, request.repository_url)
+    check_mutation(violations, request_id=request.request_id, reason=request.reason)
+    return feature
+
+
+def gate_change_from_pb(
+    request: control_pb2.SetFeatureGateRequest,
+) -> tuple[GateChange, timedelta | None]:
+    violations = Violations()
+    feature = _gate_target_from_pb(request, violations)
+    wait = _wait_from_pb(request, violations)
     violations.raise_if_any()
     assert feature is not None
     change = GateChange(
@@ -95,10 +112,7 @@ def gate_change_from_pb(
 
 def gate_clear_from_pb(request: control_pb2.ClearFeatureGateRequest) -> GateClear:
     violations = Violations()
-    feature = feature_from_pb(request.feature)
-    check_feature(violations, feature)
-    check_repository_url(violations, request.repository_url)
-    check_mutation(violations, request_id=request.request_id, reason=request.reason)
+    feature = _gate_target_from_pb(request, violations)
     violations.raise_if_any()
     assert feature is not None
     return GateClear(
@@ -114,13 +128,7 @@ def kill_switch_from_pb(
 ) -> tuple[KillSwitchChange, timedelta | None]:
     violations = Violations()
     check_mutation(violations, request_id=request.request_id, reason=request.reason)
-    wait = duration_from_pb(
-        request.wait_for_replicas,
-        "wait_for_replicas",
-        violations,
-        present=request.HasField("wait_for_replicas"),
-    )
-    check_wait(violations, wait, "wait_for_replicas")
+    wait = _wait_from_pb(request, violations)
     violations.raise_if_any()
     change = KillSwitchChange(
         request_id=request.request_id or None,

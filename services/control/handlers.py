@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from reviewlearn.control.v1 import control_pb2, control_pb2_grpc
@@ -57,6 +58,12 @@ class ControlHandlers(control_pb2_grpc.ControlServiceServicer):
         self._snapshots = snapshots
         self._propagation = propagation
 
+    async def _waited(self, version: int, wait: timedelta | None) -> control_pb2.Propagation | None:
+        """Who applied ``version`` by the end of the wait; None when the caller did not wait."""
+        if wait is None:
+            return None
+        return convert.propagation_to_pb(await self._propagation.wait(version, wait))
+
     # ------------------------------------------------------------------ gates
 
     async def GetFeatureGates(
@@ -70,14 +77,11 @@ class ControlHandlers(control_pb2_grpc.ControlServiceServicer):
     ) -> control_pb2.SetFeatureGateResponse:
         change, wait = convert.gate_change_from_pb(request)
         result = await self._gates.set_gate(change, actor=_actor())
-        response = control_pb2.SetFeatureGateResponse(
+        return control_pb2.SetFeatureGateResponse(
             gate=convert.switch_to_pb(result.feature, result.repository_url, result.switch),
             version=result.version,
+            propagation=await self._waited(result.version, wait),
         )
-        if wait is not None:
-            propagation = await self._propagation.wait(result.version, wait)
-            response.propagation.CopyFrom(convert.propagation_to_pb(propagation))
-        return response
 
     async def ClearFeatureGate(
         self, request: control_pb2.ClearFeatureGateRequest, context: Any
@@ -90,11 +94,11 @@ class ControlHandlers(control_pb2_grpc.ControlServiceServicer):
     ) -> control_pb2.SetKillSwitchResponse:
         change, wait = convert.kill_switch_from_pb(request)
         result = await self._gates.set_kill_switch(change, actor=_actor())
-        response = control_pb2.SetKillSwitchResponse(engaged=result.engaged, version=result.version)
-        if wait is not None:
-            propagation = await self._propagation.wait(result.version, wait)
-            response.propagation.CopyFrom(convert.propagation_to_pb(propagation))
-        return response
+        return control_pb2.SetKillSwitchResponse(
+            engaged=result.engaged,
+            version=result.version,
+            propagation=await self._waited(result.version, wait),
+        )
 
     async def EvaluateFeature(
         self, request: control_pb2.EvaluateFeatureRequest, context: Any

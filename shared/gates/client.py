@@ -27,10 +27,10 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import errors
+from shared.channel_listener import ChannelListener
 from shared.gates.model import (
     DecidedBy,
     Feature,
@@ -44,7 +44,6 @@ from shared.periodic import Periodic
 
 log = logging.getLogger("reviewlearn.gates")
 
-RECONNECT_SECONDS = 1.0
 FIRST_LOAD_TIMEOUT_SECONDS = 3.0
 REFRESH_TIMEOUT_SECONDS = 5.0
 MEMO_LIMIT = 100_000
@@ -91,8 +90,13 @@ class GateClient:
         self._changed = asyncio.Condition()
         self._refresh_lock = asyncio.Lock()
         self._poll = Periodic("gates-refresh", self._tick, interval=poll_seconds)
-        self._listener: asyncio.Task[None] | None = None
-        self._push_connected = False
+        self._listener = ChannelListener(
+            channel=CHANNEL,
+            postgres_dsn=asyncpg_dsn(engine),
+            redis_url=redis_url,
+            on_message=self._on_payload,
+            on_connected=self._poll.wake,  # whatever changed while not listening
+        )
 
     @classmethod
     def from_settings(cls, settings: GateSettings, *, engine: AsyncEngine) -> GateClient:
@@ -192,7 +196,7 @@ class GateClient:
             "version": self.applied_version,
             "stale": self.stale,
             "push": "redis" if self._redis_url else "postgres",
-            "push_connected": self._push_connected,
+            "push_connected": self._listener.connected,
             "hard_kill": self._hard_kill,
         }
         if self._snapshot is not None:
@@ -240,14 +244,10 @@ class GateClient:
             async with asyncio.timeout(FIRST_LOAD_TIMEOUT_SECONDS):
                 await self.refresh()
         await self._poll.start()
-        self._listener = asyncio.create_task(self._listen(), name="gates-listener")
+        await self._listener.start()
 
     async def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
+        await self._listener.stop()
         await self._poll.stop()
 
     async def refresh(self, *, at_least: int | None = None) -> bool:
@@ -317,56 +317,9 @@ class GateClient:
         self._exposed.add(repository_url)
         self._exposures.append((repository_url, phase))
 
-    async def _listen(self) -> None:
-        while True:
-            try:
-                if self._redis_url:
-                    await self._listen_redis(self._redis_url)
-                else:
-                    await self._listen_postgres()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.info("gate notifications interrupted (%s); polling meanwhile", exc)
-            self._push_connected = False
-            await asyncio.sleep(RECONNECT_SECONDS)
-
-    def _on_payload(self, payload: object) -> None:
+    def _on_payload(self, payload: str) -> None:
         try:
-            version = int(payload.decode() if isinstance(payload, bytes) else str(payload))
+            version = int(payload)
         except ValueError:
             version = self.applied_version + 1  # unknown payload: look anyway
         self.announce(version)
-
-    async def _listen_postgres(self) -> None:
-        connection = await asyncpg.connect(asyncpg_dsn(self._engine), timeout=5)
-        closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def on_close(_: object) -> None:
-            if not closed.done():
-                closed.set_result(None)
-
-        connection.add_termination_listener(on_close)
-        try:
-            await connection.add_listener(CHANNEL, lambda *args: self._on_payload(args[-1]))
-            self._push_connected = True
-            self._poll.wake()  # whatever changed while not listening
-            await closed
-        finally:
-            with contextlib.suppress(Exception):
-                await connection.close(timeout=2)
-
-    async def _listen_redis(self, url: str) -> None:
-        from redis.asyncio import Redis  # only when configured: the client costs startup time
-
-        redis = Redis.from_url(url)
-        try:
-            async with redis.pubsub() as pubsub:
-                await pubsub.subscribe(CHANNEL)
-                self._push_connected = True
-                self._poll.wake()
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        self._on_payload(message.get("data", b""))
-        finally:
-            await redis.aclose()

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 from reviewlearn.common.v1 import common_pb2
 from reviewlearn.control.v1 import control_pb2, control_pb2_grpc
+from sqlalchemy.engine import make_url
 
 from services.control.server import build_server as build_control
 from services.control.settings import ControlSettings
-from tests.conftest import RunningService, StartService, auth
+from shared.rpc.runtime import ServiceRuntime
+from tests.conftest import TOKENS_ENV, RunningService, StartService, auth
+from tests.proxy import TcpProxy
 
 ControlStub = control_pb2_grpc.ControlServiceStub
 REPO = "https://git.example.com/acme/api"
@@ -100,3 +105,37 @@ async def eventually(
     while not await check():
         assert asyncio.get_running_loop().time() < deadline, f"{what} did not happen in {within}s"
         await asyncio.sleep(0.02)
+
+
+@dataclass
+class CutOffReplica:
+    """A control replica whose only way to PostgreSQL is a proxy the test can cut."""
+
+    runtime: ServiceRuntime
+    stub: ControlStub
+    proxy: TcpProxy
+
+
+@contextlib.asynccontextmanager
+async def control_behind_proxy(
+    database_url: str, **overrides: object
+) -> AsyncIterator[CutOffReplica]:
+    url = make_url(database_url)
+    proxy = TcpProxy(target_host=url.host or "127.0.0.1", target_port=url.port or 5432)
+    await proxy.start()
+    runtime = build_control(
+        ControlSettings(
+            database_url=url.set(port=proxy.port).render_as_string(hide_password=False),
+            tokens=TOKENS_ENV,
+            grpc_port=0,
+            metrics_port=0,
+            **{**FAST, **overrides},  # type: ignore[arg-type]
+        )
+    )
+    await runtime.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{runtime.port}") as channel:
+            yield CutOffReplica(runtime, ControlStub(channel), proxy)
+    finally:
+        await runtime.stop(grace=0)
+        await proxy.cut()

@@ -5,35 +5,31 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from reviewlearn.common.v1 import common_pb2
 from reviewlearn.control.v1 import control_pb2
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.control.server import build_server as build_control
-from services.control.settings import ControlSettings
 from services.feedback.server import build_server as build_feedback
 from services.feedback.settings import FeedbackSettings
 from services.learning.server import build_server as build_learning
 from services.learning.settings import LearningSettings
 from shared.errors import Unavailable
 from shared.gates import Feature, GateClient
-from tests.conftest import TOKENS_ENV, StartService, auth
+from tests.conftest import StartService, auth
 from tests.integration.control.conftest import (
     FAST,
     REPO,
     ControlStub,
+    control_behind_proxy,
     evaluate,
     eventually,
     kill_switch,
     set_gate,
     start_control,
 )
-from tests.proxy import TcpProxy
 
 RANKING = common_pb2.FEATURE_RANKING
 
@@ -127,58 +123,41 @@ async def test_a_replica_whose_database_drops_keeps_its_snapshot_and_says_stale(
 ) -> None:
     control = await start_control(start_service)
     stub = ControlStub(control.channel)
-    url = make_url(database_url)
-    proxy = TcpProxy(target_host=url.host or "127.0.0.1", target_port=url.port or 5432)
-    await proxy.start()
-    cut_off = build_control(
-        ControlSettings(
-            database_url=url.set(port=proxy.port).render_as_string(hide_password=False),
-            tokens=TOKENS_ENV,
-            grpc_port=0,
-            metrics_port=0,
-            **FAST,  # type: ignore[arg-type]
-        )
-    )
-    await cut_off.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{cut_off.port}") as channel:
-            replica = ControlStub(channel)
-            await kill_switch(stub, True, "before the outage")
+    async with control_behind_proxy(database_url) as cut_off:
+        replica, proxy = cut_off.stub, cut_off.proxy
+        await kill_switch(stub, True, "before the outage")
 
-            async def applied() -> bool:
-                return (await evaluate(replica, RANKING)).decided_by == "kill_switch"
+        async def applied() -> bool:
+            return (await evaluate(replica, RANKING)).decided_by == "kill_switch"
 
-            await eventually(applied, what="the replica applying the kill switch")
+        await eventually(applied, what="the replica applying the kill switch")
 
-            await proxy.cut()
-            await kill_switch(stub, False, "released during the outage")
-
-            async def stale() -> bool:
-                return bool((await cut_off.health_report())["gates"]["stale"])
-
-            await eventually(stale, what="the replica reporting stale gates")
-            report = await cut_off.health_report()
-            assert report["components"]["gates"] == "unhealthy"
-            assert "stale" in report["problems"]["gates"]
-            # No flip to defaults: the last snapshot stays in force.
-            decision = await evaluate(replica, RANKING)
-            assert (decision.enabled, decision.decided_by) == (False, "kill_switch")
-            assert decision.version == 1
-
-            await proxy.restore()
-
-            async def recovered() -> bool:
-                return (await evaluate(replica, RANKING)).enabled
-
-            await eventually(recovered, within=20, what="the replica catching up after the outage")
-
-            async def fresh() -> bool:
-                return not (await cut_off.health_report())["gates"]["stale"]
-
-            await eventually(fresh, what="the replica fresh again")
-    finally:
-        await cut_off.stop(grace=0)
         await proxy.cut()
+        await kill_switch(stub, False, "released during the outage")
+
+        async def stale() -> bool:
+            return bool((await cut_off.runtime.health_report())["gates"]["stale"])
+
+        await eventually(stale, what="the replica reporting stale gates")
+        report = await cut_off.runtime.health_report()
+        assert report["components"]["gates"] == "unhealthy"
+        assert "stale" in report["problems"]["gates"]
+        # No flip to defaults: the last snapshot stays in force.
+        decision = await evaluate(replica, RANKING)
+        assert (decision.enabled, decision.decided_by) == (False, "kill_switch")
+        assert decision.version == 1
+
+        await proxy.restore()
+
+        async def recovered() -> bool:
+            return (await evaluate(replica, RANKING)).enabled
+
+        await eventually(recovered, within=20, what="the replica catching up after the outage")
+
+        async def fresh() -> bool:
+            return not (await cut_off.runtime.health_report())["gates"]["stale"]
+
+        await eventually(fresh, what="the replica fresh again")
     async with db_engine.connect() as connection:
         stale_rows = await connection.scalar(
             text("SELECT count(*) FROM replica_heartbeats WHERE service = 'control'")

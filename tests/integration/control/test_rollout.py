@@ -9,23 +9,19 @@ import pytest
 from reviewlearn.control.v1 import control_pb2
 from reviewlearn.learning.v1 import learning_pb2_grpc
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.control.server import build_server as build_control
-from services.control.settings import ControlSettings
 from shared.gates.model import rollout_bucket
-from tests.conftest import TOKENS_ENV, StartService, auth
+from tests.conftest import StartService, auth
 from tests.integration.control.conftest import (
-    FAST,
     ControlStub,
+    control_behind_proxy,
     eventually,
     reason_of,
     start_control,
     violations,
 )
 from tests.integration.control.test_learning_gates import rank, start_learning
-from tests.proxy import TcpProxy
 
 URLS = [f"https://git.example.com/org{i % 97}/repo-{i}" for i in range(10_000)]
 SALT = "reviewlearn"  # ControlSettings.rollout_salt's default
@@ -121,42 +117,21 @@ async def test_advance_is_refused_while_a_criterion_fails_unless_forced(
     stub = ControlStub((await start_control(start_service)).channel)
     # A replica whose database goes away answers UNAVAILABLE: real server-side errors, which
     # its heartbeat records once the database is back.
-    url = make_url(database_url)
-    proxy = TcpProxy(target_host=url.host or "127.0.0.1", target_port=url.port or 5432)
-    await proxy.start()
-    flaky = build_control(
-        ControlSettings(
-            database_url=url.set(port=proxy.port).render_as_string(hide_password=False),
-            tokens=TOKENS_ENV,
-            grpc_port=0,
-            metrics_port=0,
-            **{**FAST, "heartbeat_sample_seconds": 0.2},  # type: ignore[arg-type]
-        )
-    )
-    await flaky.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{flaky.port}") as channel:
-            replica = ControlStub(channel)
-            await replica.GetFeatureGates(
-                control_pb2.GetFeatureGatesRequest(), metadata=auth("reader")
-            )
-            await proxy.cut()
-            for _ in range(5):
-                with pytest.raises(grpc.aio.AioRpcError) as caught:
-                    await replica.GetFeatureGates(
-                        control_pb2.GetFeatureGatesRequest(), metadata=auth("reader")
-                    )
-                assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
-            await proxy.restore()
+    async with control_behind_proxy(database_url, heartbeat_sample_seconds=0.2) as flaky:
+        request = control_pb2.GetFeatureGatesRequest()
+        await flaky.stub.GetFeatureGates(request, metadata=auth("reader"))
+        await flaky.proxy.cut()
+        for _ in range(5):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await flaky.stub.GetFeatureGates(request, metadata=auth("reader"))
+            assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+        await flaky.proxy.restore()
 
-            async def errors_recorded() -> bool:
-                found = (await criteria(stub))["error_rate"]
-                return found.measured and found.observed > 0.1
+        async def errors_recorded() -> bool:
+            found = (await criteria(stub))["error_rate"]
+            return found.measured and found.observed > 0.1
 
-            await eventually(errors_recorded, within=20, what="the errors reaching the samples")
-    finally:
-        await flaky.stop(grace=0)
-        await proxy.cut()
+        await eventually(errors_recorded, within=20, what="the errors reaching the samples")
 
     judged = await criteria(stub)
     assert not judged["error_rate"].met
