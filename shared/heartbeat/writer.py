@@ -130,7 +130,8 @@ class HeartbeatWriter:
                 try:
                     self._latest_signals = await self._signals()
                 except Exception as exc:
-                    self._latest_signals = {"error": str(exc)[:200]}
+                    log.warning("health metrics for the heartbeat failed: %s", exc)
+                    self._latest_signals = {"error": exc.__class__.__name__}
             self._latency = (
                 window.quantile_ms(0.5),
                 window.quantile_ms(0.95),
