@@ -11,6 +11,7 @@ from shared.errors import Violations
 from shared.finding_input import FindingDraft
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_NANOS = 999_999_999
 
 
 def finding_from_pb(finding: common_pb2.FindingInput) -> FindingDraft:
@@ -36,6 +37,10 @@ def timestamp_from_pb(
     if value.seconds == 0 and value.nanos == 0:
         if required:
             violations.add(field, "is required")
+        return _EPOCH
+    if not 0 <= value.nanos <= MAX_NANOS:
+        # google.protobuf.Timestamp allows 0 … 999,999,999; more would silently shift seconds.
+        violations.add(f"{field}.nanos", f"must be within 0 … {MAX_NANOS:,}, got {value.nanos:,}")
         return _EPOCH
     try:
         # Twice as fast as Timestamp.ToDatetime, which matters at 10,000 events per batch.

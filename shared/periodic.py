@@ -27,9 +27,13 @@ class Periodic:
         *,
         interval: float,
         run_at_start: bool = True,
+        first_run_in_start: bool = False,
     ) -> None:
+        """``first_run_in_start`` makes ``start()`` wait for the first run, for state a service
+        must hold before it answers (a failure is logged, and the next tick tries again)."""
         self._name = name
         self._run_at_start = run_at_start
+        self._first_run_in_start = first_run_in_start
         self._action = action
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
@@ -38,7 +42,11 @@ class Periodic:
 
     async def start(self) -> None:
         self._stopping.clear()
-        self._task = asyncio.create_task(self._run(), name=self._name)
+        run_at_start = self._run_at_start
+        if self._first_run_in_start:
+            await self._run_once()
+            run_at_start = False
+        self._task = asyncio.create_task(self._run(run_at_start), name=self._name)
 
     def wake(self) -> None:
         """Runs the action now instead of at the next tick."""
@@ -56,17 +64,18 @@ class Periodic:
                 await self._task
         self._task = None
 
-    async def _run(self) -> None:
-        if not self._run_at_start:
+    async def _run(self, run_at_start: bool) -> None:
+        if not run_at_start:
             await self._sleep()
         while not self._stopping.is_set():
-            try:
-                await self._action()
-            except Exception:
-                log.warning(
-                    "%s failed; retrying in %.1fs", self._name, self._interval, exc_info=True
-                )
+            await self._run_once()
             await self._sleep()
+
+    async def _run_once(self) -> None:
+        try:
+            await self._action()
+        except Exception:
+            log.warning("%s failed; retrying in %.1fs", self._name, self._interval, exc_info=True)
 
     async def _sleep(self) -> None:
         """Until the next tick, a wake() or stop()."""

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.auth import TokenRegistry, parse_tokens
+from shared.pagination import PageTokens, derived_key
 
 
 def port_field(service: str, default: int, kind: Literal["GRPC", "METRICS"]) -> int:
@@ -46,6 +47,11 @@ class ServiceSettings(BaseSettings):
     tokens: str = ""
     """Bearer tokens as ``role=token,role=token`` (roles: ingest, reader, operator)."""
 
+    page_token_key: SecretStr | None = None
+    """HMAC key that signs page tokens; every replica of every service needs the same one.
+    Unset → derived from ``tokens`` (the same secret everywhere already), so rotating the bearer
+    tokens also invalidates outstanding page tokens. ``reviewlearn up`` generates one."""
+
     learning_enabled: bool = Field(
         True, validation_alias=AliasChoices("LEARNING_ENABLED", "REVIEWLEARN_LEARNING_ENABLED")
     )
@@ -64,8 +70,14 @@ class ServiceSettings(BaseSettings):
     grace_period_seconds: float = Field(10.0, ge=0)
     """How long in-flight RPCs may run after SIGTERM before they are cancelled."""
 
-    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
-    """Largest request or response; a batch of 10,000 feedback events fits with room."""
+    max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    """Largest request or response (32 MiB). The largest legitimate message is a full
+    RecordFindings or RankSuggestions request: 10,000 findings at up to ~2 KiB each on the wire
+    (ids, path and title at their usual lengths, ~1.5 KiB of message, fix and context) is
+    ~20 MiB, so 32 MiB leaves 1.6× margin; 10,000 feedback events with 1 KiB comments are
+    ~12 MiB. The per-field limits (20,000 characters of message, fix or context) are for the
+    occasional long finding: a request at every ceiling at once is not legitimate — split it.
+    Only authenticated calls are ever decoded."""
 
     keepalive_time_ms: int = Field(30_000, ge=1000)
     keepalive_timeout_ms: int = Field(10_000, ge=1000)
@@ -108,6 +120,13 @@ class ServiceSettings(BaseSettings):
 
     def token_registry(self) -> TokenRegistry:
         return parse_tokens(self.tokens)
+
+    def page_tokens(self) -> PageTokens:
+        if self.page_token_key is not None and self.page_token_key.get_secret_value():
+            return PageTokens(self.page_token_key.get_secret_value())
+        # With no bearer tokens no call is ever authenticated, so no page token is ever issued;
+        # the derived key is then as good as any.
+        return PageTokens(derived_key(self.tokens))
 
     def require_database_url(self) -> str:
         if not self.database_url:

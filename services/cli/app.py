@@ -18,7 +18,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.cli.embedded import EmbeddedPostgres, load_or_create_tokens, state_dir
+from services.cli.embedded import (
+    EmbeddedPostgres,
+    load_or_create_page_token_key,
+    load_or_create_tokens,
+    state_dir,
+)
 from services.cli.supervisor import (
     DEFAULT_GRPC_PORTS,
     DEFAULT_METRICS_PORTS,
@@ -95,6 +100,7 @@ async def _up(host: str, grpc_ports: dict[str, int], metrics_ports: dict[str, in
             env={
                 "REVIEWLEARN_DATABASE_URL": url,
                 "REVIEWLEARN_TOKENS": tokens.as_env(),
+                "REVIEWLEARN_PAGE_TOKEN_KEY": load_or_create_page_token_key(state_dir()),
                 "REVIEWLEARN_HOST": host,
             }
         )
@@ -163,6 +169,9 @@ def _print_ready(
         "reviewlearn.learning.v1.LearningService/GetLearningMetrics",
         soft_wrap=True,
     )
+    insights = next((c for c in supervisor.children if c.name == "insights"), None)
+    if insights is not None:
+        out.print(f"  http://{host}:{insights.metrics_port}/dashboard   # the team dashboard")
     out.print("  reviewlearn demo        # load a synthetic history and see what is learned")
     out.print("\nCtrl-C stops everything.")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,3 +65,21 @@ def load_or_create_tokens(directory: Path) -> tuple[TokenRegistry, bool]:
     token_file.touch(mode=0o600)
     token_file.write_text(tokens.as_env() + "\n")
     return tokens, True
+
+
+def load_or_create_page_token_key(directory: Path) -> str:
+    """``REVIEWLEARN_PAGE_TOKEN_KEY`` if set, else the key saved in the state dir, else a new one.
+
+    Saved so that page tokens stay valid across restarts of ``reviewlearn up``; every service it
+    starts gets the same key.
+    """
+    from_env = os.environ.get("REVIEWLEARN_PAGE_TOKEN_KEY", "").strip()
+    if from_env:
+        return from_env
+    key_file = directory / "page-token-key"
+    if key_file.exists():
+        return key_file.read_text().strip()
+    key = secrets.token_urlsafe(32)
+    key_file.touch(mode=0o600)
+    key_file.write_text(key + "\n")
+    return key

@@ -21,10 +21,10 @@ from services.control.usecases.gates import GateCommands
 from services.control.usecases.health import SystemHealthCheck
 from services.control.usecases.propagation import PropagationTracker
 from services.control.usecases.rollout import RolloutService
-from shared.errors import FieldViolation, InvalidArgument, Violations
+from shared.errors import Violations
 from shared.gates.client import GateClient
 from shared.gates.model import GateSnapshot
-from shared.pagination import decode_token, encode_token, page_size
+from shared.pagination import PageTokens, page_size
 from shared.rpc.interceptors import current_principal
 from shared.rpc.server import answer_unimplemented
 
@@ -49,7 +49,9 @@ class ControlHandlers(control_pb2_grpc.ControlServiceServicer):
         rollout: RolloutService,
         audit: AuditLog,
         health: SystemHealthCheck,
+        pages: PageTokens,
     ) -> None:
+        self._pages = pages
         self._rollout = rollout
         self._audit = audit
         self._health = health
@@ -180,16 +182,14 @@ class ControlHandlers(control_pb2_grpc.ControlServiceServicer):
         phase, percentage = convert.what_if_from_pb(request, violations)
         violations.raise_if_any()
         query = f"rollout-repos:{phase}:{percentage}"
-        after = decode_token(request.page_token, query)
-        if after is not None and not isinstance(after, str):
-            raise InvalidArgument([FieldViolation("page_token", "is malformed")])
+        after = self._pages.decode(request.page_token, query, str)
         size = page_size(request.page_size)
         urls = await self._rollout.members(
             phase=phase, percentage=percentage, after=after, limit=size + 1
         )
         response = control_pb2.ListRolloutReposResponse(repository_urls=urls[:size])
         if len(urls) > size:
-            response.next_page_token = encode_token(query, urls[size - 1])
+            response.next_page_token = self._pages.encode(query, urls[size - 1])
         return response
 
     async def EvaluateRolloutCriteria(
@@ -209,16 +209,14 @@ class ControlHandlers(control_pb2_grpc.ControlServiceServicer):
     ) -> control_pb2.ListAuditEventsResponse:
         query = convert.audit_query_from_pb(request)
         key = f"audit:{query}"
-        before = decode_token(request.page_token, key)
-        if before is not None and not isinstance(before, int):
-            raise InvalidArgument([FieldViolation("page_token", "is malformed")])
+        before = self._pages.decode(request.page_token, key, int)
         size = page_size(request.page_size)
         records = await self._audit.page(query, before_id=before, limit=size + 1)
         response = control_pb2.ListAuditEventsResponse(
             events=[convert.audit_to_pb(r) for r in records[:size]]
         )
         if len(records) > size:
-            response.next_page_token = encode_token(key, records[size - 1].audit_id)
+            response.next_page_token = self._pages.encode(key, records[size - 1].audit_id)
         return response
 
     async def GetSystemHealth(

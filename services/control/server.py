@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from reviewlearn.control.v1 import control_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.control.announcer import GateAnnouncer
-from services.control.domain.health import HealthLimits
+from services.control.domain.health import HealthLimits, Status
 from services.control.handlers import SERVICE, ControlHandlers
 from services.control.settings import ControlSettings
 from services.control.storage.unit import replica_reads, transactions
@@ -23,6 +25,7 @@ from shared.db.engine import create_engine, create_session_factory
 from shared.gates.client import GateClient
 from shared.gates.model import GateSnapshot
 from shared.gates.store import load_snapshot
+from shared.http_side import HttpResponse
 from shared.periodic import Periodic
 from shared.rpc.runtime import ServiceRuntime
 from shared.rpc.server import ServiceBinding
@@ -67,9 +70,13 @@ def build_server(settings: ControlSettings, *, engine: AsyncEngine | None = None
         ),
     )
 
-    async def health_document() -> dict[str, Any]:
+    async def health_document(query: Mapping[str, list[str]]) -> HttpResponse:
         report, _ = await health.assess()
-        return report.as_document()
+        return HttpResponse(
+            503 if report.status is Status.UNHEALTHY else 200,
+            json.dumps(report.as_document()).encode(),
+            "application/json",
+        )
 
     retention = Retention(transactions=units, keep=timedelta(days=settings.sample_retention_days))
 
@@ -79,6 +86,7 @@ def build_server(settings: ControlSettings, *, engine: AsyncEngine | None = None
         snapshots=snapshots,
         propagation=tracker,
         audit=AuditLog(reads=units),
+        pages=settings.page_tokens(),
         health=health,
         rollout=RolloutService(
             transactions=units,

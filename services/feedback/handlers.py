@@ -15,7 +15,8 @@ from services.feedback.ingestion import FeedbackIngestion
 from shared.convert import timestamp_to_pb
 from shared.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound, Violations
 from shared.finding_input import check_text
-from shared.pagination import decode_token, encode_token, page_size
+from shared.idempotency import ANONYMOUS
+from shared.pagination import PageTokens, page_size
 from shared.rpc.interceptors import current_principal
 
 SERVICE = feedback_pb2.DESCRIPTOR.services_by_name["FeedbackService"]
@@ -27,13 +28,16 @@ MAX_STREAM_ERRORS_REPORTED = 1000
 
 
 class FeedbackHandlers(feedback_pb2_grpc.FeedbackServiceServicer):
-    def __init__(self, ingestion: FeedbackIngestion) -> None:
+    def __init__(self, ingestion: FeedbackIngestion, *, pages: PageTokens) -> None:
         self._ingestion = ingestion
+        self._pages = pages
 
     async def RecordFindings(
         self, request: feedback_pb2.RecordFindingsRequest, context: Any
     ) -> feedback_pb2.RecordFindingsResponse:
-        recorded = await self._ingestion.record_findings(convert.review_from_pb(request))
+        recorded = await self._ingestion.record_findings(
+            convert.review_from_pb(request), caller=_caller()
+        )
         return convert.recorded_review_to_pb(recorded)
 
     async def GetFinding(
@@ -45,10 +49,9 @@ class FeedbackHandlers(feedback_pb2_grpc.FeedbackServiceServicer):
     async def DeleteFinding(
         self, request: feedback_pb2.DeleteFindingRequest, context: Any
     ) -> feedback_pb2.DeleteFindingResponse:
-        principal = current_principal.get()
         deleted = await self._ingestion.delete_finding(
             request.finding_id,
-            actor=principal.token_id if principal else "unknown",
+            actor=_caller(),
             reason=request.reason,
         )
         return feedback_pb2.DeleteFindingResponse(deleted_feedback_count=deleted)
@@ -123,9 +126,7 @@ class FeedbackHandlers(feedback_pb2_grpc.FeedbackServiceServicer):
         )
         violations.raise_if_any()
         query = f"f:{request.finding_id}" if request.finding_id else f"r:{request.repository_url}"
-        before = decode_token(request.page_token, query)
-        if before is not None and not isinstance(before, int):
-            raise InvalidArgument([FieldViolation("page_token", "is malformed")])
+        before = self._pages.decode(request.page_token, query, int)
         size = page_size(request.page_size)
         rows = await self._ingestion.list_feedback(
             finding_id=request.finding_id or None,
@@ -137,8 +138,14 @@ class FeedbackHandlers(feedback_pb2_grpc.FeedbackServiceServicer):
             feedback=[convert.feedback_record_to_pb(row) for row in rows[:size]]
         )
         if len(rows) > size:
-            response.next_page_token = encode_token(query, rows[size - 1].feedback_id)
+            response.next_page_token = self._pages.encode(query, rows[size - 1].feedback_id)
         return response
+
+
+def _caller() -> str:
+    """Who is calling (the auth interceptor set it): scopes request ids, names audit actors."""
+    principal = current_principal.get()
+    return principal.token_id if principal else ANONYMOUS
 
 
 def _drafts(events: Any, field: str, *, offset: int = 0) -> list[tuple[FeedbackDraft, Violations]]:

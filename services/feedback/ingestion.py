@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import AsyncRetrying
 
 from services.feedback.coalescer import Coalescer
 from services.feedback.domain import (
@@ -31,29 +31,17 @@ from services.feedback.domain import (
 from services.feedback.instruments import FeedbackInstruments
 from services.feedback.notifier import ChangeNotifier
 from services.feedback.repository import FeedbackRepository, FeedbackRow, FindingView, StoredEvent
-from shared.db.models import IdempotentResponse
+from shared.db.failures import write_retries
 from shared.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Violations
 from shared.finding_input import Limits, check_text
 from shared.fingerprint import finding_fingerprint
-
-
-def _is_transient(error: BaseException) -> bool:
-    # Integrity errors here are races the retry resolves: a finding deleted between the
-    # existence check and the insert, or two first sightings of the same repository.
-    # A dropped connection (failover, restart, a killed backend) rolled the transaction back.
-    return isinstance(error, sa_exc.IntegrityError | sa_exc.OperationalError) or (
-        isinstance(error, sa_exc.DBAPIError)
-        and (error.connection_invalidated or "deadlock" in str(error).lower())
-    )
+from shared.idempotency import IdempotentRequest, RequestLedger, request_digest
 
 
 def _retrying() -> AsyncRetrying:
-    return AsyncRetrying(
-        retry=retry_if_exception(_is_transient),
-        stop=stop_after_attempt(3),
-        wait=wait_exponential(multiplier=0.01, max=0.2),
-        reraise=True,
-    )
+    # Integrity errors here are races a rerun resolves: a finding deleted between the existence
+    # check and the insert, or two first sightings of the same repository.
+    return write_retries(also=lambda exc: isinstance(exc, sa_exc.IntegrityError))
 
 
 class FeedbackIngestion:
@@ -82,7 +70,8 @@ class FeedbackIngestion:
 
     # ---------------------------------------------------------------------------- findings
 
-    async def record_findings(self, draft: ReviewDraft) -> RecordedReview:
+    async def record_findings(self, draft: ReviewDraft, *, caller: str) -> RecordedReview:
+        """Records a review's findings; ``caller`` (the token identity) scopes its request_id."""
         violations = Violations()
         validate_review(draft, self._limits, violations)
         violations.raise_if_any()
@@ -95,22 +84,37 @@ class FeedbackIngestion:
             )
             for f in draft.findings
         ]
+        request = (
+            IdempotentRequest(
+                service="feedback",
+                method="RecordFindings",
+                caller=caller,
+                request_id=draft.request_id,
+                digest=request_digest(replace(draft, request_id=None)),
+            )
+            if draft.request_id is not None
+            else None
+        )
         async for attempt in _retrying():
             with attempt:
-                recorded = await self._record_findings_once(draft, fingerprints)
+                recorded = await self._record_findings_once(draft, fingerprints, request)
         if not recorded.replayed:
             self._changed(findings=sum(not f.already_recorded for f in recorded.findings))
         return recorded
 
     async def _record_findings_once(
-        self, draft: ReviewDraft, fingerprints: Sequence[str]
+        self,
+        draft: ReviewDraft,
+        fingerprints: Sequence[str],
+        request: IdempotentRequest | None,
     ) -> RecordedReview:
         async with self._sessions.begin() as session:
             repo = FeedbackRepository(session)
-            if draft.request_id is not None:
-                replay = await self._replay(session, draft.request_id)
-                if replay is not None:
-                    return replay
+            ledger = RequestLedger(session)
+            if request is not None:
+                first = await ledger.claim(request)
+                if first is not None:
+                    return _replayed(first)
             ref = await repo.find_repository(draft.repository_url)
             if ref is None:
                 if draft.team is None:
@@ -131,9 +135,6 @@ class FeedbackIngestion:
                 head_commit=draft.head_commit,
                 request_id=draft.request_id,
             )
-            if review_id is None:
-                # A concurrent call with the same request_id committed first: retry replays it.
-                raise sa_exc.IntegrityError("request_id taken concurrently", None, ValueError())
             client_ids = [f.client_finding_id for f in draft.findings if f.client_finding_id]
             existing = await repo.existing_client_findings(ref.repository_id, client_ids)
             new = [
@@ -165,40 +166,9 @@ class FeedbackIngestion:
                         )
                     )
             result = RecordedReview(review_id=review_id, findings=tuple(recorded), replayed=False)
-            if draft.request_id is not None:
-                session.add(
-                    IdempotentResponse(
-                        service="feedback",
-                        request_id=draft.request_id,
-                        method="RecordFindings",
-                        response=json.dumps(asdict(result)).encode(),
-                    )
-                )
+            if request is not None:
+                await ledger.answer(request, json.dumps(asdict(result)).encode())
             return result
-
-    async def _replay(self, session: AsyncSession, request_id: str) -> RecordedReview | None:
-        """The first answer to a request_id: stored, or rebuilt from its review if the stored
-        answer was pruned (findings that were already recorded then are not in it)."""
-        stored = await session.get(IdempotentResponse, ("feedback", request_id))
-        if stored is None:
-            repo = FeedbackRepository(session)
-            review_id = await repo.review_id_for_request(request_id)
-            if review_id is None:
-                return None
-            return RecordedReview(
-                review_id=review_id,
-                findings=tuple(
-                    RecordedFinding(finding_id, client_id, fingerprint, False)
-                    for finding_id, client_id, fingerprint in await repo.review_findings(review_id)
-                ),
-                replayed=True,
-            )
-        data = json.loads(stored.response)
-        return RecordedReview(
-            review_id=data["review_id"],
-            findings=tuple(RecordedFinding(**f) for f in data["findings"]),
-            replayed=True,
-        )
 
     # ---------------------------------------------------------------------------- feedback
 
@@ -361,6 +331,15 @@ class FeedbackIngestion:
     def _changed(self, **counts: int) -> None:
         if self._notifier is not None:
             self._notifier.changed(**counts)
+
+
+def _replayed(first: bytes) -> RecordedReview:
+    data = json.loads(first)
+    return RecordedReview(
+        review_id=data["review_id"],
+        findings=tuple(RecordedFinding(**f) for f in data["findings"]),
+        replayed=True,
+    )
 
 
 def _resent_or_missing(index: int, draft: FeedbackDraft, earlier: StoredEvent | None) -> ItemResult:

@@ -123,15 +123,9 @@ class FeedbackRepository:
         assert found is not None
         return found
 
-    async def review_id_for_request(self, request_id: str) -> int | None:
-        return (
-            await self._session.execute(select(Review.id).where(Review.request_id == request_id))
-        ).scalar_one_or_none()
-
     async def insert_review(
         self, *, repository_id: int, pull_request: int, head_commit: str, request_id: str | None
-    ) -> int | None:
-        """The new review's id, or None when another request with this request_id won."""
+    ) -> int:
         statement = (
             pg_insert(Review)
             .values(
@@ -140,10 +134,9 @@ class FeedbackRepository:
                 head_commit=head_commit,
                 request_id=request_id,
             )
-            .on_conflict_do_nothing(index_elements=[Review.request_id])
             .returning(Review.id)
         )
-        return (await self._session.execute(statement)).scalar_one_or_none()
+        return int((await self._session.execute(statement)).scalar_one())
 
     # ------------------------------------------------------------------------------ findings
 
@@ -199,14 +192,6 @@ class FeedbackRepository:
             insert(Finding).returning(Finding.id, sort_by_parameter_order=True), rows
         )
         return [int(finding_id) for finding_id in result.scalars()]
-
-    async def review_findings(self, review_id: int) -> list[tuple[int, str | None, str]]:
-        rows = await self._session.execute(
-            select(Finding.id, Finding.client_finding_id, Finding.fingerprint)
-            .where(Finding.review_id == review_id)
-            .order_by(Finding.id)
-        )
-        return [(int(i), c, str(f)) for i, c, f in rows]
 
     async def finding_view(self, finding_id: int) -> FindingView | None:
         row = (

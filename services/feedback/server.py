@@ -45,7 +45,7 @@ def build_server(
         instruments=instruments,
         notifier=notifier,
     )
-    handlers = FeedbackHandlers(ingestion)
+    handlers = FeedbackHandlers(ingestion, pages=settings.page_tokens())
 
     async def measure_backlog() -> None:
         instruments.backlog = await ingestion.backlog()

@@ -15,7 +15,7 @@ from services.learning.suggestions import SuggestionRanker
 from services.learning.tuner import ConfidenceTuner
 from shared.convert import timestamp_to_pb
 from shared.errors import FieldViolation, InvalidArgument
-from shared.pagination import decode_token, encode_token, page_size
+from shared.pagination import page_size
 from shared.rpc.interceptors import current_principal
 from shared.rpc.server import answer_unimplemented
 
@@ -37,6 +37,7 @@ class LearningHandlers(learning_pb2_grpc.LearningServiceServicer):
         self._tuner = tuner
         self._folder = folder
         self._settings = settings
+        self._pages = settings.page_tokens()
 
     async def RankSuggestions(
         self, request: learning_pb2.RankSuggestionsRequest, context: Any
@@ -50,9 +51,7 @@ class LearningHandlers(learning_pb2_grpc.LearningServiceServicer):
         scope = convert.scope_from_pb(request.scope)
         dimension = convert.dimension_from_pb(request.dimension)
         query = f"metrics:{scope.scope_type}:{scope.name}:{dimension}:{request.key}"
-        after = decode_token(request.page_token, query)
-        if after is not None and not isinstance(after, str):
-            raise InvalidArgument([FieldViolation("page_token", "is malformed")])
+        after = self._pages.decode(request.page_token, query, str)
         page = await self._reads.metrics(
             scope,
             dimension=dimension,
@@ -68,7 +67,7 @@ class LearningHandlers(learning_pb2_grpc.LearningServiceServicer):
         if page.last_update is not None:
             response.last_update_time.CopyFrom(timestamp_to_pb(page.last_update))
         if page.next_after is not None:
-            response.next_page_token = encode_token(query, page.next_after)
+            response.next_page_token = self._pages.encode(query, page.next_after)
         return response
 
     async def GetConfidenceThresholds(
@@ -112,14 +111,12 @@ class LearningHandlers(learning_pb2_grpc.LearningServiceServicer):
         if request.kind != learning_pb2.PATTERN_KIND_UNSPECIFIED and request.kind not in kinds:
             raise InvalidArgument([FieldViolation("kind", "is not a known pattern kind")])
         query = f"patterns:{scope.scope_type}:{scope.name}:{request.kind}"
-        after = decode_token(request.page_token, query)
-        if after is not None and not (isinstance(after, list) and len(after) == 2):
-            raise InvalidArgument([FieldViolation("page_token", "is malformed")])
+        after = self._pages.decode(request.page_token, query, (int, str))
         size = page_size(request.page_size)
         rows = await self._reads.patterns(
             scope,
             pattern_type=request.kind or None,
-            after=(int(after[0]), str(after[1])) if after else None,
+            after=after,
             limit=size + 1,
         )
         response = learning_pb2.ListPatternsResponse(
@@ -127,7 +124,9 @@ class LearningHandlers(learning_pb2_grpc.LearningServiceServicer):
         )
         if len(rows) > size:
             last = rows[size - 1]
-            response.next_page_token = encode_token(query, [last.occurrences, last.pattern_key])
+            response.next_page_token = self._pages.encode(
+                query, (last.occurrences, last.pattern_key)
+            )
         return response
 
 

@@ -88,7 +88,9 @@ class Review(Base):
     )
     pull_request: Mapped[int] = mapped_column(Integer)
     head_commit: Mapped[str] = mapped_column(String(200))
-    request_id: Mapped[str | None] = mapped_column(String(200), unique=True)
+    # Informational: which request created the review. Replays are decided by the caller-scoped
+    # idempotency_records, so two callers may use the same id.
+    request_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = created_at_column()
 
     __table_args__ = (CheckConstraint("pull_request > 0", name="pull_request_positive"),)
@@ -338,7 +340,10 @@ class JobRun(Base):
 
 
 class IdempotentResponse(Base):
-    """A stored answer to a request_id, so a retried call returns the first answer."""
+    """A stored answer to a request_id, so a retried call returns the first answer.
+
+    Superseded by ``IdempotencyRecord`` (caller-scoped, content-checked); still read by the
+    learning service until it moves to shared.idempotency."""
 
     __tablename__ = "idempotent_responses"
 
@@ -349,30 +354,168 @@ class IdempotentResponse(Base):
     created_at: Mapped[datetime] = created_at_column()
 
 
+class IdempotencyRecord(Base):
+    """AIP-155: a request id, scoped by its caller, with a digest of the request and the first
+    answer (see shared.idempotency). Each service writes only the rows of its own `service`."""
+
+    __tablename__ = "idempotency_records"
+
+    service: Mapped[str] = mapped_column(String(32), primary_key=True)
+    caller: Mapped[str] = mapped_column(String(100), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    method: Mapped[str] = mapped_column(String(100))
+    request_digest: Mapped[str] = mapped_column(String(64))
+    response: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = created_at_column()
+
+
 # ---------------------------------------------------------------- insights service
 
 
+class InsightFoldState(Base):
+    """How far the insights fold has read the feedback log (its own watermark, one row)."""
+
+    __tablename__ = "insight_fold_state"
+
+    stream: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Every row with tx_id below this is folded into the rollups (see shared.log_horizon).
+    watermark: Mapped[int] = mapped_column(BigInteger)
+    # The latest finding_deletions id taken into account: deletions are folded only when the
+    # deletion log has moved, so an idle fold never scans for orphans.
+    deletions_seen: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    findings_folded: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    events_folded: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    updated_at: Mapped[datetime] = created_at_column()
+
+
+class InsightFindingState(Base):
+    """What one finding contributes to the rollups: its dimensions, outcome and first action.
+
+    No foreign key to findings: when a finding is deleted the fold still needs its dimensions
+    to take it out of the rollups, and then removes the orphan.
+    """
+
+    __tablename__ = "insight_finding_states"
+
+    finding_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    review_id: Mapped[int] = mapped_column(BigInteger)
+    # The UTC day of the review (it counts once, on that day, while any of its findings is here).
+    review_day: Mapped[date] = mapped_column(Date)
+    team_id: Mapped[int] = mapped_column(BigInteger)
+    repository_id: Mapped[int] = mapped_column(BigInteger)
+    rule_id: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[int] = mapped_column(SmallInteger)
+    # The UTC day the finding was posted: the bucket it counts in.
+    day: Mapped[date] = mapped_column(Date)
+    outcome: Mapped[int] = mapped_column(SmallInteger)
+    # The winning event's key (see shared.outcome): decisive, occurred_at, feedback id.
+    win_decisive: Mapped[bool | None] = mapped_column(Boolean)
+    win_occurred_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    win_feedback_id: Mapped[int | None] = mapped_column(BigInteger)
+    # The earliest decisive reaction, for time-to-first-action.
+    first_action_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    # Outcomes change in place: free space on each page keeps those updates HOT, and no index
+    # covers a column that changes (outcome, winner, first action).
+    __table_args__ = (
+        Index("ix_insight_finding_states_review_id", "review_id"),
+        Index("ix_insight_finding_states_team_day", "team_id", "day"),
+        {"postgresql_with": {"fillfactor": 80}},
+    )
+
+
 class InsightRollup(Base):
-    """Weekly outcome counts per repository and category; the base of every insight."""
+    """Findings per UTC day × repository × category × severity × rule × outcome.
+
+    The base of every insight: metrics, trends, learning paths and ROI are SQL aggregates over
+    these rows. No CHECK (>= 0): the fold's upserts carry negative deltas.
+    """
 
     __tablename__ = "insight_rollups"
 
     repository_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
     category: Mapped[str] = mapped_column(String(64), primary_key=True)
-    week_start: Mapped[date] = mapped_column(Date, primary_key=True)
+    severity: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    rule_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    outcome: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     team_id: Mapped[int] = mapped_column(BigInteger)
     findings: Mapped[int] = mapped_column(BigInteger)
-    positive: Mapped[int] = mapped_column(BigInteger)
-    negative: Mapped[int] = mapped_column(BigInteger)
-    dismissed: Mapped[int] = mapped_column(BigInteger)
-    critical_positive: Mapped[int] = mapped_column(BigInteger)
-    reviews: Mapped[int] = mapped_column(BigInteger)
-    updated_at: Mapped[datetime] = created_at_column()
 
-    __table_args__ = (Index("ix_insight_rollups_team_week", "team_id", "week_start"),)
+    # Team reads scan a team's days; the index carries the counted columns so that they are
+    # answered from the index alone (an index-only scan once the table is vacuumed).
+    __table_args__ = (
+        Index(
+            "ix_insight_rollups_team_day",
+            "team_id",
+            "day",
+            postgresql_include=["category", "severity", "rule_id", "outcome", "findings"],
+        ),
+    )
+
+
+class InsightActionTime(Base):
+    """Time from a finding to its first decisive reaction: a histogram per day and category.
+
+    ``bucket`` b holds minutes in [2^(b/8) - 1, 2^((b+1)/8) - 1): 1/8-octave buckets, so a
+    median read from them is within 9% of the exact one.
+    """
+
+    __tablename__ = "insight_action_times"
+
+    repository_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    category: Mapped[str] = mapped_column(String(64), primary_key=True)
+    bucket: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    team_id: Mapped[int] = mapped_column(BigInteger)
+    findings: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_insight_action_times_team_day", "team_id", "day"),)
+
+
+class InsightReviewRollup(Base):
+    """Reviews (bot runs with at least one finding) per UTC day and repository."""
+
+    __tablename__ = "insight_review_rollups"
+
+    repository_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    team_id: Mapped[int] = mapped_column(BigInteger)
+    reviews: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_insight_review_rollups_team_day", "team_id", "day"),)
+
+
+class InsightGlobalRollup(Base):
+    """Findings per UTC day × category × outcome over every team: the parent that team rates
+    are smoothed toward, small enough to read on every uncached request."""
+
+    __tablename__ = "insight_global_rollups"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    category: Mapped[str] = mapped_column(String(64), primary_key=True)
+    outcome: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    findings: Mapped[int] = mapped_column(BigInteger)
+
+
+class InsightTeamVersion(Base):
+    """A counter per team, bumped whenever the team's insights change (fold or refresh).
+
+    Cache keys carry it, so an entry computed before a change is never read after it.
+    """
+
+    __tablename__ = "insight_team_versions"
+
+    team_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = created_at_column()
 
 
 class TeamMetricsSnapshot(Base):
+    """A team's metrics for a period, as persisted by RefreshInsights (one row per period)."""
+
     __tablename__ = "team_metrics"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -382,10 +525,15 @@ class TeamMetricsSnapshot(Base):
     data: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = created_at_column()
 
-    __table_args__ = (Index("ix_team_metrics_team_id_created", "team_id", text("created_at DESC")),)
+    __table_args__ = (
+        Index("ix_team_metrics_team_id_created", "team_id", text("created_at DESC")),
+        UniqueConstraint("team_id", "period_start", "period_end"),
+    )
 
 
 class TrendPointRow(Base):
+    """One persisted weekly point of a team's trend (per metric, overall or per category)."""
+
     __tablename__ = "insights_trends"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -397,7 +545,24 @@ class TrendPointRow(Base):
     samples: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = created_at_column()
 
-    __table_args__ = (Index("ix_insights_trends_team_id_period", "team_id", "period"),)
+    __table_args__ = (
+        Index("ix_insights_trends_team_id_period", "team_id", "period"),
+        UniqueConstraint("team_id", "period", "metric", "category"),
+    )
+
+
+class TrendPointArchive(Base):
+    """Trend points older than the archive age (default a year), moved out of insights_trends."""
+
+    __tablename__ = "insights_trends_archive"
+
+    team_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    period: Mapped[date] = mapped_column(Date, primary_key=True)
+    metric: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    category: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[float] = mapped_column(Double)
+    samples: Mapped[int] = mapped_column(BigInteger)
+    archived_at: Mapped[datetime] = created_at_column()
 
 
 class LearningPathRow(Base):
@@ -411,7 +576,10 @@ class LearningPathRow(Base):
     evidence: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = created_at_column()
 
-    __table_args__ = (Index("ix_learning_paths_team_id_rank", "team_id", "rank"),)
+    __table_args__ = (
+        Index("ix_learning_paths_team_id_rank", "team_id", "rank"),
+        UniqueConstraint("team_id", "rank"),
+    )
 
 
 class RoiReport(Base):
@@ -424,14 +592,25 @@ class RoiReport(Base):
     data: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = created_at_column()
 
+    __table_args__ = (UniqueConstraint("team_id", "period_start", "period_end"),)
+
 
 class _CacheTable:
+    """Layer 2 of the insights cache when no Redis is configured.
+
+    ``cache_key`` carries the team's version, so a stale entry is never read; expired rows are
+    deleted by the service's cache sweep.
+    """
+
     cache_key: Mapped[str] = mapped_column(String(300), primary_key=True)
-    data: Mapped[dict[str, Any]]
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
     cached_at: Mapped[datetime] = created_at_column()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class CachedMetrics(_CacheTable, Base):
+    """Team metrics, ROI and whole reports."""
+
     __tablename__ = "cached_metrics"
 
 
@@ -490,11 +669,8 @@ class GateOverride(Base):
 
 
 class AuditEvent(Base):
-    """One control-plane mutation: who, what, before, after, why — and its idempotency key.
-
-    A mutation with a ``request_id`` keeps its digest and answer here: a retry by the same actor
-    with the same content gets the stored answer, with other content an error (AIP-155).
-    """
+    """One control-plane mutation: who, what, before, after, why, and the request id it came
+    with (its answer for retries is kept in ``idempotency_records``, as every service's)."""
 
     __tablename__ = "audit_events"
 
@@ -507,21 +683,10 @@ class AuditEvent(Base):
     reason: Mapped[str] = mapped_column(Text, server_default="")
     created_at: Mapped[datetime] = created_at_column()
     request_id: Mapped[str | None] = mapped_column(String(200))
-    request_digest: Mapped[str | None] = mapped_column(String(64))
-    response: Mapped[bytes | None] = mapped_column(LargeBinary)
     feature: Mapped[int | None] = mapped_column(SmallInteger)
     repository_url: Mapped[str] = mapped_column(String(2048), server_default="")
 
-    __table_args__ = (
-        Index(
-            "uq_audit_events_actor_request_id",
-            "actor",
-            "request_id",
-            unique=True,
-            postgresql_where=text("request_id IS NOT NULL"),
-        ),
-        Index("ix_audit_events_created_at", "created_at"),
-    )
+    __table_args__ = (Index("ix_audit_events_created_at", "created_at"),)
 
 
 class RolloutPhaseRow(Base):

@@ -27,6 +27,7 @@ from sqlalchemy import exc as sa_exc
 
 from shared import errors
 from shared.auth import Principal, Role, TokenRegistry, role_allows
+from shared.db.failures import is_unavailable, sqlstate
 from shared.heartbeat.stats import RpcStats
 from shared.telemetry import current_trace_id
 
@@ -178,7 +179,9 @@ class _CachingInterceptor(_ServerInterceptor):
     """
 
     def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+        # Keyed by handler identity too: the auth interceptor hands out a rejecting handler
+        # beside the real one, and alternating between them must not rebuild either.
+        self._wrapped: dict[tuple[str, int], tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
@@ -189,11 +192,12 @@ class _CachingInterceptor(_ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
-        cached = self._wrapped.get(method)
+        key = (method, id(handler))
+        cached = self._wrapped.get(key)
         if cached is not None and cached[0] is handler:
             return cached[1]
         wrapped = self.wrap(method, handler)
-        self._wrapped[method] = (handler, wrapped)
+        self._wrapped[key] = (handler, wrapped)
         return wrapped
 
     def wrap(self, method: str, handler: Handler) -> Handler:
@@ -206,51 +210,94 @@ def _metadata(context: Any) -> dict[str, str]:
     }
 
 
-class AuthInterceptor(_CachingInterceptor):
-    """Bearer token → role; the role each method needs comes from its proto option."""
+class AuthInterceptor(_ServerInterceptor):
+    """Bearer token → role, checked before the request is read; the role each method needs
+    comes from its proto option.
+
+    The check runs in ``intercept_service``, where the call's metadata is known but its message
+    has not been decoded: a caller without a valid token gets UNAUTHENTICATED whatever it sent,
+    and no unauthenticated message is ever parsed. A rejected call is given a handler that drops
+    the request bytes unread and raises the error (the error interceptor outside maps it).
+    """
 
     def __init__(self, *, tokens: TokenRegistry, method_roles: Mapping[str, Role]) -> None:
-        super().__init__()
         self._tokens = tokens
         self._method_roles = dict(method_roles)
+        self._rejections: dict[tuple[str, str], tuple[Handler, Handler]] = {}
 
-    def wrap(self, method: str, handler: Handler) -> Handler:
-        if method.lstrip("/").startswith(OPEN_SERVICES):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.lstrip("/").startswith(OPEN_SERVICES):
             return handler
+        rejection = self._check(method, handler_call_details.invocation_metadata)
+        if rejection is None:
+            return handler
+        return self._rejecting(method, handler, *rejection)
+
+    def _check(
+        self, method: str, metadata: Any
+    ) -> tuple[str, Callable[[], errors.ReviewlearnError]] | None:
+        """None when the caller may go on (and is then ``current_principal``), else the
+        rejection: a cache key and the error to raise."""
+        headers = [value for key, value in metadata or () if key == "authorization"]
+        # Two headers are refused rather than one picked: proxies and clients disagree on which
+        # one wins, and a token smuggled in beside another must not be the one that counts.
+        principal = (
+            self._tokens.authenticate(_bearer_token(headers[0])) if len(headers) == 1 else None
+        )
+        if principal is None:
+            return "unauthenticated", lambda: errors.Unauthenticated(
+                "missing, repeated or unknown bearer token: "
+                "send one 'authorization: Bearer <token>'",
+                reason="TOKEN_INVALID",
+            )
         required = self._method_roles.get(method)
-        tokens = self._tokens
+        if required is None:
+            return "undeclared", lambda: errors.PermissionDenied(
+                f"{method} declares no required role", reason="ROLE_UNDECLARED"
+            )
+        if not role_allows(principal.role, required):
+            role = principal.role
+            return f"forbidden:{role.value}", lambda: errors.PermissionDenied(
+                f"role {role.value!r} may not call {method} (needs {required.value!r})",
+                reason="ROLE_FORBIDDEN",
+                metadata={"required_role": required.value, "role": role.value},
+            )
+        # Interceptors and the handler run in the call's one task, so the handler sees this.
+        current_principal.set(principal)
+        return None
 
-        async def check(context: Any) -> None:
-            header = _metadata(context).get("authorization", "")
-            principal = tokens.authenticate(_bearer_token(header))
-            if principal is None:
-                raise errors.Unauthenticated(
-                    "missing or unknown bearer token: send 'authorization: Bearer <token>'",
-                    reason="TOKEN_INVALID",
-                )
-            if required is None:
-                raise errors.PermissionDenied(
-                    f"{method} declares no required role", reason="ROLE_UNDECLARED"
-                )
-            if not role_allows(principal.role, required):
-                raise errors.PermissionDenied(
-                    f"role {principal.role.value!r} may not call {method} "
-                    f"(needs {required.value!r})",
-                    reason="ROLE_FORBIDDEN",
-                    metadata={"required_role": required.value, "role": principal.role.value},
-                )
-            current_principal.set(principal)
+    def _rejecting(
+        self, method: str, handler: Handler, key: str, error: Callable[[], errors.ReviewlearnError]
+    ) -> Handler:
+        cached = self._rejections.get((method, key))
+        if cached is not None and cached[0] is handler:
+            return cached[1]
 
-        return wrap_handler(handler, _around(check, None, None))
+        def wrap(behaviour: Behaviour, streaming: bool) -> Behaviour:
+            async def reject(request: Any, context: Any) -> Any:
+                raise error()
+
+            return reject
+
+        rejecting = wrap_handler(handler, wrap, deserializer=_unread)
+        self._rejections[(method, key)] = (handler, rejecting)
+        return rejecting
+
+
+def _unread(data: bytes) -> None:
+    """The deserializer of a rejected call: its message is never parsed."""
 
 
 def _bearer_token(header: str | bytes) -> str:
-    value = header.decode() if isinstance(header, bytes) else header
+    value = header.decode(errors="replace") if isinstance(header, bytes) else header
     scheme, _, token = value.partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
-
-
-_DATABASE_DOWN = (sa_exc.OperationalError, sa_exc.InterfaceError, ConnectionError, OSError)
 
 
 class ErrorInterceptor(_CachingInterceptor):
@@ -264,7 +311,9 @@ class ErrorInterceptor(_CachingInterceptor):
         async def on_error(exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> None:
             if isinstance(exc, errors.ReviewlearnError):
                 await _abort_with(context, exc, self._domain)
-            if isinstance(exc, sa_exc.DataError) or _sqlstate(exc).startswith("22"):
+            if not isinstance(exc, Exception) or _is_grpc_abort(exc):
+                raise exc  # cancelled, or already aborted with a status
+            if isinstance(exc, sa_exc.DataError) or sqlstate(exc).startswith("22"):
                 # SQLSTATE class 22: a value the database cannot take. Validation should have
                 # caught it; the caller still gets a clear INVALID_ARGUMENT, not INTERNAL.
                 log.warning("data error in %s: %s", method, getattr(exc, "orig", exc))
@@ -276,7 +325,7 @@ class ErrorInterceptor(_CachingInterceptor):
                     ),
                     self._domain,
                 )
-            if _sqlstate(exc) == "57014":  # query_canceled: the statement timeout fired
+            if sqlstate(exc) == "57014":  # query_canceled: the statement timeout fired
                 log.warning("statement timeout in %s: %s", method, getattr(exc, "orig", exc))
                 await _abort_with(
                     context,
@@ -286,9 +335,7 @@ class ErrorInterceptor(_CachingInterceptor):
                     ),
                     self._domain,
                 )
-            if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-                exc = ConnectionError(str(exc))
-            if isinstance(exc, _DATABASE_DOWN) and not isinstance(exc, sa_exc.ProgrammingError):
+            if is_unavailable(exc):
                 log.warning("database unavailable in %s: %s", method, exc)
                 await _abort_with(
                     context,
@@ -298,18 +345,16 @@ class ErrorInterceptor(_CachingInterceptor):
                     ),
                     self._domain,
                 )
-            if isinstance(exc, Exception) and not _is_grpc_abort(exc):
-                log.exception("unhandled error in %s", method)
-                await _abort_with(
-                    context,
-                    errors.ReviewlearnError(
-                        f"internal error (trace id {current_trace_id() or 'n/a'})",
-                        reason="INTERNAL",
-                    ),
-                    self._domain,
-                    code=grpc.StatusCode.INTERNAL,
-                )
-            raise exc
+            log.exception("unhandled error in %s", method)
+            await _abort_with(
+                context,
+                errors.ReviewlearnError(
+                    f"internal error (trace id {current_trace_id() or 'n/a'})",
+                    reason="INTERNAL",
+                ),
+                self._domain,
+                code=grpc.StatusCode.INTERNAL,
+            )
 
         def wrap(behaviour: Behaviour, streaming: bool) -> Behaviour:
             guarded = _around(None, on_error, None)
@@ -327,19 +372,6 @@ class ErrorInterceptor(_CachingInterceptor):
             return guarded(decoded, streaming)
 
         return wrap_handler(handler, wrap, tolerant(handler.request_deserializer))
-
-
-def _sqlstate(exc: BaseException) -> str:
-    """The SQLSTATE of a database error, looked up through SQLAlchemy's and asyncpg's wrappers."""
-    seen: BaseException | None = exc
-    for _ in range(4):
-        if seen is None:
-            break
-        code = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
-        if isinstance(code, str):
-            return code
-        seen = getattr(seen, "orig", None) or seen.__cause__
-    return ""
 
 
 def _is_grpc_abort(exc: BaseException) -> bool:

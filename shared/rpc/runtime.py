@@ -11,10 +11,11 @@ from typing import Any, Protocol
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.db.failures import is_unavailable
 from shared.gates.client import GateClient
 from shared.heartbeat.stats import RpcStats
 from shared.heartbeat.writer import HeartbeatWriter, default_replica_id
-from shared.http_side import HealthReport
+from shared.http_side import HttpRoute
 from shared.periodic import Periodic
 from shared.rpc.server import RpcHost, ServiceBinding
 from shared.settings import ServiceSettings
@@ -45,7 +46,7 @@ class ServiceRuntime:
         cleanups: Sequence[Callable[[], Awaitable[Any]]] = (),
         owns_engine: bool = True,
         gates: GateClient | None = None,
-        http_routes: Mapping[str, HealthReport] | None = None,
+        http_routes: Mapping[str, HttpRoute] | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -85,7 +86,7 @@ class ServiceRuntime:
         # load balancers and Kubernetes' gRPC probes send no traffic to a replica that can only
         # answer UNAVAILABLE.
         self._database_watch = Periodic(
-            "health-database", self._watch_database, interval=settings.health_check_seconds
+            "health-database", self.refresh_health, interval=settings.health_check_seconds
         )
         self._database_ok = True
 
@@ -125,7 +126,10 @@ class ServiceRuntime:
             try:
                 problem = await asyncio.wait_for(check(), timeout=2.0)
             except Exception as exc:
-                problem = f"check failed: {exc.__class__.__name__}: {exc}"
+                # The exception names hosts and ports: it goes to the log, never to /healthz,
+                # which anyone who can reach the side port may read.
+                log.warning("health check %s failed: %s: %s", name, exc.__class__.__name__, exc)
+                problem = "timed out" if isinstance(exc, TimeoutError) else "failed (see the log)"
             components[name] = "healthy" if problem is None else "unhealthy"
             if problem is not None:
                 problems[name] = problem
@@ -149,7 +153,8 @@ class ServiceRuntime:
                 report["metrics_error"] = str(exc)
         return report
 
-    async def _watch_database(self) -> None:
+    async def refresh_health(self) -> None:
+        """Checks the database now and sets gRPC health to match (the periodic watch calls it)."""
         try:
             async with asyncio.timeout(2.0):
                 await self._database_check()
@@ -174,7 +179,17 @@ class ServiceRuntime:
         return problem + (f" ({status['error']})" if "error" in status else "")
 
     async def _database_check(self) -> str | None:
+        try:
+            await self._select_one()
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            # After a database restart the pool still holds connections to the old server; the
+            # failure invalidated them, so a second try judges the database, not the pool.
+            await self._select_one()
+        return None
+
+    async def _select_one(self) -> None:
         async with self.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
             await connection.commit()  # not a rollback: transaction_rollback_rate stays honest
-        return None

@@ -14,13 +14,13 @@ import grpc
 import grpc.aio
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from reviewlearn.common.v1 import common_pb2
 
 from shared.auth import Role, TokenRegistry
 from shared.heartbeat.stats import RpcStats
-from shared.http_side import HealthReport, SidePort
+from shared.http_side import HealthReport, HttpRoute, SidePort
 from shared.rpc.interceptors import AuthInterceptor, ErrorInterceptor, TelemetryInterceptor
+from shared.rpc.reflection import enable_reflection
 from shared.settings import ServiceSettings
 
 log = logging.getLogger("reviewlearn.server")
@@ -62,7 +62,7 @@ class RpcHost:
         tokens: TokenRegistry,
         health_report: HealthReport,
         rpc_stats: RpcStats | None = None,
-        http_routes: Mapping[str, HealthReport] | None = None,
+        http_routes: Mapping[str, HttpRoute] | None = None,
     ) -> None:
         self._settings = settings
         self._rpc_stats = rpc_stats
@@ -113,9 +113,7 @@ class RpcHost:
         for binding in self._bindings:
             binding.register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-        )
+        enable_reflection([*self.service_names, health.SERVICE_NAME], server)
         self.port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
         if self.port == 0:
             raise SystemExit(f"cannot bind gRPC port {settings.host}:{settings.grpc_port}")
@@ -183,16 +181,18 @@ def answer_unimplemented(
             continue
 
         def make(name: str, streaming: bool) -> Callable[..., Any]:
-            error = Unimplemented(
-                f"{descriptor.full_name}/{name} arrives with {pending}; not implemented yet",
-                reason="NOT_YET_IMPLEMENTED",
-            )
+            # A fresh error per call: re-raising one instance would grow its traceback forever.
+            def error() -> Unimplemented:
+                return Unimplemented(
+                    f"{descriptor.full_name}/{name} arrives with {pending}; not implemented yet",
+                    reason="NOT_YET_IMPLEMENTED",
+                )
 
             async def not_yet(self: Any, request: Any, context: Any) -> Any:
-                raise error
+                raise error()
 
             async def not_yet_stream(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
-                raise error
+                raise error()
                 yield  # makes this an async generator, as a response stream must be
 
             return not_yet_stream if streaming else not_yet

@@ -169,3 +169,24 @@ async def echo_server() -> AsyncIterator[ServerProcess]:
     args = ["-m", "tests.benchmarks.echo", "--port", str(port)]
     async with server_process("echo", args, port=port, env=_clean_environment()) as s:
         yield s
+
+
+@contextlib.asynccontextmanager
+async def insights_server(
+    database_url: str, **settings: str
+) -> AsyncIterator[tuple[ServerProcess, int]]:
+    """``python -m services.insights`` on the test database, exactly as deployed; yields the
+    process and its HTTP side port (the dashboard). ``settings`` are extra REVIEWLEARN_* values
+    (``cache_ttl_seconds="0"`` turns the cache off)."""
+    port, http_port = free_port(), free_port()
+    env = _clean_environment() | {
+        "REVIEWLEARN_DATABASE_URL": database_url,
+        "REVIEWLEARN_TOKENS": f"reader={BENCH_TOKEN},operator={BENCH_OPERATOR_TOKEN}",
+        "REVIEWLEARN_INSIGHTS_GRPC_PORT": str(port),
+        "REVIEWLEARN_INSIGHTS_METRICS_PORT": str(http_port),
+        "REVIEWLEARN_LOG_LEVEL": "WARNING",
+        "REVIEWLEARN_GRACE_PERIOD_SECONDS": "1",
+    }
+    env |= {f"REVIEWLEARN_{name.upper()}": value for name, value in settings.items()}
+    async with server_process("insights", ["-m", "services.insights"], port=port, env=env) as s:
+        yield s, http_port

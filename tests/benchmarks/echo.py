@@ -18,13 +18,16 @@ from typing import Any
 import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from reviewlearn.common.v1 import common_pb2
 from reviewlearn.feedback.v1 import feedback_pb2
+from reviewlearn.insights.v1 import insights_pb2
 from reviewlearn.learning.v1 import learning_pb2
 
 from shared.rpc.server import run_until_signalled
 
 SERVICE_NAME = "reviewlearn.feedback.v1.FeedbackService"
 LEARNING_SERVICE_NAME = "reviewlearn.learning.v1.LearningService"
+INSIGHTS_SERVICE_NAME = "reviewlearn.insights.v1.InsightsService"
 # As large as the services allow (shared.settings.max_message_bytes): a ranking of 10,000
 # findings with explanations is larger than gRPC's default 4 MiB.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -105,6 +108,51 @@ async def rank_suggestions(
     )
 
 
+def _echo_report() -> insights_pb2.GetInsightsReportResponse:
+    """A report of the benchmark's shape (6 categories, 60 rules, 10 trends of 12 weeks, 5 paths),
+    built once: the echo answers it without computing anything."""
+    rate = common_pb2.Rate(
+        successes=40, trials=80, value=0.5, wilson95=common_pb2.Interval(lower=0.39, upper=0.61)
+    )
+    categories = [f"category-{i}" for i in range(6)]
+    metrics = insights_pb2.GetTeamMetricsResponse(
+        metrics=insights_pb2.TeamMetrics(findings=1000, positive=400, acceptance=rate,
+                                         not_useful=rate),
+        categories=[insights_pb2.CategoryMetrics(category=c, findings=100, acceptance=rate,
+                                                 not_useful=rate) for c in categories],
+        rules=[insights_pb2.RuleMetrics(rule_id=f"rule-{i}", category=categories[i % 6],
+                                        findings=20, acceptance=rate, not_useful=rate)
+               for i in range(60)],
+    )  # fmt: skip
+    trend = insights_pb2.Trend(
+        points=[insights_pb2.TrendPoint(value=0.5, samples=80) for _ in range(12)],
+        summary="acceptance +0.1 pp/week, Mann–Kendall p = 0.5: stable (no significant trend)",
+    )
+    return insights_pb2.GetInsightsReportResponse(
+        metrics=metrics,
+        trends=insights_pb2.GetTrendsResponse(trends=[trend] * 10),
+        learning_paths=insights_pb2.GetLearningPathsResponse(
+            paths=[insights_pb2.LearningPath(rank=i, category=categories[i],
+                                             recommendation="Study " + "x" * 120,
+                                             top_rules=["a", "b", "c"],
+                                             example_finding_ids=[1, 2, 3, 4, 5])
+                   for i in range(5)]
+        ),
+        roi=insights_pb2.GetRoiResponse(
+            categories=[insights_pb2.CategoryRoi(category=c, net_minutes=60.0) for c in categories]
+        ),
+    )  # fmt: skip
+
+
+ECHO_REPORT = _echo_report()
+
+
+async def get_insights_report(
+    request: insights_pb2.GetInsightsReportRequest, context: Any
+) -> insights_pb2.GetInsightsReportResponse:
+    return ECHO_REPORT
+
+
 def _unary(
     behaviour: Any, request_type: Any, response_type: Any
 ) -> grpc.RpcMethodHandler[Any, Any]:
@@ -144,6 +192,16 @@ class EchoServer:
                             record_feedback,
                             feedback_pb2.RecordFeedbackRequest,
                             feedback_pb2.RecordFeedbackResponse,
+                        ),
+                    },
+                ),
+                grpc.method_handlers_generic_handler(
+                    INSIGHTS_SERVICE_NAME,
+                    {
+                        "GetInsightsReport": _unary(
+                            get_insights_report,
+                            insights_pb2.GetInsightsReportRequest,
+                            insights_pb2.GetInsightsReportResponse,
                         ),
                     },
                 ),

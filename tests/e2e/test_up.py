@@ -75,6 +75,9 @@ def test_up_starts_everything_and_ctrl_c_leaves_nothing_behind(tmp_path: Path) -
         token_file = tmp_path / "state" / "tokens"
         assert token_file.stat().st_mode & 0o777 == 0o600
         assert "operator=" in token_file.read_text()
+        key_file = tmp_path / "state" / "page-token-key"  # signs page tokens, kept like tokens
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        assert len(key_file.read_text().strip()) >= 40
 
         for name, port in grpc_ports.items():
             assert asyncio.run(_serving_and_listed(port, name)), name

@@ -12,12 +12,15 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
+from reviewlearn.common.v1 import common_pb2
 from reviewlearn.control.v1 import control_pb2, control_pb2_grpc
+from reviewlearn.feedback.v1 import feedback_pb2
 from reviewlearn.insights.v1 import insights_pb2, insights_pb2_grpc
 
 from services.control.server import build_server as build_control
 from services.control.settings import ControlSettings
 from shared.errors import FieldViolation, InvalidArgument, NotFound
+from shared.finding_input import Limits
 from shared.http_side import HealthReport
 from shared.rpc.server import RpcHost, ServiceBinding, answer_unimplemented
 from shared.settings import ServiceSettings
@@ -265,8 +268,8 @@ async def test_side_port_serves_prometheus_metrics_and_health() -> None:
             for s in families["api_error_rate"].samples
             if s.labels.get("rpc_method") == "/reviewlearn.insights.v1.InsightsService/GetTrends"
         ]
-        assert samples
-        assert samples[0].labels["grpc_code"] == "INVALID_ARGUMENT"
+        # The registry is the process's: other tests' calls of GetTrends are counted there too.
+        assert any(s.labels["grpc_code"] == "INVALID_ARGUMENT" for s in samples)
         assert healthz.status_code == 200
         assert healthz.json() == {"status": "healthy"}
     finally:
@@ -337,3 +340,119 @@ async def test_grpc_health_follows_the_database() -> None:
     finally:
         await runtime.stop(grace=0)
         await dead.dispose()
+
+
+def _raw_call(channel: grpc.aio.Channel, method: str) -> Any:
+    return channel.unary_unary(
+        method, request_serializer=lambda b: b, response_deserializer=lambda b: b
+    )
+
+
+async def test_callers_are_authenticated_before_their_message_is_decoded() -> None:
+    host, _ = await start_probe()
+    garbage = b"\xff\xff\xff\xff" * 1000  # not a GetTrendsRequest
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{host.port}") as channel:
+            call = _raw_call(channel, "/reviewlearn.insights.v1.InsightsService/GetTrends")
+            for metadata, code in (
+                ((), grpc.StatusCode.UNAUTHENTICATED),
+                ((("authorization", "Bearer nope"),), grpc.StatusCode.UNAUTHENTICATED),
+                (auth("ingest"), grpc.StatusCode.PERMISSION_DENIED),  # insights needs reader
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await call(garbage, metadata=metadata)
+                assert caught.value.code() is code, caught.value.details()
+                assert "GetTrendsRequest" not in (caught.value.details() or "")
+            # An authorised caller does get its message decoded, and told it is not valid.
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call(garbage, metadata=auth("reader"))
+            assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert error_info(caught.value).reason == "UNDECODABLE_REQUEST"
+    finally:
+        await host.stop(grace=0)
+
+
+async def test_two_authorization_headers_are_unauthenticated() -> None:
+    host, _ = await start_probe()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{host.port}") as channel:
+            stub = insights_pb2_grpc.InsightsServiceStub(channel)
+            for metadata in (
+                (*auth("reader"), ("authorization", "Bearer not-a-token")),
+                (("authorization", "Bearer not-a-token"), *auth("reader")),
+                (*auth("reader"), *auth("operator")),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stub.GetTeamMetrics(
+                        insights_pb2.GetTeamMetricsRequest(), metadata=metadata
+                    )
+                assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+                assert error_info(caught.value).reason == "TOKEN_INVALID"
+            response = await stub.GetTeamMetrics(
+                insights_pb2.GetTeamMetricsRequest(), metadata=auth("reader")
+            )
+            assert response.from_cache is True
+    finally:
+        await host.stop(grace=0)
+
+
+@pytest.mark.parametrize("version", ["v1", "v1alpha"])
+async def test_reflection_answers_v1_and_v1alpha(version: str) -> None:
+    host, _ = await start_probe()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{host.port}") as channel:
+            # v1 and v1alpha messages are the same on the wire, so one pair of classes does.
+            info = channel.stream_stream(
+                f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+                request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+            )
+            requests = [
+                reflection_pb2.ServerReflectionRequest(list_services=""),
+                reflection_pb2.ServerReflectionRequest(
+                    file_containing_symbol="reviewlearn.insights.v1.InsightsService"
+                ),
+                reflection_pb2.ServerReflectionRequest(
+                    file_containing_symbol=f"grpc.reflection.{version}.ServerReflection"
+                ),
+            ]
+            responses = [response async for response in info(iter(requests))]
+    finally:
+        await host.stop(grace=0)
+    names = {s.name for s in responses[0].list_services_response.service}
+    assert {
+        "reviewlearn.insights.v1.InsightsService",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= names
+    for response in responses[1:]:
+        assert response.WhichOneof("message_response") == "file_descriptor_response"
+        assert response.file_descriptor_response.file_descriptor_proto
+
+
+def test_the_default_message_size_fits_the_largest_legitimate_request_with_margin() -> None:
+    """10,000 findings of ~2 KiB (the sizing in ServiceSettings.max_message_bytes) fit 1.5×."""
+    finding = common_pb2.FindingInput(
+        client_finding_id="b" * 40,
+        rule_id="r" * 60,
+        category="security",
+        severity=common_pb2.SEVERITY_HIGH,
+        confidence=0.5,
+        file_path="p" * 200,
+        line_start=100,
+        line_end=120,
+        title="t" * 150,
+        message="m" * 600,
+        suggested_fix="s" * 400,
+        code_context="c" * 500,
+    )
+    largest = feedback_pb2.RecordFindingsRequest(
+        request_id="x" * 40,
+        repository_url="u" * 80,
+        team="t" * 20,
+        pull_request=1,
+        head_commit="h" * 40,
+        findings=[finding] * Limits().max_findings_per_request,
+    )
+    default = ServiceSettings().max_message_bytes
+    assert largest.ByteSize() * 1.5 <= default < 64 * 1024 * 1024

@@ -1,20 +1,17 @@
 """Control-plane mutations as validated values, and what an idempotent retry must match.
 
-Every mutation carries a reason (required) and optionally a ``request_id``. A retry by the same
-caller with the same id and the same content is answered from the audit log without applying
-anything again; the same id with other content is an error (AIP-155), never a silent replay.
+Every mutation carries a reason (required) and optionally a ``request_id``: a retry by the same
+caller with the same id and content gets the first answer without applying anything again; the
+same id with other content is an error (AIP-155), never a silent replay (``shared.idempotency``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
-from shared.errors import AlreadyExists, Violations
+from shared.errors import Violations
 from shared.finding_input import check_text
 from shared.gates.model import Feature
 
@@ -108,32 +105,3 @@ def check_repository_url(violations: Violations, url: str, field: str = "reposit
 def check_wait(violations: Violations, wait: timedelta | None, field: str) -> None:
     if wait is not None and not timedelta(0) <= wait <= MAX_WAIT:
         violations.add(field, f"must be between 0 and {int(MAX_WAIT.total_seconds())} seconds")
-
-
-def request_digest(action: str, content: Mapping[str, object]) -> str:
-    """A stable digest of what a request asks for (without its id or how long it waits)."""
-    canonical = json.dumps({"action": action, **content}, sort_keys=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class StoredAnswer:
-    """The first answer to a request id, as the audit log keeps it."""
-
-    action: str
-    digest: str
-    response: Mapping[str, Any]
-
-
-def replay(
-    stored: StoredAnswer, *, action: str, digest: str, request_id: str
-) -> Mapping[str, object]:
-    """The stored answer if the retry asks for the same thing; else REQUEST_ID_REUSED."""
-    if stored.action != action or stored.digest != digest:
-        raise AlreadyExists(
-            f"request_id {request_id!r} was already used for a different request; "
-            "use a new request_id for a new change",
-            reason="REQUEST_ID_REUSED",
-            metadata={"request_id": request_id, "first_action": stored.action},
-        )
-    return stored.response

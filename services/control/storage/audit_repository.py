@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.control.domain.changes import StoredAnswer
 from services.control.usecases.audit import AuditQuery, AuditRecord
 from services.control.usecases.gates import AuditEntry
 from shared.db.models import AuditEvent
@@ -17,22 +14,6 @@ from shared.gates.store import FEATURE_CODES, FEATURE_OF_CODE
 class AuditRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
-
-    async def stored_answer(self, actor: str, request_id: str) -> StoredAnswer | None:
-        row = (
-            await self._session.execute(
-                select(AuditEvent.action, AuditEvent.request_digest, AuditEvent.response).where(
-                    AuditEvent.actor == actor, AuditEvent.request_id == request_id
-                )
-            )
-        ).first()
-        if row is None:
-            return None
-        return StoredAnswer(
-            action=row.action,
-            digest=row.request_digest or "",
-            response=json.loads(row.response) if row.response else {},
-        )
 
     async def record(self, entry: AuditEntry) -> None:
         self._session.add(
@@ -44,8 +25,6 @@ class AuditRepository:
                 after=dict(entry.after) if entry.after is not None else None,
                 reason=entry.reason,
                 request_id=entry.request_id,
-                request_digest=entry.request_digest if entry.request_id else None,
-                response=json.dumps(entry.response).encode() if entry.request_id else None,
                 feature=FEATURE_CODES[entry.feature] if entry.feature is not None else None,
                 repository_url=entry.repository_url,
             )

@@ -12,6 +12,7 @@ from services.control.storage.gate_repository import GateRepository
 from services.control.storage.replica_repository import ReplicaRepository
 from services.control.storage.rollout_repository import RolloutRepository
 from services.control.storage.signal_repository import SignalRepository
+from shared.idempotency import RequestLedger
 
 
 class ControlUnit:
@@ -22,6 +23,7 @@ class ControlUnit:
         self.replicas = ReplicaRepository(session)
         self.rollout = RolloutRepository(session)
         self.signals = SignalRepository(session)
+        self.requests = RequestLedger(session)
 
 
 def transactions(

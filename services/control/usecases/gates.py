@@ -1,29 +1,24 @@
 """Use cases of the gates: set or clear a gate, engage or release the kill switch.
 
 Each runs in one transaction that locks the gate state row (so versions increase one change at a
-time), checks the request id against the audit log, applies the change, bumps the version,
-NOTIFYs replicas (delivered at commit) and writes the audit row. After the commit the change is
+time), claims the request id (``shared.idempotency``: a retry gets the first answer, a reused id
+with other content is REQUEST_ID_REUSED), applies the change, bumps the version, NOTIFYs replicas
+(delivered at commit) and writes the audit row. After the commit the change is
 also published on Redis (when configured) and applied by this replica's own gate client, so its
 next EvaluateFeature already answers from the new version.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from services.control.domain.changes import (
-    Action,
-    GateChange,
-    GateClear,
-    KillSwitchChange,
-    StoredAnswer,
-    replay,
-    request_digest,
-)
+from services.control.domain.changes import Action, GateChange, GateClear, KillSwitchChange
 from shared.gates.model import Feature, KillSwitch, Switch
+from shared.idempotency import IdempotentRequest, request_digest
 
 
 class GateRepository(Protocol):
@@ -49,15 +44,19 @@ class AuditEntry:
     after: Mapping[str, Any] | None
     reason: str
     request_id: str | None
-    request_digest: str | None
-    response: Mapping[str, Any]
     feature: Feature | None = None
     repository_url: str = ""
 
 
 class AuditRepository(Protocol):
-    async def stored_answer(self, actor: str, request_id: str) -> StoredAnswer | None: ...
     async def record(self, entry: AuditEntry) -> None: ...
+
+
+class RequestRepository(Protocol):
+    """``shared.idempotency.RequestLedger``."""
+
+    async def claim(self, request: IdempotentRequest) -> bytes | None: ...
+    async def answer(self, request: IdempotentRequest, response: bytes) -> None: ...
 
 
 class GateUnit(Protocol):
@@ -67,6 +66,41 @@ class GateUnit(Protocol):
     def gates(self) -> GateRepository: ...
     @property
     def audit(self) -> AuditRepository: ...
+    @property
+    def requests(self) -> RequestRepository: ...
+
+
+def keyed(
+    action: str, actor: str, request_id: str | None, content: Mapping[str, Any]
+) -> IdempotentRequest | None:
+    """The idempotency key of a mutation; None when the caller sent no request id."""
+    if not request_id:
+        return None
+    return IdempotentRequest(
+        service="control",
+        method=action,
+        caller=actor,
+        request_id=request_id,
+        digest=request_digest(content),
+    )
+
+
+async def first_answer(
+    requests: RequestRepository, key: IdempotentRequest | None
+) -> Mapping[str, Any] | None:
+    """The first answer to this request id, or None when this call is the first. Runs after the
+    gate lock, so a concurrent retry finds the first call committed (or rolled back)."""
+    if key is None:
+        return None
+    stored = await requests.claim(key)
+    return json.loads(stored) if stored is not None else None
+
+
+async def remember(
+    requests: RequestRepository, key: IdempotentRequest | None, response: Mapping[str, Any]
+) -> None:
+    if key is not None:
+        await requests.answer(key, json.dumps(response).encode())
 
 
 Transactions = Callable[[], AbstractAsyncContextManager[GateUnit]]
@@ -118,12 +152,10 @@ class GateCommands:
             "enabled": change.enabled,
             "reason": change.reason,
         }
-        digest = request_digest(Action.SET_GATE, content)
+        key = keyed(Action.SET_GATE, actor, change.request_id, content)
         async with self._transactions() as unit:
             await unit.gates.lock()
-            stored = await stored_answer(
-                unit.audit, actor, change.request_id, Action.SET_GATE, digest
-            )
+            stored = await first_answer(unit.requests, key)
             if stored is not None:
                 return GateResult(
                     change.feature,
@@ -137,6 +169,7 @@ class GateCommands:
             await unit.gates.put_switch(change.feature, change.repository_url, switch)
             version = await unit.gates.bump_version()
             response = {"enabled": change.enabled, "version": version}
+            await remember(unit.requests, key, response)
             await unit.audit.record(
                 AuditEntry(
                     actor=actor,
@@ -146,8 +179,6 @@ class GateCommands:
                     after=_switch_json(switch),
                     reason=change.reason,
                     request_id=change.request_id,
-                    request_digest=digest,
-                    response=response,
                     feature=change.feature,
                     repository_url=change.repository_url,
                 )
@@ -161,12 +192,10 @@ class GateCommands:
             "repository_url": clear.repository_url,
             "reason": clear.reason,
         }
-        digest = request_digest(Action.CLEAR_GATE, content)
+        key = keyed(Action.CLEAR_GATE, actor, clear.request_id, content)
         async with self._transactions() as unit:
             version, _ = await unit.gates.lock()
-            stored = await stored_answer(
-                unit.audit, actor, clear.request_id, Action.CLEAR_GATE, digest
-            )
+            stored = await first_answer(unit.requests, key)
             if stored is not None:
                 return ClearResult(bool(stored["cleared"]), int(stored["version"]), replayed=True)
             before = await unit.gates.switch(clear.feature, clear.repository_url)
@@ -174,6 +203,7 @@ class GateCommands:
             if cleared:
                 version = await unit.gates.bump_version()
             response = {"cleared": cleared, "version": version}
+            await remember(unit.requests, key, response)
             await unit.audit.record(
                 AuditEntry(
                     actor=actor,
@@ -183,8 +213,6 @@ class GateCommands:
                     after=None,
                     reason=clear.reason,
                     request_id=clear.request_id,
-                    request_digest=digest,
-                    response=response,
                     feature=clear.feature,
                     repository_url=clear.repository_url,
                 )
@@ -195,12 +223,10 @@ class GateCommands:
 
     async def set_kill_switch(self, change: KillSwitchChange, *, actor: str) -> KillSwitchResult:
         content = {"engaged": change.engaged, "reason": change.reason}
-        digest = request_digest(Action.SET_KILL_SWITCH, content)
+        key = keyed(Action.SET_KILL_SWITCH, actor, change.request_id, content)
         async with self._transactions() as unit:
             _, before = await unit.gates.lock()
-            stored = await stored_answer(
-                unit.audit, actor, change.request_id, Action.SET_KILL_SWITCH, digest
-            )
+            stored = await first_answer(unit.requests, key)
             if stored is not None:
                 return KillSwitchResult(
                     bool(stored["engaged"]), int(stored["version"]), replayed=True
@@ -210,6 +236,7 @@ class GateCommands:
             )
             version = await unit.gates.bump_version()
             response = {"engaged": change.engaged, "version": version}
+            await remember(unit.requests, key, response)
             await unit.audit.record(
                 AuditEntry(
                     actor=actor,
@@ -219,23 +246,8 @@ class GateCommands:
                     after={"engaged": change.engaged, "reason": change.reason, "updated_by": actor},
                     reason=change.reason,
                     request_id=change.request_id,
-                    request_digest=digest,
-                    response=response,
                     feature=Feature.LEARNING,
                 )
             )
         await self._after_commit(version)
         return KillSwitchResult(change.engaged, version)
-
-
-async def stored_answer(
-    audit: AuditRepository, actor: str, request_id: str | None, action: str, digest: str
-) -> Mapping[str, Any] | None:
-    """The first answer to this request id, checked after the lock so a concurrent retry waits
-    for the first to commit and then sees it."""
-    if not request_id:
-        return None
-    stored = await audit.stored_answer(actor, request_id)
-    if stored is None:
-        return None
-    return replay(stored, action=action, digest=digest, request_id=request_id)

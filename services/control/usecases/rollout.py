@@ -12,12 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from services.control.domain.changes import (
-    Action,
-    RolloutAdvance,
-    RolloutRollback,
-    request_digest,
-)
+from services.control.domain.changes import Action, RolloutAdvance, RolloutRollback
 from services.control.domain.rollout import (
     Criterion,
     Measurements,
@@ -34,7 +29,10 @@ from services.control.usecases.gates import (
     AuditEntry,
     AuditRepository,
     GateRepository,
-    stored_answer,
+    RequestRepository,
+    first_answer,
+    keyed,
+    remember,
 )
 from shared.gates.model import PHASE_PERCENTAGES, Membership, Rollout, rollout_bucket
 
@@ -62,6 +60,8 @@ class RolloutUnit(Protocol):
     def gates(self) -> GateRepository: ...
     @property
     def audit(self) -> AuditRepository: ...
+    @property
+    def requests(self) -> RequestRepository: ...
     @property
     def rollout(self) -> RolloutRepository: ...
     @property
@@ -212,12 +212,10 @@ class RolloutService:
 
     async def advance(self, move: RolloutAdvance, *, actor: str) -> AdvanceResult:
         content = {"force": move.force, "reason": move.reason, "issues": list(move.issues_found)}
-        digest = request_digest(Action.ADVANCE_ROLLOUT, content)
+        key = keyed(Action.ADVANCE_ROLLOUT, actor, move.request_id, content)
         async with self._transactions() as unit:
             await unit.gates.lock()
-            stored = await stored_answer(
-                unit.audit, actor, move.request_id, Action.ADVANCE_ROLLOUT, digest
-            )
+            stored = await first_answer(unit.requests, key)
             if stored is not None:
                 return AdvanceResult(
                     _record_from_json(stored["current"]),
@@ -251,6 +249,7 @@ class RolloutService:
             )
             version = await unit.gates.bump_version()
             response = {"current": _record_json(started), "criteria": measured, "version": version}
+            await remember(unit.requests, key, response)
             await unit.audit.record(
                 AuditEntry(
                     actor=actor,
@@ -265,8 +264,6 @@ class RolloutService:
                     },
                     reason=move.reason,
                     request_id=move.request_id,
-                    request_digest=digest,
-                    response=response,
                 )
             )
         await self._after_commit(version)
@@ -279,12 +276,10 @@ class RolloutService:
             "reason": move.reason,
             "issues": list(move.issues_found),
         }
-        digest = request_digest(Action.ROLLBACK_ROLLOUT, content)
+        key = keyed(Action.ROLLBACK_ROLLOUT, actor, move.request_id, content)
         async with self._transactions() as unit:
             await unit.gates.lock()
-            stored = await stored_answer(
-                unit.audit, actor, move.request_id, Action.ROLLBACK_ROLLOUT, digest
-            )
+            stored = await first_answer(unit.requests, key)
             if stored is not None:
                 return _record_from_json(stored["current"])
             current = await unit.rollout.current()
@@ -304,6 +299,9 @@ class RolloutService:
                 )
             )
             version = await unit.gates.bump_version()
+            await remember(
+                unit.requests, key, {"current": _record_json(started), "version": version}
+            )
             await unit.audit.record(
                 AuditEntry(
                     actor=actor,
@@ -317,8 +315,6 @@ class RolloutService:
                     },
                     reason=move.reason,
                     request_id=move.request_id,
-                    request_digest=digest,
-                    response={"current": _record_json(started), "version": version},
                 )
             )
         await self._after_commit(version)

@@ -200,6 +200,9 @@ async def test_feedback_on_an_unknown_finding_is_not_found(stub: Stub) -> None:
         ),
         (lambda e: setattr(e, "actor_id", ""), "event.actor_id"),
         (lambda e: setattr(e, "comment", "a\x00b"), "event.comment"),
+        # Out-of-range nanos would shift the moment by seconds instead of being refused.
+        (lambda e: setattr(e.occurred_at, "nanos", 1_000_000_000), "event.occurred_at.nanos"),
+        (lambda e: setattr(e.occurred_at, "nanos", -1), "event.occurred_at.nanos"),
     ],
 )
 async def test_bad_events_are_invalid_argument(stub: Stub, mutate: object, field: str) -> None:

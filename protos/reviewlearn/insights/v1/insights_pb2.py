@@ -26,13 +26,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from reviewlearn.common.v1 import common_pb2 as reviewlearn_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&reviewlearn/insights/v1/insights.proto\x12\x17reviewlearn.insights.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"reviewlearn/common/v1/common.proto\"\xa1\x03\n\x0bTeamMetrics\x12+\n\x05scope\x18\x01 \x01(\x0b\x32\x1c.reviewlearn.common.v1.Scope\x12\x30\n\x0cperiod_start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x66indings\x18\x04 \x01(\x03\x12\x10\n\x08positive\x18\x05 \x01(\x03\x12\x10\n\x08negative\x18\x06 \x01(\x03\x12\x11\n\tdismissed\x18\x07 \x01(\x03\x12\x0f\n\x07pending\x18\x08 \x01(\x03\x12/\n\nacceptance\x18\t \x01(\x0b\x32\x1b.reviewlearn.common.v1.Rate\x12/\n\nnot_useful\x18\n \x01(\x0b\x32\x1b.reviewlearn.common.v1.Rate\x12 \n\x18median_minutes_to_action\x18\x0b \x01(\x01\x12\x0f\n\x07reviews\x18\x0c \x01(\x03\x12\x14\n\x0crepositories\x18\r \x01(\x03\"\xa2\x01\n\x15GetTeamMetricsRequest\x12+\n\x05scope\x18\x01 \x01(\x0b\x32\x1c.reviewlearn.common.v1.Scope\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa1\x01\n\x16GetTeamMetricsResponse\x12\x35\n\x07metrics\x18\x01 \x01(\x0b\x32$.reviewlearn.insights.v1.TeamMetrics\x12<\n\ncategories\x18\x02 \x03(\x0b\x32(.reviewlearn.insights.v1.CategoryMetrics\x12\x12\n\nfrom_cache\x18\x03 \x01(\x08\"\x97\x01\n\x0f\x43\x61tegoryMetrics\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\x10\n\x08\x66indings\x18\x02 \x01(\x03\x12/\n\nacceptance\x18\x03 \x01(\x0b\x32\x1b.reviewlearn.common.v1.Rate\x12/\n\nnot_useful\x18\x04 \x01(\x0b\x32\x1b.reviewlearn.common.v1.Rate\"\\\n\nTrendPoint\x12.\n\nweek_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x0f\n\x07samples\x18\x03 \x01(\x03\"\xe0\x01\n\x05Trend\x12\x34\n\x06metric\x18\x01 \x01(\x0e\x32$.reviewlearn.insights.v1.TrendMetric\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x33\n\x06points\x18\x03 \x03(\x0b\x32#.reviewlearn.insights.v1.TrendPoint\x12\r\n\x05slope\x18\x04 \x01(\x01\x12\x0f\n\x07p_value\x18\x05 \x01(\x01\x12:\n\tdirection\x18\x06 \x01(\x0e\x32\'.reviewlearn.insights.v1.TrendDirection\"\x9b\x01\n\x10GetTrendsRequest\x12+\n\x05scope\x18\x01 \x01(\x0b\x32\x1c.reviewlearn.common.v1.Scope\x12\r\n\x05weeks\x18\x02 \x01(\x05\x12\x35\n\x07metrics\x18\x03 \x03(\x0e\x32$.reviewlearn.insights.v1.TrendMetric\x12\x14\n\x0cper_category\x18\x04 \x01(\x08\"W\n\x11GetTrendsResponse\x12.\n\x06trends\x18\x01 \x03(\x0b\x32\x1e.reviewlearn.insights.v1.Trend\x12\x12\n\nfrom_cache\x18\x02 \x01(\x08\"\xb4\x01\n\x0cLearningPath\x12\x0c\n\x04rank\x18\x01 \x01(\x05\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x01\x12\x15\n\rreal_findings\x18\x04 \x01(\x03\x12\x19\n\x11\x63ritical_findings\x18\x05 \x01(\x03\x12\x17\n\x0frecent_findings\x18\x06 \x01(\x03\x12\x11\n\ttop_rules\x18\x07 \x03(\t\x12\x16\n\x0erecommendation\x18\x08 \x01(\t\"Y\n\x17GetLearningPathsRequest\x12+\n\x05scope\x18\x01 \x01(\x0b\x32\x1c.reviewlearn.common.v1.Scope\x12\x11\n\tmax_paths\x18\x02 \x01(\x05\"d\n\x18GetLearningPathsResponse\x12\x34\n\x05paths\x18\x01 \x03(\x0b\x32%.reviewlearn.insights.v1.LearningPath\x12\x12\n\nfrom_cache\x18\x02 \x01(\x08\"\x90\x01\n\x0eRoiAssumptions\x12\"\n\x1aminutes_saved_per_positive\x18\x01 \x01(\x01\x12!\n\x19minutes_lost_per_negative\x18\x02 \x01(\x01\x12\"\n\x1aminutes_lost_per_dismissed\x18\x03 \x01(\x01\x12\x13\n\x0bhourly_cost\x18\x04 \x01(\x01\"\x98\x01\n\x0b\x43\x61tegoryRoi\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\x10\n\x08positive\x18\x02 \x01(\x03\x12\x10\n\x08negative\x18\x03 \x01(\x03\x12\x11\n\tdismissed\x18\x04 \x01(\x03\x12\x15\n\rminutes_saved\x18\x05 \x01(\x01\x12\x14\n\x0cminutes_lost\x18\x06 \x01(\x01\x12\x13\n\x0bnet_minutes\x18\x07 \x01(\x01\"\x9a\x01\n\rGetRoiRequest\x12+\n\x05scope\x18\x01 \x01(\x0b\x32\x1c.reviewlearn.common.v1.Scope\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc9\x01\n\x0eGetRoiResponse\x12\x38\n\ncategories\x18\x01 \x03(\x0b\x32$.reviewlearn.insights.v1.CategoryRoi\x12\x13\n\x0bnet_minutes\x18\x02 \x01(\x01\x12\x16\n\x0enet_cost_saved\x18\x03 \x01(\x01\x12<\n\x0b\x61ssumptions\x18\x04 \x01(\x0b\x32\'.reviewlearn.insights.v1.RoiAssumptions\x12\x12\n\nfrom_cache\x18\x05 \x01(\x08\"G\n\x18GetInsightsReportRequest\x12+\n\x05scope\x18\x01 \x01(\x0b\x32\x1c.reviewlearn.common.v1.Scope\"\xcd\x02\n\x19GetInsightsReportResponse\x12@\n\x07metrics\x18\x01 \x01(\x0b\x32/.reviewlearn.insights.v1.GetTeamMetricsResponse\x12:\n\x06trends\x18\x02 \x01(\x0b\x32*.reviewlearn.insights.v1.GetTrendsResponse\x12I\n\x0elearning_paths\x18\x03 \x01(\x0b\x32\x31.reviewlearn.insights.v1.GetLearningPathsResponse\x12\x34\n\x03roi\x18\x04 \x01(\x0b\x32\'.reviewlearn.insights.v1.GetRoiResponse\x12\x31\n\rgenerate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x16RefreshInsightsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05parts\x18\x02 \x03(\t\"H\n\x17RefreshInsightsResponse\x12\x17\n\x0frefreshed_parts\x18\x01 \x03(\t\x12\x14\n\x0crows_written\x18\x02 \x01(\x03*\xb0\x01\n\x0bTrendMetric\x12\x1c\n\x18TREND_METRIC_UNSPECIFIED\x10\x00\x12 \n\x1cTREND_METRIC_ACCEPTANCE_RATE\x10\x01\x12 \n\x1cTREND_METRIC_NOT_USEFUL_RATE\x10\x02\x12\x19\n\x15TREND_METRIC_FINDINGS\x10\x03\x12$\n TREND_METRIC_FINDINGS_PER_REVIEW\x10\x04*\xb2\x01\n\x0eTrendDirection\x12\x1f\n\x1bTREND_DIRECTION_UNSPECIFIED\x10\x00\x12\x1d\n\x19TREND_DIRECTION_IMPROVING\x10\x01\x12\x1d\n\x19TREND_DIRECTION_WORSENING\x10\x02\x12\x1a\n\x16TREND_DIRECTION_STABLE\x10\x03\x12%\n!TREND_DIRECTION_INSUFFICIENT_DATA\x10\x04\x32\xd3\x05\n\x0fInsightsService\x12w\n\x0eGetTeamMetrics\x12..reviewlearn.insights.v1.GetTeamMetricsRequest\x1a/.reviewlearn.insights.v1.GetTeamMetricsResponse\"\x04\x88\xb5\x18\x02\x12h\n\tGetTrends\x12).reviewlearn.insights.v1.GetTrendsRequest\x1a*.reviewlearn.insights.v1.GetTrendsResponse\"\x04\x88\xb5\x18\x02\x12}\n\x10GetLearningPaths\x12\x30.reviewlearn.insights.v1.GetLearningPathsRequest\x1a\x31.reviewlearn.insights.v1.GetLearningPathsResponse\"\x04\x88\xb5\x18\x02\x12_\n\x06GetRoi\x12&.reviewlearn.insights.v1.GetRoiRequest\x1a\'.reviewlearn.insights.v1.GetRoiResponse\"\x04\x88\xb5\x18\x02\x12\x80\x01\n\x11GetInsightsReport\x12\x31.reviewlearn.insights.v1.GetInsightsReportRequest\x1a\x32.reviewlearn.insights.v1.GetInsightsReportResponse\"\x04\x88\xb5\x18\x02\x12z\n\x0fRefreshInsights\x12/.reviewlearn.insights.v1.RefreshInsightsRequest\x1a\x30.reviewlearn.insights.v1.RefreshInsightsResponse\"\x04\x88\xb5\x18\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&reviewlearn/insights/v1/insights.proto\x12\x17reviewlearn.insights.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"reviewlearn/common/v1/common.proto\"\xd7\x03\n\x0bTeamMetrics\x12+\n\x05scope\x18\x01 \x01(\x0b\x32\x1c.reviewlearn.common.v1.Scope\x12\x30\n\x0cperiod_start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x66indings\x18\x04 \x01(\x03\x12\x10\n\x08positive\x18\x05 \x01(\x03\x12\x10\n\x08negative\x18\x06 \x01(\x03\x12\x11\n\tdismissed\x18\x07 \x01(\x03\x12\x0f\n\x07pending\x18\x08 \x01(\x03\x12/\n\nacceptance\x18\t \x01(\x0b\x32\x1b.reviewlearn.common.v1.Rate\x12/\n\nnot_useful\x18\n \x01(\x0b\x32\x1b.reviewlearn.common.v1.Rate\x12 \n\x18median_minutes_to_action\x18\x0b \x01(\x01\x12\x0f\n\x07reviews\x18\x0c \x01(\x03\x12\x14\n\x0crepositories\x18\r \x01(\x03\x12\x1d\n\x15rates_withheld_reason\x18\x0e \x01(\t\x12\x15\n\rtimed_actions\x18\x0f \x01(\x03\"\xa2\x01\n\x15GetTeamMetricsRequest\x12+\n\x05scope\x18\x01 \x01(\x0b\x32\x1c.reviewlearn.common.v1.Scope\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x86\x02\n\x16GetTeamMetricsResponse\x12\x35\n\x07metrics\x18\x01 \x01(\x0b\x32$.reviewlearn.insights.v1.TeamMetrics\x12<\n\ncategories\x18\x02 \x03(\x0b\x32(.reviewlearn.insights.v1.CategoryMetrics\x12\x12\n\nfrom_cache\x18\x03 \x01(\x08\x12\x33\n\x05rules\x18\x04 \x03(\x0b\x32$.reviewlearn.insights.v1.RuleMetrics\x12.\n\ndata_as_of\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa0\x02\n\x0f\x43\x61tegoryMetrics\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\x10\n\x08\x66indings\x18\x02 \x01(\x03\x12/\n\nacceptance\x18\x03 \x01(\x0b\x32\x1b.reviewlearn.common.v1.Rate\x12/\n\nnot_useful\x18\x04 \x01(\x0b\x32\x1b.reviewlearn.common.v1.Rate\x12\x10\n\x08positive\x18\x05 \x01(\x03\x12\x10\n\x08negative\x18\x06 \x01(\x03\x12\x11\n\tdismissed\x18\x07 \x01(\x03\x12\x0f\n\x07pending\x18\x08 \x01(\x03\x12\x1d\n\x15rates_withheld_reason\x18\t \x01(\t\x12 \n\x18median_minutes_to_action\x18\n \x01(\x01\"\xfa\x01\n\x0bRuleMetrics\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x10\n\x08\x66indings\x18\x03 \x01(\x03\x12\x10\n\x08positive\x18\x04 \x01(\x03\x12\x10\n\x08negative\x18\x05 \x01(\x03\x12\x11\n\tdismissed\x18\x06 \x01(\x03\x12/\n\nacceptance\x18\x07 \x01(\x0b\x32\x1b.reviewlearn.common.v1.Rate\x12/\n\nnot_useful\x18\x08 \x01(\x0b\x32\x1b.reviewlearn.common.v1.Rate\x12\x1d\n\x15rates_withheld_reason\x18\t \x01(\t\"n\n\nTrendPoint\x12.\n\nweek_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x0f\n\x07samples\x18\x03 \x01(\x03\x12\x10\n\x08withheld\x18\x04 \x01(\x08\"\xaa\x02\n\x05Trend\x12\x34\n\x06metric\x18\x01 \x01(\x0e\x32$.reviewlearn.insights.v1.TrendMetric\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x33\n\x06points\x18\x03 \x03(\x0b\x32#.reviewlearn.insights.v1.TrendPoint\x12\r\n\x05slope\x18\x04 \x01(\x01\x12\x0f\n\x07p_value\x18\x05 \x01(\x01\x12:\n\tdirection\x18\x06 \x01(\x0e\x32\'.reviewlearn.insights.v1.TrendDirection\x12\x37\n\x0eslope_interval\x18\x07 \x01(\x0b\x32\x1f.reviewlearn.common.v1.Interval\x12\x0f\n\x07summary\x18\x08 \x01(\t\"\x9b\x01\n\x10GetTrendsRequest\x12+\n\x05scope\x18\x01 \x01(\x0b\x32\x1c.reviewlearn.common.v1.Scope\x12\r\n\x05weeks\x18\x02 \x01(\x05\x12\x35\n\x07metrics\x18\x03 \x03(\x0e\x32$.reviewlearn.insights.v1.TrendMetric\x12\x14\n\x0cper_category\x18\x04 \x01(\x08\"W\n\x11GetTrendsResponse\x12.\n\x06trends\x18\x01 \x03(\x0b\x32\x1e.reviewlearn.insights.v1.Trend\x12\x12\n\nfrom_cache\x18\x02 \x01(\x08\"\xe8\x01\n\x0cLearningPath\x12\x0c\n\x04rank\x18\x01 \x01(\x05\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x01\x12\x15\n\rreal_findings\x18\x04 \x01(\x03\x12\x19\n\x11\x63ritical_findings\x18\x05 \x01(\x03\x12\x17\n\x0frecent_findings\x18\x06 \x01(\x03\x12\x11\n\ttop_rules\x18\x07 \x03(\t\x12\x16\n\x0erecommendation\x18\x08 \x01(\t\x12\x1b\n\x13\x65xample_finding_ids\x18\t \x03(\x03\x12\x15\n\rhigh_findings\x18\n \x01(\x03\"Y\n\x17GetLearningPathsRequest\x12+\n\x05scope\x18\x01 \x01(\x0b\x32\x1c.reviewlearn.common.v1.Scope\x12\x11\n\tmax_paths\x18\x02 \x01(\x05\"\x97\x01\n\x18GetLearningPathsResponse\x12\x34\n\x05paths\x18\x01 \x03(\x0b\x32%.reviewlearn.insights.v1.LearningPath\x12\x12\n\nfrom_cache\x18\x02 \x01(\x08\x12\x31\n\rcomputed_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb7\x03\n\x0eRoiAssumptions\x12\'\n\x1aminutes_saved_per_positive\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12&\n\x19minutes_lost_per_negative\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\'\n\x1aminutes_lost_per_dismissed\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x18\n\x0bhourly_cost\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x66\n\x19minutes_saved_by_severity\x18\x05 \x03(\x0b\x32\x43.reviewlearn.insights.v1.RoiAssumptions.MinutesSavedBySeverityEntry\x1a=\n\x1bMinutesSavedBySeverityEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x1d\n\x1b_minutes_saved_per_positiveB\x1c\n\x1a_minutes_lost_per_negativeB\x1d\n\x1b_minutes_lost_per_dismissedB\x0e\n\x0c_hourly_cost\"\xef\x01\n\x0b\x43\x61tegoryRoi\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\x10\n\x08positive\x18\x02 \x01(\x03\x12\x10\n\x08negative\x18\x03 \x01(\x03\x12\x11\n\tdismissed\x18\x04 \x01(\x03\x12\x15\n\rminutes_saved\x18\x05 \x01(\x01\x12\x14\n\x0cminutes_lost\x18\x06 \x01(\x01\x12\x13\n\x0bnet_minutes\x18\x07 \x01(\x01\x12=\n\x14net_minutes_interval\x18\x08 \x01(\x0b\x32\x1f.reviewlearn.common.v1.Interval\x12\x16\n\x0enet_cost_saved\x18\t \x01(\x01\"\xd8\x01\n\rGetRoiRequest\x12+\n\x05scope\x18\x01 \x01(\x0b\x32\x1c.reviewlearn.common.v1.Scope\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12<\n\x0b\x61ssumptions\x18\x04 \x01(\x0b\x32\'.reviewlearn.insights.v1.RoiAssumptions\"\xd3\x03\n\x0eGetRoiResponse\x12\x38\n\ncategories\x18\x01 \x03(\x0b\x32$.reviewlearn.insights.v1.CategoryRoi\x12\x13\n\x0bnet_minutes\x18\x02 \x01(\x01\x12\x16\n\x0enet_cost_saved\x18\x03 \x01(\x01\x12<\n\x0b\x61ssumptions\x18\x04 \x01(\x0b\x32\'.reviewlearn.insights.v1.RoiAssumptions\x12\x12\n\nfrom_cache\x18\x05 \x01(\x08\x12=\n\x14net_minutes_interval\x18\x06 \x01(\x0b\x32\x1f.reviewlearn.common.v1.Interval\x12:\n\x11net_cost_interval\x18\x07 \x01(\x0b\x32\x1f.reviewlearn.common.v1.Interval\x12\x15\n\rminutes_saved\x18\x08 \x01(\x01\x12\x14\n\x0cminutes_lost\x18\t \x01(\x01\x12\x30\n\x0cperiod_start\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x18GetInsightsReportRequest\x12+\n\x05scope\x18\x01 \x01(\x0b\x32\x1c.reviewlearn.common.v1.Scope\"\xe1\x02\n\x19GetInsightsReportResponse\x12@\n\x07metrics\x18\x01 \x01(\x0b\x32/.reviewlearn.insights.v1.GetTeamMetricsResponse\x12:\n\x06trends\x18\x02 \x01(\x0b\x32*.reviewlearn.insights.v1.GetTrendsResponse\x12I\n\x0elearning_paths\x18\x03 \x01(\x0b\x32\x31.reviewlearn.insights.v1.GetLearningPathsResponse\x12\x34\n\x03roi\x18\x04 \x01(\x0b\x32\'.reviewlearn.insights.v1.GetRoiResponse\x12\x31\n\rgenerate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nfrom_cache\x18\x06 \x01(\x08\"\x82\x01\n\x16RefreshInsightsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05parts\x18\x02 \x03(\t\x12,\n\x06scopes\x18\x03 \x03(\x0b\x32\x1c.reviewlearn.common.v1.Scope\x12\x17\n\x0frebuild_rollups\x18\x04 \x01(\x08\"X\n\rRefreshChange\x12\x0c\n\x04team\x18\x01 \x01(\t\x12\x0c\n\x04part\x18\x02 \x01(\t\x12\x14\n\x0crows_written\x18\x03 \x01(\x03\x12\x15\n\rrows_archived\x18\x04 \x01(\x03\"\xa7\x01\n\x17RefreshInsightsResponse\x12\x17\n\x0frefreshed_parts\x18\x01 \x03(\t\x12\x14\n\x0crows_written\x18\x02 \x01(\x03\x12\x37\n\x07\x63hanges\x18\x03 \x03(\x0b\x32&.reviewlearn.insights.v1.RefreshChange\x12\x15\n\rrows_archived\x18\x04 \x01(\x03\x12\r\n\x05teams\x18\x05 \x01(\x03*\xb0\x01\n\x0bTrendMetric\x12\x1c\n\x18TREND_METRIC_UNSPECIFIED\x10\x00\x12 \n\x1cTREND_METRIC_ACCEPTANCE_RATE\x10\x01\x12 \n\x1cTREND_METRIC_NOT_USEFUL_RATE\x10\x02\x12\x19\n\x15TREND_METRIC_FINDINGS\x10\x03\x12$\n TREND_METRIC_FINDINGS_PER_REVIEW\x10\x04*\xb2\x01\n\x0eTrendDirection\x12\x1f\n\x1bTREND_DIRECTION_UNSPECIFIED\x10\x00\x12\x1d\n\x19TREND_DIRECTION_IMPROVING\x10\x01\x12\x1d\n\x19TREND_DIRECTION_WORSENING\x10\x02\x12\x1a\n\x16TREND_DIRECTION_STABLE\x10\x03\x12%\n!TREND_DIRECTION_INSUFFICIENT_DATA\x10\x04\x32\xd3\x05\n\x0fInsightsService\x12w\n\x0eGetTeamMetrics\x12..reviewlearn.insights.v1.GetTeamMetricsRequest\x1a/.reviewlearn.insights.v1.GetTeamMetricsResponse\"\x04\x88\xb5\x18\x02\x12h\n\tGetTrends\x12).reviewlearn.insights.v1.GetTrendsRequest\x1a*.reviewlearn.insights.v1.GetTrendsResponse\"\x04\x88\xb5\x18\x02\x12}\n\x10GetLearningPaths\x12\x30.reviewlearn.insights.v1.GetLearningPathsRequest\x1a\x31.reviewlearn.insights.v1.GetLearningPathsResponse\"\x04\x88\xb5\x18\x02\x12_\n\x06GetRoi\x12&.reviewlearn.insights.v1.GetRoiRequest\x1a\'.reviewlearn.insights.v1.GetRoiResponse\"\x04\x88\xb5\x18\x02\x12\x80\x01\n\x11GetInsightsReport\x12\x31.reviewlearn.insights.v1.GetInsightsReportRequest\x1a\x32.reviewlearn.insights.v1.GetInsightsReportResponse\"\x04\x88\xb5\x18\x02\x12z\n\x0fRefreshInsights\x12/.reviewlearn.insights.v1.RefreshInsightsRequest\x1a\x30.reviewlearn.insights.v1.RefreshInsightsResponse\"\x04\x88\xb5\x18\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'reviewlearn.insights.v1.insights_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_ROIASSUMPTIONS_MINUTESSAVEDBYSEVERITYENTRY']._loaded_options = None
+  _globals['_ROIASSUMPTIONS_MINUTESSAVEDBYSEVERITYENTRY']._serialized_options = b'8\001'
   _globals['_INSIGHTSSERVICE'].methods_by_name['GetTeamMetrics']._loaded_options = None
   _globals['_INSIGHTSSERVICE'].methods_by_name['GetTeamMetrics']._serialized_options = b'\210\265\030\002'
   _globals['_INSIGHTSSERVICE'].methods_by_name['GetTrends']._loaded_options = None
@@ -45,48 +47,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INSIGHTSSERVICE'].methods_by_name['GetInsightsReport']._serialized_options = b'\210\265\030\002'
   _globals['_INSIGHTSSERVICE'].methods_by_name['RefreshInsights']._loaded_options = None
   _globals['_INSIGHTSSERVICE'].methods_by_name['RefreshInsights']._serialized_options = b'\210\265\030\003'
-  _globals['_TRENDMETRIC']._serialized_start=3191
-  _globals['_TRENDMETRIC']._serialized_end=3367
-  _globals['_TRENDDIRECTION']._serialized_start=3370
-  _globals['_TRENDDIRECTION']._serialized_end=3548
+  _globals['_TRENDMETRIC']._serialized_start=4920
+  _globals['_TRENDMETRIC']._serialized_end=5096
+  _globals['_TRENDDIRECTION']._serialized_start=5099
+  _globals['_TRENDDIRECTION']._serialized_end=5277
   _globals['_TEAMMETRICS']._serialized_start=137
-  _globals['_TEAMMETRICS']._serialized_end=554
-  _globals['_GETTEAMMETRICSREQUEST']._serialized_start=557
-  _globals['_GETTEAMMETRICSREQUEST']._serialized_end=719
-  _globals['_GETTEAMMETRICSRESPONSE']._serialized_start=722
-  _globals['_GETTEAMMETRICSRESPONSE']._serialized_end=883
-  _globals['_CATEGORYMETRICS']._serialized_start=886
-  _globals['_CATEGORYMETRICS']._serialized_end=1037
-  _globals['_TRENDPOINT']._serialized_start=1039
-  _globals['_TRENDPOINT']._serialized_end=1131
-  _globals['_TREND']._serialized_start=1134
-  _globals['_TREND']._serialized_end=1358
-  _globals['_GETTRENDSREQUEST']._serialized_start=1361
-  _globals['_GETTRENDSREQUEST']._serialized_end=1516
-  _globals['_GETTRENDSRESPONSE']._serialized_start=1518
-  _globals['_GETTRENDSRESPONSE']._serialized_end=1605
-  _globals['_LEARNINGPATH']._serialized_start=1608
-  _globals['_LEARNINGPATH']._serialized_end=1788
-  _globals['_GETLEARNINGPATHSREQUEST']._serialized_start=1790
-  _globals['_GETLEARNINGPATHSREQUEST']._serialized_end=1879
-  _globals['_GETLEARNINGPATHSRESPONSE']._serialized_start=1881
-  _globals['_GETLEARNINGPATHSRESPONSE']._serialized_end=1981
-  _globals['_ROIASSUMPTIONS']._serialized_start=1984
-  _globals['_ROIASSUMPTIONS']._serialized_end=2128
-  _globals['_CATEGORYROI']._serialized_start=2131
-  _globals['_CATEGORYROI']._serialized_end=2283
-  _globals['_GETROIREQUEST']._serialized_start=2286
-  _globals['_GETROIREQUEST']._serialized_end=2440
-  _globals['_GETROIRESPONSE']._serialized_start=2443
-  _globals['_GETROIRESPONSE']._serialized_end=2644
-  _globals['_GETINSIGHTSREPORTREQUEST']._serialized_start=2646
-  _globals['_GETINSIGHTSREPORTREQUEST']._serialized_end=2717
-  _globals['_GETINSIGHTSREPORTRESPONSE']._serialized_start=2720
-  _globals['_GETINSIGHTSREPORTRESPONSE']._serialized_end=3053
-  _globals['_REFRESHINSIGHTSREQUEST']._serialized_start=3055
-  _globals['_REFRESHINSIGHTSREQUEST']._serialized_end=3114
-  _globals['_REFRESHINSIGHTSRESPONSE']._serialized_start=3116
-  _globals['_REFRESHINSIGHTSRESPONSE']._serialized_end=3188
-  _globals['_INSIGHTSSERVICE']._serialized_start=3551
-  _globals['_INSIGHTSSERVICE']._serialized_end=4274
+  _globals['_TEAMMETRICS']._serialized_end=608
+  _globals['_GETTEAMMETRICSREQUEST']._serialized_start=611
+  _globals['_GETTEAMMETRICSREQUEST']._serialized_end=773
+  _globals['_GETTEAMMETRICSRESPONSE']._serialized_start=776
+  _globals['_GETTEAMMETRICSRESPONSE']._serialized_end=1038
+  _globals['_CATEGORYMETRICS']._serialized_start=1041
+  _globals['_CATEGORYMETRICS']._serialized_end=1329
+  _globals['_RULEMETRICS']._serialized_start=1332
+  _globals['_RULEMETRICS']._serialized_end=1582
+  _globals['_TRENDPOINT']._serialized_start=1584
+  _globals['_TRENDPOINT']._serialized_end=1694
+  _globals['_TREND']._serialized_start=1697
+  _globals['_TREND']._serialized_end=1995
+  _globals['_GETTRENDSREQUEST']._serialized_start=1998
+  _globals['_GETTRENDSREQUEST']._serialized_end=2153
+  _globals['_GETTRENDSRESPONSE']._serialized_start=2155
+  _globals['_GETTRENDSRESPONSE']._serialized_end=2242
+  _globals['_LEARNINGPATH']._serialized_start=2245
+  _globals['_LEARNINGPATH']._serialized_end=2477
+  _globals['_GETLEARNINGPATHSREQUEST']._serialized_start=2479
+  _globals['_GETLEARNINGPATHSREQUEST']._serialized_end=2568
+  _globals['_GETLEARNINGPATHSRESPONSE']._serialized_start=2571
+  _globals['_GETLEARNINGPATHSRESPONSE']._serialized_end=2722
+  _globals['_ROIASSUMPTIONS']._serialized_start=2725
+  _globals['_ROIASSUMPTIONS']._serialized_end=3164
+  _globals['_ROIASSUMPTIONS_MINUTESSAVEDBYSEVERITYENTRY']._serialized_start=2995
+  _globals['_ROIASSUMPTIONS_MINUTESSAVEDBYSEVERITYENTRY']._serialized_end=3056
+  _globals['_CATEGORYROI']._serialized_start=3167
+  _globals['_CATEGORYROI']._serialized_end=3406
+  _globals['_GETROIREQUEST']._serialized_start=3409
+  _globals['_GETROIREQUEST']._serialized_end=3625
+  _globals['_GETROIRESPONSE']._serialized_start=3628
+  _globals['_GETROIRESPONSE']._serialized_end=4095
+  _globals['_GETINSIGHTSREPORTREQUEST']._serialized_start=4097
+  _globals['_GETINSIGHTSREPORTREQUEST']._serialized_end=4168
+  _globals['_GETINSIGHTSREPORTRESPONSE']._serialized_start=4171
+  _globals['_GETINSIGHTSREPORTRESPONSE']._serialized_end=4524
+  _globals['_REFRESHINSIGHTSREQUEST']._serialized_start=4527
+  _globals['_REFRESHINSIGHTSREQUEST']._serialized_end=4657
+  _globals['_REFRESHCHANGE']._serialized_start=4659
+  _globals['_REFRESHCHANGE']._serialized_end=4747
+  _globals['_REFRESHINSIGHTSRESPONSE']._serialized_start=4750
+  _globals['_REFRESHINSIGHTSRESPONSE']._serialized_end=4917
+  _globals['_INSIGHTSSERVICE']._serialized_start=5280
+  _globals['_INSIGHTSSERVICE']._serialized_end=6003
 # @@protoc_insertion_point(module_scope)

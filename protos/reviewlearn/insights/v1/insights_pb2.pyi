@@ -80,15 +80,31 @@ class TeamMetrics(_message.Message):
     MEDIAN_MINUTES_TO_ACTION_FIELD_NUMBER: _builtins.int
     REVIEWS_FIELD_NUMBER: _builtins.int
     REPOSITORIES_FIELD_NUMBER: _builtins.int
+    RATES_WITHHELD_REASON_FIELD_NUMBER: _builtins.int
+    TIMED_ACTIONS_FIELD_NUMBER: _builtins.int
     findings: _builtins.int
+    """Findings shown in the period (by the day they were posted)."""
     positive: _builtins.int
+    """Acted on: applied, fixed or voted helpful."""
     negative: _builtins.int
+    """Rejected, false positive or voted not helpful."""
     dismissed: _builtins.int
     pending: _builtins.int
     median_minutes_to_action: _builtins.float
-    """Median time from a finding to its first decisive reaction."""
+    """Median time from a finding to its first decisive reaction, estimated from a histogram of
+    1/8-octave buckets (inside the 9%-wide bucket of the middle value); 0 when nothing was
+    acted on.
+    """
     reviews: _builtins.int
+    """Reviews (bot runs with at least one finding) in the period."""
     repositories: _builtins.int
+    """Repositories with at least one finding in the period."""
+    rates_withheld_reason: _builtins.str
+    """Why the rates are left out (the group is smaller than the minimum group size); empty when
+    they are shown.
+    """
+    timed_actions: _builtins.int
+    """Findings with a decisive reaction: the sample behind median_minutes_to_action."""
     @_builtins.property
     def scope(self) -> _common_pb2.Scope: ...
     @_builtins.property
@@ -96,9 +112,13 @@ class TeamMetrics(_message.Message):
     @_builtins.property
     def period_end(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
-    def acceptance(self) -> _common_pb2.Rate: ...
+    def acceptance(self) -> _common_pb2.Rate:
+        """positive / (positive + negative); unset when withheld."""
+
     @_builtins.property
-    def not_useful(self) -> _common_pb2.Rate: ...
+    def not_useful(self) -> _common_pb2.Rate:
+        """(negative + dismissed) / (positive + negative + dismissed); unset when withheld."""
+
     def __init__(
         self,
         *,
@@ -115,10 +135,12 @@ class TeamMetrics(_message.Message):
         median_minutes_to_action: _builtins.float = ...,
         reviews: _builtins.int = ...,
         repositories: _builtins.int = ...,
+        rates_withheld_reason: _builtins.str = ...,
+        timed_actions: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["acceptance", b"acceptance", "not_useful", b"not_useful", "period_end", b"period_end", "period_start", b"period_start", "scope", b"scope"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acceptance", b"acceptance", "dismissed", b"dismissed", "findings", b"findings", "median_minutes_to_action", b"median_minutes_to_action", "negative", b"negative", "not_useful", b"not_useful", "pending", b"pending", "period_end", b"period_end", "period_start", b"period_start", "positive", b"positive", "repositories", b"repositories", "reviews", b"reviews", "scope", b"scope"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acceptance", b"acceptance", "dismissed", b"dismissed", "findings", b"findings", "median_minutes_to_action", b"median_minutes_to_action", "negative", b"negative", "not_useful", b"not_useful", "pending", b"pending", "period_end", b"period_end", "period_start", b"period_start", "positive", b"positive", "rates_withheld_reason", b"rates_withheld_reason", "repositories", b"repositories", "reviews", b"reviews", "scope", b"scope", "timed_actions", b"timed_actions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -133,14 +155,16 @@ class GetTeamMetricsRequest(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def scope(self) -> _common_pb2.Scope:
-        """A team or repository scope."""
+        """A team (by name) or repository (by URL) scope."""
 
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
-        """Defaults to the last 30 days."""
+        """Defaults to 30 days before end_time."""
 
     @_builtins.property
-    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Defaults to now."""
+
     def __init__(
         self,
         *,
@@ -163,12 +187,22 @@ class GetTeamMetricsResponse(_message.Message):
     METRICS_FIELD_NUMBER: _builtins.int
     CATEGORIES_FIELD_NUMBER: _builtins.int
     FROM_CACHE_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    DATA_AS_OF_FIELD_NUMBER: _builtins.int
     from_cache: _builtins.bool
     @_builtins.property
     def metrics(self) -> Global___TeamMetrics: ...
     @_builtins.property
     def categories(self) -> _containers.RepeatedCompositeFieldContainer[Global___CategoryMetrics]:
-        """Per category, same period."""
+        """Per category, same period, most findings first."""
+
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___RuleMetrics]:
+        """Per rule, same period, lowest acceptance first (the noisy rules lead)."""
+
+    @_builtins.property
+    def data_as_of(self) -> _timestamp_pb2.Timestamp:
+        """Feedback folded up to this time; newer feedback is not in the numbers yet."""
 
     def __init__(
         self,
@@ -176,10 +210,12 @@ class GetTeamMetricsResponse(_message.Message):
         metrics: Global___TeamMetrics | None = ...,
         categories: _abc.Iterable[Global___CategoryMetrics] | None = ...,
         from_cache: _builtins.bool = ...,
+        rules: _abc.Iterable[Global___RuleMetrics] | None = ...,
+        data_as_of: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["metrics", b"metrics"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data_as_of", b"data_as_of", "metrics", b"metrics"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "from_cache", b"from_cache", "metrics", b"metrics"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "data_as_of", b"data_as_of", "from_cache", b"from_cache", "metrics", b"metrics", "rules", b"rules"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -193,8 +229,20 @@ class CategoryMetrics(_message.Message):
     FINDINGS_FIELD_NUMBER: _builtins.int
     ACCEPTANCE_FIELD_NUMBER: _builtins.int
     NOT_USEFUL_FIELD_NUMBER: _builtins.int
+    POSITIVE_FIELD_NUMBER: _builtins.int
+    NEGATIVE_FIELD_NUMBER: _builtins.int
+    DISMISSED_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    RATES_WITHHELD_REASON_FIELD_NUMBER: _builtins.int
+    MEDIAN_MINUTES_TO_ACTION_FIELD_NUMBER: _builtins.int
     category: _builtins.str
     findings: _builtins.int
+    positive: _builtins.int
+    negative: _builtins.int
+    dismissed: _builtins.int
+    pending: _builtins.int
+    rates_withheld_reason: _builtins.str
+    median_minutes_to_action: _builtins.float
     @_builtins.property
     def acceptance(self) -> _common_pb2.Rate: ...
     @_builtins.property
@@ -206,14 +254,65 @@ class CategoryMetrics(_message.Message):
         findings: _builtins.int = ...,
         acceptance: _common_pb2.Rate | None = ...,
         not_useful: _common_pb2.Rate | None = ...,
+        positive: _builtins.int = ...,
+        negative: _builtins.int = ...,
+        dismissed: _builtins.int = ...,
+        pending: _builtins.int = ...,
+        rates_withheld_reason: _builtins.str = ...,
+        median_minutes_to_action: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["acceptance", b"acceptance", "not_useful", b"not_useful"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acceptance", b"acceptance", "category", b"category", "findings", b"findings", "not_useful", b"not_useful"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acceptance", b"acceptance", "category", b"category", "dismissed", b"dismissed", "findings", b"findings", "median_minutes_to_action", b"median_minutes_to_action", "negative", b"negative", "not_useful", b"not_useful", "pending", b"pending", "positive", b"positive", "rates_withheld_reason", b"rates_withheld_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CategoryMetrics: _TypeAlias = CategoryMetrics  # noqa: Y015
+
+@_typing.final
+class RuleMetrics(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    FINDINGS_FIELD_NUMBER: _builtins.int
+    POSITIVE_FIELD_NUMBER: _builtins.int
+    NEGATIVE_FIELD_NUMBER: _builtins.int
+    DISMISSED_FIELD_NUMBER: _builtins.int
+    ACCEPTANCE_FIELD_NUMBER: _builtins.int
+    NOT_USEFUL_FIELD_NUMBER: _builtins.int
+    RATES_WITHHELD_REASON_FIELD_NUMBER: _builtins.int
+    rule_id: _builtins.str
+    category: _builtins.str
+    findings: _builtins.int
+    positive: _builtins.int
+    negative: _builtins.int
+    dismissed: _builtins.int
+    rates_withheld_reason: _builtins.str
+    @_builtins.property
+    def acceptance(self) -> _common_pb2.Rate: ...
+    @_builtins.property
+    def not_useful(self) -> _common_pb2.Rate: ...
+    def __init__(
+        self,
+        *,
+        rule_id: _builtins.str = ...,
+        category: _builtins.str = ...,
+        findings: _builtins.int = ...,
+        positive: _builtins.int = ...,
+        negative: _builtins.int = ...,
+        dismissed: _builtins.int = ...,
+        acceptance: _common_pb2.Rate | None = ...,
+        not_useful: _common_pb2.Rate | None = ...,
+        rates_withheld_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acceptance", b"acceptance", "not_useful", b"not_useful"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acceptance", b"acceptance", "category", b"category", "dismissed", b"dismissed", "findings", b"findings", "negative", b"negative", "not_useful", b"not_useful", "positive", b"positive", "rates_withheld_reason", b"rates_withheld_reason", "rule_id", b"rule_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RuleMetrics: _TypeAlias = RuleMetrics  # noqa: Y015
 
 @_typing.final
 class TrendPoint(_message.Message):
@@ -222,8 +321,14 @@ class TrendPoint(_message.Message):
     WEEK_START_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
     SAMPLES_FIELD_NUMBER: _builtins.int
+    WITHHELD_FIELD_NUMBER: _builtins.int
     value: _builtins.float
     samples: _builtins.int
+    """Findings (or, for rates, reactions) behind the value."""
+    withheld: _builtins.bool
+    """The week has fewer samples than the minimum group size: its value is left out (0) and the
+    week does not enter the slope or the test.
+    """
     @_builtins.property
     def week_start(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -232,10 +337,11 @@ class TrendPoint(_message.Message):
         week_start: _timestamp_pb2.Timestamp | None = ...,
         value: _builtins.float = ...,
         samples: _builtins.int = ...,
+        withheld: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["week_start", b"week_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["samples", b"samples", "value", b"value", "week_start", b"week_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["samples", b"samples", "value", b"value", "week_start", b"week_start", "withheld", b"withheld"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -251,16 +357,24 @@ class Trend(_message.Message):
     SLOPE_FIELD_NUMBER: _builtins.int
     P_VALUE_FIELD_NUMBER: _builtins.int
     DIRECTION_FIELD_NUMBER: _builtins.int
+    SLOPE_INTERVAL_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
     metric: Global___TrendMetric.ValueType
     category: _builtins.str
     """Empty for all categories."""
     slope: _builtins.float
     """Theil-Sen slope per week."""
     p_value: _builtins.float
-    """Mann-Kendall two-sided p-value."""
+    """Mann-Kendall two-sided p-value; 1 when there is too little data to test."""
     direction: Global___TrendDirection.ValueType
+    summary: _builtins.str
+    """One line a person reads: what moved, how fast, how sure."""
     @_builtins.property
     def points(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrendPoint]: ...
+    @_builtins.property
+    def slope_interval(self) -> _common_pb2.Interval:
+        """Theil-Sen 95% confidence interval of the slope."""
+
     def __init__(
         self,
         *,
@@ -270,10 +384,12 @@ class Trend(_message.Message):
         slope: _builtins.float = ...,
         p_value: _builtins.float = ...,
         direction: Global___TrendDirection.ValueType = ...,
+        slope_interval: _common_pb2.Interval | None = ...,
+        summary: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["slope_interval", b"slope_interval"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "direction", b"direction", "metric", b"metric", "p_value", b"p_value", "points", b"points", "slope", b"slope"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "direction", b"direction", "metric", b"metric", "p_value", b"p_value", "points", b"points", "slope", b"slope", "slope_interval", b"slope_interval", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -288,7 +404,7 @@ class GetTrendsRequest(_message.Message):
     METRICS_FIELD_NUMBER: _builtins.int
     PER_CATEGORY_FIELD_NUMBER: _builtins.int
     weeks: _builtins.int
-    """Defaults to 12."""
+    """Defaults to 12; at most the retention."""
     per_category: _builtins.bool
     @_builtins.property
     def scope(self) -> _common_pb2.Scope: ...
@@ -347,16 +463,26 @@ class LearningPath(_message.Message):
     RECENT_FINDINGS_FIELD_NUMBER: _builtins.int
     TOP_RULES_FIELD_NUMBER: _builtins.int
     RECOMMENDATION_FIELD_NUMBER: _builtins.int
+    EXAMPLE_FINDING_IDS_FIELD_NUMBER: _builtins.int
+    HIGH_FINDINGS_FIELD_NUMBER: _builtins.int
     rank: _builtins.int
     category: _builtins.str
     weight: _builtins.float
+    """Severity- and recency-weighted count of acted-on findings."""
     real_findings: _builtins.int
-    """Why: counts of acted-on findings by severity, recency, top rules."""
+    """Evidence: acted-on findings in the lookback, by severity and recency, and the top rules."""
     critical_findings: _builtins.int
     recent_findings: _builtins.int
+    """Acted on in the last 30 days."""
     recommendation: _builtins.str
+    """One line: why this path, and what to study."""
+    high_findings: _builtins.int
     @_builtins.property
     def top_rules(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def example_finding_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Some of the acted-on findings behind the path (newest first), to look at."""
+
     def __init__(
         self,
         *,
@@ -368,10 +494,12 @@ class LearningPath(_message.Message):
         recent_findings: _builtins.int = ...,
         top_rules: _abc.Iterable[_builtins.str] | None = ...,
         recommendation: _builtins.str = ...,
+        example_finding_ids: _abc.Iterable[_builtins.int] | None = ...,
+        high_findings: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "critical_findings", b"critical_findings", "rank", b"rank", "real_findings", b"real_findings", "recent_findings", b"recent_findings", "recommendation", b"recommendation", "top_rules", b"top_rules", "weight", b"weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "critical_findings", b"critical_findings", "example_finding_ids", b"example_finding_ids", "high_findings", b"high_findings", "rank", b"rank", "real_findings", b"real_findings", "recent_findings", b"recent_findings", "recommendation", b"recommendation", "top_rules", b"top_rules", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -386,7 +514,9 @@ class GetLearningPathsRequest(_message.Message):
     max_paths: _builtins.int
     """Defaults to 5."""
     @_builtins.property
-    def scope(self) -> _common_pb2.Scope: ...
+    def scope(self) -> _common_pb2.Scope:
+        """A team scope."""
+
     def __init__(
         self,
         *,
@@ -407,18 +537,24 @@ class GetLearningPathsResponse(_message.Message):
 
     PATHS_FIELD_NUMBER: _builtins.int
     FROM_CACHE_FIELD_NUMBER: _builtins.int
+    COMPUTED_TIME_FIELD_NUMBER: _builtins.int
     from_cache: _builtins.bool
     @_builtins.property
     def paths(self) -> _containers.RepeatedCompositeFieldContainer[Global___LearningPath]: ...
+    @_builtins.property
+    def computed_time(self) -> _timestamp_pb2.Timestamp:
+        """When the paths were computed (by RefreshInsights or the background refresh)."""
+
     def __init__(
         self,
         *,
         paths: _abc.Iterable[Global___LearningPath] | None = ...,
         from_cache: _builtins.bool = ...,
+        computed_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["computed_time", b"computed_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_cache", b"from_cache", "paths", b"paths"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["computed_time", b"computed_time", "from_cache", b"from_cache", "paths", b"paths"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -426,29 +562,78 @@ Global___GetLearningPathsResponse: _TypeAlias = GetLearningPathsResponse  # noqa
 
 @_typing.final
 class RoiAssumptions(_message.Message):
+    """What a finding's outcome is worth in minutes. In a request every field is optional: an unset
+    field keeps the service's default. The response echoes the assumptions actually used.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MinutesSavedBySeverityEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     MINUTES_SAVED_PER_POSITIVE_FIELD_NUMBER: _builtins.int
     MINUTES_LOST_PER_NEGATIVE_FIELD_NUMBER: _builtins.int
     MINUTES_LOST_PER_DISMISSED_FIELD_NUMBER: _builtins.int
     HOURLY_COST_FIELD_NUMBER: _builtins.int
+    MINUTES_SAVED_BY_SEVERITY_FIELD_NUMBER: _builtins.int
     minutes_saved_per_positive: _builtins.float
+    """Minutes saved per acted-on finding whose severity has no entry below."""
     minutes_lost_per_negative: _builtins.float
+    """Minutes lost triaging a rejected finding."""
     minutes_lost_per_dismissed: _builtins.float
+    """Minutes lost reading a dismissed finding."""
     hourly_cost: _builtins.float
+    """Cost of an engineer hour, in the team's currency."""
+    @_builtins.property
+    def minutes_saved_by_severity(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Minutes saved per acted-on finding, by severity name ("info" … "critical")."""
+
     def __init__(
         self,
         *,
-        minutes_saved_per_positive: _builtins.float = ...,
-        minutes_lost_per_negative: _builtins.float = ...,
-        minutes_lost_per_dismissed: _builtins.float = ...,
-        hourly_cost: _builtins.float = ...,
+        minutes_saved_per_positive: _builtins.float | None = ...,
+        minutes_lost_per_negative: _builtins.float | None = ...,
+        minutes_lost_per_dismissed: _builtins.float | None = ...,
+        hourly_cost: _builtins.float | None = ...,
+        minutes_saved_by_severity: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_hourly_cost", b"_hourly_cost", "_minutes_lost_per_dismissed", b"_minutes_lost_per_dismissed", "_minutes_lost_per_negative", b"_minutes_lost_per_negative", "_minutes_saved_per_positive", b"_minutes_saved_per_positive", "hourly_cost", b"hourly_cost", "minutes_lost_per_dismissed", b"minutes_lost_per_dismissed", "minutes_lost_per_negative", b"minutes_lost_per_negative", "minutes_saved_per_positive", b"minutes_saved_per_positive"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hourly_cost", b"hourly_cost", "minutes_lost_per_dismissed", b"minutes_lost_per_dismissed", "minutes_lost_per_negative", b"minutes_lost_per_negative", "minutes_saved_per_positive", b"minutes_saved_per_positive"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_hourly_cost", b"_hourly_cost", "_minutes_lost_per_dismissed", b"_minutes_lost_per_dismissed", "_minutes_lost_per_negative", b"_minutes_lost_per_negative", "_minutes_saved_per_positive", b"_minutes_saved_per_positive", "hourly_cost", b"hourly_cost", "minutes_lost_per_dismissed", b"minutes_lost_per_dismissed", "minutes_lost_per_negative", b"minutes_lost_per_negative", "minutes_saved_by_severity", b"minutes_saved_by_severity", "minutes_saved_per_positive", b"minutes_saved_per_positive"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__hourly_cost: _TypeAlias = _typing.Literal["hourly_cost"]  # noqa: Y015
+    _WhichOneofArgType__hourly_cost: _TypeAlias = _typing.Literal["_hourly_cost", b"_hourly_cost"]  # noqa: Y015
+    _WhichOneofReturnType__minutes_lost_per_dismissed: _TypeAlias = _typing.Literal["minutes_lost_per_dismissed"]  # noqa: Y015
+    _WhichOneofArgType__minutes_lost_per_dismissed: _TypeAlias = _typing.Literal["_minutes_lost_per_dismissed", b"_minutes_lost_per_dismissed"]  # noqa: Y015
+    _WhichOneofReturnType__minutes_lost_per_negative: _TypeAlias = _typing.Literal["minutes_lost_per_negative"]  # noqa: Y015
+    _WhichOneofArgType__minutes_lost_per_negative: _TypeAlias = _typing.Literal["_minutes_lost_per_negative", b"_minutes_lost_per_negative"]  # noqa: Y015
+    _WhichOneofReturnType__minutes_saved_per_positive: _TypeAlias = _typing.Literal["minutes_saved_per_positive"]  # noqa: Y015
+    _WhichOneofArgType__minutes_saved_per_positive: _TypeAlias = _typing.Literal["_minutes_saved_per_positive", b"_minutes_saved_per_positive"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__hourly_cost) -> _WhichOneofReturnType__hourly_cost | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__minutes_lost_per_dismissed) -> _WhichOneofReturnType__minutes_lost_per_dismissed | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__minutes_lost_per_negative) -> _WhichOneofReturnType__minutes_lost_per_negative | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__minutes_saved_per_positive) -> _WhichOneofReturnType__minutes_saved_per_positive | None: ...
 
 Global___RoiAssumptions: _TypeAlias = RoiAssumptions  # noqa: Y015
 
@@ -463,6 +648,8 @@ class CategoryRoi(_message.Message):
     MINUTES_SAVED_FIELD_NUMBER: _builtins.int
     MINUTES_LOST_FIELD_NUMBER: _builtins.int
     NET_MINUTES_FIELD_NUMBER: _builtins.int
+    NET_MINUTES_INTERVAL_FIELD_NUMBER: _builtins.int
+    NET_COST_SAVED_FIELD_NUMBER: _builtins.int
     category: _builtins.str
     positive: _builtins.int
     negative: _builtins.int
@@ -470,6 +657,11 @@ class CategoryRoi(_message.Message):
     minutes_saved: _builtins.float
     minutes_lost: _builtins.float
     net_minutes: _builtins.float
+    net_cost_saved: _builtins.float
+    @_builtins.property
+    def net_minutes_interval(self) -> _common_pb2.Interval:
+        """95% interval of net_minutes: the share of acted-on findings between its Wilson bounds."""
+
     def __init__(
         self,
         *,
@@ -480,10 +672,12 @@ class CategoryRoi(_message.Message):
         minutes_saved: _builtins.float = ...,
         minutes_lost: _builtins.float = ...,
         net_minutes: _builtins.float = ...,
+        net_minutes_interval: _common_pb2.Interval | None = ...,
+        net_cost_saved: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["net_minutes_interval", b"net_minutes_interval"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "dismissed", b"dismissed", "minutes_lost", b"minutes_lost", "minutes_saved", b"minutes_saved", "negative", b"negative", "net_minutes", b"net_minutes", "positive", b"positive"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "dismissed", b"dismissed", "minutes_lost", b"minutes_lost", "minutes_saved", b"minutes_saved", "negative", b"negative", "net_cost_saved", b"net_cost_saved", "net_minutes", b"net_minutes", "net_minutes_interval", b"net_minutes_interval", "positive", b"positive"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -496,22 +690,32 @@ class GetRoiRequest(_message.Message):
     SCOPE_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
+    ASSUMPTIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def scope(self) -> _common_pb2.Scope: ...
     @_builtins.property
-    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Defaults to 30 days before end_time."""
+
     @_builtins.property
-    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Defaults to now."""
+
+    @_builtins.property
+    def assumptions(self) -> Global___RoiAssumptions:
+        """Overrides of the service's default assumptions."""
+
     def __init__(
         self,
         *,
         scope: _common_pb2.Scope | None = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
+        assumptions: Global___RoiAssumptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "scope", b"scope", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assumptions", b"assumptions", "end_time", b"end_time", "scope", b"scope", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "scope", b"scope", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assumptions", b"assumptions", "end_time", b"end_time", "scope", b"scope", "start_time", b"start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -526,13 +730,29 @@ class GetRoiResponse(_message.Message):
     NET_COST_SAVED_FIELD_NUMBER: _builtins.int
     ASSUMPTIONS_FIELD_NUMBER: _builtins.int
     FROM_CACHE_FIELD_NUMBER: _builtins.int
+    NET_MINUTES_INTERVAL_FIELD_NUMBER: _builtins.int
+    NET_COST_INTERVAL_FIELD_NUMBER: _builtins.int
+    MINUTES_SAVED_FIELD_NUMBER: _builtins.int
+    MINUTES_LOST_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    PERIOD_END_FIELD_NUMBER: _builtins.int
     net_minutes: _builtins.float
     net_cost_saved: _builtins.float
     from_cache: _builtins.bool
+    minutes_saved: _builtins.float
+    minutes_lost: _builtins.float
     @_builtins.property
     def categories(self) -> _containers.RepeatedCompositeFieldContainer[Global___CategoryRoi]: ...
     @_builtins.property
     def assumptions(self) -> Global___RoiAssumptions: ...
+    @_builtins.property
+    def net_minutes_interval(self) -> _common_pb2.Interval: ...
+    @_builtins.property
+    def net_cost_interval(self) -> _common_pb2.Interval: ...
+    @_builtins.property
+    def period_start(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def period_end(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -541,10 +761,16 @@ class GetRoiResponse(_message.Message):
         net_cost_saved: _builtins.float = ...,
         assumptions: Global___RoiAssumptions | None = ...,
         from_cache: _builtins.bool = ...,
+        net_minutes_interval: _common_pb2.Interval | None = ...,
+        net_cost_interval: _common_pb2.Interval | None = ...,
+        minutes_saved: _builtins.float = ...,
+        minutes_lost: _builtins.float = ...,
+        period_start: _timestamp_pb2.Timestamp | None = ...,
+        period_end: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assumptions", b"assumptions"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assumptions", b"assumptions", "net_cost_interval", b"net_cost_interval", "net_minutes_interval", b"net_minutes_interval", "period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assumptions", b"assumptions", "categories", b"categories", "from_cache", b"from_cache", "net_cost_saved", b"net_cost_saved", "net_minutes", b"net_minutes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assumptions", b"assumptions", "categories", b"categories", "from_cache", b"from_cache", "minutes_lost", b"minutes_lost", "minutes_saved", b"minutes_saved", "net_cost_interval", b"net_cost_interval", "net_cost_saved", b"net_cost_saved", "net_minutes", b"net_minutes", "net_minutes_interval", b"net_minutes_interval", "period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -556,7 +782,9 @@ class GetInsightsReportRequest(_message.Message):
 
     SCOPE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def scope(self) -> _common_pb2.Scope: ...
+    def scope(self) -> _common_pb2.Scope:
+        """A team scope."""
+
     def __init__(
         self,
         *,
@@ -579,14 +807,22 @@ class GetInsightsReportResponse(_message.Message):
     LEARNING_PATHS_FIELD_NUMBER: _builtins.int
     ROI_FIELD_NUMBER: _builtins.int
     GENERATE_TIME_FIELD_NUMBER: _builtins.int
+    FROM_CACHE_FIELD_NUMBER: _builtins.int
+    from_cache: _builtins.bool
     @_builtins.property
-    def metrics(self) -> Global___GetTeamMetricsResponse: ...
+    def metrics(self) -> Global___GetTeamMetricsResponse:
+        """The last 30 days."""
+
     @_builtins.property
-    def trends(self) -> Global___GetTrendsResponse: ...
+    def trends(self) -> Global___GetTrendsResponse:
+        """The last 12 weeks, every metric, for the whole team (per category: GetTrends)."""
+
     @_builtins.property
     def learning_paths(self) -> Global___GetLearningPathsResponse: ...
     @_builtins.property
-    def roi(self) -> Global___GetRoiResponse: ...
+    def roi(self) -> Global___GetRoiResponse:
+        """The last 30 days with the default assumptions."""
+
     @_builtins.property
     def generate_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -597,10 +833,11 @@ class GetInsightsReportResponse(_message.Message):
         learning_paths: Global___GetLearningPathsResponse | None = ...,
         roi: Global___GetRoiResponse | None = ...,
         generate_time: _timestamp_pb2.Timestamp | None = ...,
+        from_cache: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["generate_time", b"generate_time", "learning_paths", b"learning_paths", "metrics", b"metrics", "roi", b"roi", "trends", b"trends"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["generate_time", b"generate_time", "learning_paths", b"learning_paths", "metrics", b"metrics", "roi", b"roi", "trends", b"trends"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_cache", b"from_cache", "generate_time", b"generate_time", "learning_paths", b"learning_paths", "metrics", b"metrics", "roi", b"roi", "trends", b"trends"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -612,24 +849,64 @@ class RefreshInsightsRequest(_message.Message):
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     PARTS_FIELD_NUMBER: _builtins.int
+    SCOPES_FIELD_NUMBER: _builtins.int
+    REBUILD_ROLLUPS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
+    """For logs and the job history; a repeat with the same id is simply run again (idempotent)."""
+    rebuild_rollups: _builtins.bool
+    """With "rollups": rebuild them from the whole feedback log instead of catching up."""
     @_builtins.property
     def parts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Everything when empty: "rollups", "team_metrics", "trends", "learning_paths", "roi"."""
+
+    @_builtins.property
+    def scopes(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Scope]:
+        """Teams or repositories (a repository refreshes its team); every team when empty."""
 
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         parts: _abc.Iterable[_builtins.str] | None = ...,
+        scopes: _abc.Iterable[_common_pb2.Scope] | None = ...,
+        rebuild_rollups: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["parts", b"parts", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["parts", b"parts", "rebuild_rollups", b"rebuild_rollups", "request_id", b"request_id", "scopes", b"scopes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RefreshInsightsRequest: _TypeAlias = RefreshInsightsRequest  # noqa: Y015
+
+@_typing.final
+class RefreshChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEAM_FIELD_NUMBER: _builtins.int
+    PART_FIELD_NUMBER: _builtins.int
+    ROWS_WRITTEN_FIELD_NUMBER: _builtins.int
+    ROWS_ARCHIVED_FIELD_NUMBER: _builtins.int
+    team: _builtins.str
+    """Team name; empty for "rollups", which covers every team."""
+    part: _builtins.str
+    rows_written: _builtins.int
+    rows_archived: _builtins.int
+    def __init__(
+        self,
+        *,
+        team: _builtins.str = ...,
+        part: _builtins.str = ...,
+        rows_written: _builtins.int = ...,
+        rows_archived: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["part", b"part", "rows_archived", b"rows_archived", "rows_written", b"rows_written", "team", b"team"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefreshChange: _TypeAlias = RefreshChange  # noqa: Y015
 
 @_typing.final
 class RefreshInsightsResponse(_message.Message):
@@ -637,18 +914,32 @@ class RefreshInsightsResponse(_message.Message):
 
     REFRESHED_PARTS_FIELD_NUMBER: _builtins.int
     ROWS_WRITTEN_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    ROWS_ARCHIVED_FIELD_NUMBER: _builtins.int
+    TEAMS_FIELD_NUMBER: _builtins.int
     rows_written: _builtins.int
+    """Rows inserted, updated or deleted; 0 when everything was already current."""
+    rows_archived: _builtins.int
+    """Trend points older than the archive age moved to insights_trends_archive."""
+    teams: _builtins.int
     @_builtins.property
     def refreshed_parts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___RefreshChange]:
+        """What changed, per team and part (only entries that wrote something)."""
+
     def __init__(
         self,
         *,
         refreshed_parts: _abc.Iterable[_builtins.str] | None = ...,
         rows_written: _builtins.int = ...,
+        changes: _abc.Iterable[Global___RefreshChange] | None = ...,
+        rows_archived: _builtins.int = ...,
+        teams: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["refreshed_parts", b"refreshed_parts", "rows_written", b"rows_written"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "refreshed_parts", b"refreshed_parts", "rows_archived", b"rows_archived", "rows_written", b"rows_written", "teams", b"teams"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

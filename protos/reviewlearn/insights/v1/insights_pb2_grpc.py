@@ -27,6 +27,11 @@ if _version_not_supported:
 
 class InsightsServiceStub:
     """Tells teams where they stand: metrics, trends, learning paths and ROI.
+
+    Every number is a SQL aggregate over the service's own rollups of the feedback log, per team
+    and repository, never per person. Rates of groups smaller than the minimum group size
+    (default 5 findings) are withheld with a reason. When the kill switch or the `insights`
+    feature is off, every RPC answers UNAVAILABLE with the reason.
     """
 
     def __init__(self, channel):
@@ -69,6 +74,11 @@ class InsightsServiceStub:
 
 class InsightsServiceServicer:
     """Tells teams where they stand: metrics, trends, learning paths and ROI.
+
+    Every number is a SQL aggregate over the service's own rollups of the feedback log, per team
+    and repository, never per person. Rates of groups smaller than the minimum group size
+    (default 5 findings) are withheld with a reason. When the kill switch or the `insights`
+    feature is off, every RPC answers UNAVAILABLE with the reason.
     """
 
     def GetTeamMetrics(self, request, context):
@@ -97,14 +107,16 @@ class InsightsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetInsightsReport(self, request, context):
-        """Metrics, trends, learning paths and ROI in one answer.
+        """Metrics, trends, learning paths and ROI in one answer (what the dashboard shows).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RefreshInsights(self, request, context):
-        """Recomputes rollups and refreshes caches; called by the learning service's batch jobs.
+        """Recomputes persisted insights (rollup catch-up, learning paths, trends and their archive,
+        team metrics and ROI reports) for some teams or all. Idempotent: a repeat with no new
+        feedback writes nothing and says so. Called by the batch jobs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -153,6 +165,11 @@ def add_InsightsServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class InsightsService:
     """Tells teams where they stand: metrics, trends, learning paths and ROI.
+
+    Every number is a SQL aggregate over the service's own rollups of the feedback log, per team
+    and repository, never per person. Rates of groups smaller than the minimum group size
+    (default 5 findings) are withheld with a reason. When the kill switch or the `insights`
+    feature is off, every RPC answers UNAVAILABLE with the reason.
     """
 
     @staticmethod

@@ -27,7 +27,13 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class InsightsServiceStub:
-    """Tells teams where they stand: metrics, trends, learning paths and ROI."""
+    """Tells teams where they stand: metrics, trends, learning paths and ROI.
+
+    Every number is a SQL aggregate over the service's own rollups of the feedback log, per team
+    and repository, never per person. Rates of groups smaller than the minimum group size
+    (default 5 findings) are withheld with a reason. When the kill switch or the `insights`
+    feature is off, every RPC answers UNAVAILABLE with the reason.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -39,13 +45,22 @@ class InsightsServiceStub:
     GetLearningPaths: _grpc.UnaryUnaryMultiCallable[_insights_pb2.GetLearningPathsRequest, _insights_pb2.GetLearningPathsResponse]
     GetRoi: _grpc.UnaryUnaryMultiCallable[_insights_pb2.GetRoiRequest, _insights_pb2.GetRoiResponse]
     GetInsightsReport: _grpc.UnaryUnaryMultiCallable[_insights_pb2.GetInsightsReportRequest, _insights_pb2.GetInsightsReportResponse]
-    """Metrics, trends, learning paths and ROI in one answer."""
+    """Metrics, trends, learning paths and ROI in one answer (what the dashboard shows)."""
     RefreshInsights: _grpc.UnaryUnaryMultiCallable[_insights_pb2.RefreshInsightsRequest, _insights_pb2.RefreshInsightsResponse]
-    """Recomputes rollups and refreshes caches; called by the learning service's batch jobs."""
+    """Recomputes persisted insights (rollup catch-up, learning paths, trends and their archive,
+    team metrics and ROI reports) for some teams or all. Idempotent: a repeat with no new
+    feedback writes nothing and says so. Called by the batch jobs.
+    """
 
 @_typing.type_check_only
 class InsightsServiceAsyncStub(InsightsServiceStub):
-    """Tells teams where they stand: metrics, trends, learning paths and ROI."""
+    """Tells teams where they stand: metrics, trends, learning paths and ROI.
+
+    Every number is a SQL aggregate over the service's own rollups of the feedback log, per team
+    and repository, never per person. Rates of groups smaller than the minimum group size
+    (default 5 findings) are withheld with a reason. When the kill switch or the `insights`
+    feature is off, every RPC answers UNAVAILABLE with the reason.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetTeamMetrics: _aio.UnaryUnaryMultiCallable[_insights_pb2.GetTeamMetricsRequest, _insights_pb2.GetTeamMetricsResponse]  # type: ignore[assignment]
@@ -54,12 +69,21 @@ class InsightsServiceAsyncStub(InsightsServiceStub):
     GetLearningPaths: _aio.UnaryUnaryMultiCallable[_insights_pb2.GetLearningPathsRequest, _insights_pb2.GetLearningPathsResponse]  # type: ignore[assignment]
     GetRoi: _aio.UnaryUnaryMultiCallable[_insights_pb2.GetRoiRequest, _insights_pb2.GetRoiResponse]  # type: ignore[assignment]
     GetInsightsReport: _aio.UnaryUnaryMultiCallable[_insights_pb2.GetInsightsReportRequest, _insights_pb2.GetInsightsReportResponse]  # type: ignore[assignment]
-    """Metrics, trends, learning paths and ROI in one answer."""
+    """Metrics, trends, learning paths and ROI in one answer (what the dashboard shows)."""
     RefreshInsights: _aio.UnaryUnaryMultiCallable[_insights_pb2.RefreshInsightsRequest, _insights_pb2.RefreshInsightsResponse]  # type: ignore[assignment]
-    """Recomputes rollups and refreshes caches; called by the learning service's batch jobs."""
+    """Recomputes persisted insights (rollup catch-up, learning paths, trends and their archive,
+    team metrics and ROI reports) for some teams or all. Idempotent: a repeat with no new
+    feedback writes nothing and says so. Called by the batch jobs.
+    """
 
 class InsightsServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Tells teams where they stand: metrics, trends, learning paths and ROI."""
+    """Tells teams where they stand: metrics, trends, learning paths and ROI.
+
+    Every number is a SQL aggregate over the service's own rollups of the feedback log, per team
+    and repository, never per person. Rates of groups smaller than the minimum group size
+    (default 5 findings) are withheld with a reason. When the kill switch or the `insights`
+    feature is off, every RPC answers UNAVAILABLE with the reason.
+    """
 
     @_abc_1.abstractmethod
     def GetTeamMetrics(
@@ -96,7 +120,7 @@ class InsightsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _insights_pb2.GetInsightsReportRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_insights_pb2.GetInsightsReportResponse, _abc.Awaitable[_insights_pb2.GetInsightsReportResponse]]:
-        """Metrics, trends, learning paths and ROI in one answer."""
+        """Metrics, trends, learning paths and ROI in one answer (what the dashboard shows)."""
 
     @_abc_1.abstractmethod
     def RefreshInsights(
@@ -104,6 +128,9 @@ class InsightsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _insights_pb2.RefreshInsightsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_insights_pb2.RefreshInsightsResponse, _abc.Awaitable[_insights_pb2.RefreshInsightsResponse]]:
-        """Recomputes rollups and refreshes caches; called by the learning service's batch jobs."""
+        """Recomputes persisted insights (rollup catch-up, learning paths, trends and their archive,
+        team metrics and ROI reports) for some teams or all. Idempotent: a repeat with no new
+        feedback writes nothing and says so. Called by the batch jobs.
+        """
 
 def add_InsightsServiceServicer_to_server(servicer: InsightsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,8 +1,8 @@
-"""Control plane: audit idempotency and filters, replica heartbeats with measurements,
+"""Control plane: audit request ids and filters, replica heartbeats with measurements,
 replica samples (the time series rollout criteria and alerts read), sticky rollout phases.
 
 Revision ID: 0005
-Revises: 0002
+Revises: 0006
 Create Date: 2026-12-02 10:00:00
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0005"
-down_revision: str | None = "0002"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -26,19 +26,10 @@ def upgrade() -> None:
     )
 
     op.add_column("audit_events", sa.Column("request_id", sa.String(length=200), nullable=True))
-    op.add_column("audit_events", sa.Column("request_digest", sa.String(length=64), nullable=True))
-    op.add_column("audit_events", sa.Column("response", sa.LargeBinary(), nullable=True))
     op.add_column("audit_events", sa.Column("feature", sa.SmallInteger(), nullable=True))
     op.add_column(
         "audit_events",
         sa.Column("repository_url", sa.String(length=2048), server_default="", nullable=False),
-    )
-    op.create_index(
-        "uq_audit_events_actor_request_id",
-        "audit_events",
-        ["actor", "request_id"],
-        unique=True,
-        postgresql_where=sa.text("request_id IS NOT NULL"),
     )
     op.create_index("ix_audit_events_created_at", "audit_events", ["created_at"])
 
@@ -134,7 +125,6 @@ def downgrade() -> None:
         op.drop_column("replica_heartbeats", name)
     op.drop_column("rollout_phases", "sticky_exposure")
     op.drop_index("ix_audit_events_created_at", table_name="audit_events")
-    op.drop_index("uq_audit_events_actor_request_id", table_name="audit_events")
-    for name in ("repository_url", "feature", "response", "request_digest", "request_id"):
+    for name in ("repository_url", "feature", "request_id"):
         op.drop_column("audit_events", name)
     op.drop_column("gate_state", "kill_switch_changed_at")

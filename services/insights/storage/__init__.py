@@ -1,0 +1,1 @@
+"""The SQL of the insights service: rollup fold, aggregate reads, persisted insights, cache rows."""

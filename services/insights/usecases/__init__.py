@@ -1,0 +1,1 @@
+"""One module per RPC family; each declares the small repository Protocol it needs."""
