@@ -30,7 +30,6 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import errors
-from shared.channel_listener import ChannelListener
 from shared.gates.model import (
     DecidedBy,
     Feature,
@@ -40,6 +39,7 @@ from shared.gates.model import (
     not_loaded,
 )
 from shared.gates.store import CHANNEL, load_snapshot, stored_version
+from shared.notifications import ChannelListener
 from shared.periodic import Periodic
 
 log = logging.getLogger("reviewlearn.gates")
@@ -57,11 +57,6 @@ class GateSettings(Protocol):
     redis_url: str | None
     gate_poll_seconds: float
     gate_stale_seconds: float
-
-
-def asyncpg_dsn(engine: AsyncEngine) -> str:
-    """The engine's database as a plain libpq URL, for a dedicated LISTEN connection."""
-    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 class GateClient:
@@ -91,11 +86,11 @@ class GateClient:
         self._refresh_lock = asyncio.Lock()
         self._poll = Periodic("gates-refresh", self._tick, interval=poll_seconds)
         self._listener = ChannelListener(
-            channel=CHANNEL,
-            postgres_dsn=asyncpg_dsn(engine),
+            database_url=engine.url.render_as_string(hide_password=False),
             redis_url=redis_url,
-            on_message=self._on_payload,
-            on_connected=self._poll.wake,  # whatever changed while not listening
+            channels=[CHANNEL],
+            on_notify=self._on_notify,
+            name="gates-listener",
         )
 
     @classmethod
@@ -196,7 +191,7 @@ class GateClient:
             "version": self.applied_version,
             "stale": self.stale,
             "push": "redis" if self._redis_url else "postgres",
-            "push_connected": self._listener.connected,
+            "push_connected": self._listener.connected.is_set(),
             "hard_kill": self._hard_kill,
         }
         if self._snapshot is not None:
@@ -319,9 +314,12 @@ class GateClient:
         self._exposed.add(repository_url)
         self._exposures.append((repository_url, phase))
 
-    def _on_payload(self, payload: str) -> None:
+    def _on_notify(self, channel: str, payload: str) -> None:
         try:
             version = int(payload)
         except ValueError:
-            version = self.applied_version + 1  # unknown payload: look anyway
+            # Not a version: the listener (re)connected, or an unknown sender. Whatever changed
+            # meanwhile is found by a version check.
+            self._poll.wake()
+            return
         self.announce(version)
