@@ -187,7 +187,10 @@ def assess(
         if isinstance(r.signals.get("confidence_threshold_stale"), bool)
     ]
     thresholds_stale = any(stale_flags) if stale_flags else None
-    hit_rates = [h for r in insights if (h := _number(r.signals.get("cache_hit_rate"))) is not None]
+    # The insights service reports "insights_cache_hit_rate" in its health metrics.
+    hit_rates = [
+        h for r in insights if (h := _number(r.signals.get("insights_cache_hit_rate"))) is not None
+    ]
     hit_rate = sum(hit_rates) / len(hit_rates) if hit_rates else None
 
     feedback_problems = _traffic(windows.get("feedback"), limits)
