@@ -128,6 +128,8 @@ async def db_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_async_engine(database_url, pool_size=20, max_overflow=40)
     instrument_engine(engine, service="tests")
     yield engine
+    # A fresh pool for the clean-up: a test may have terminated or broken pooled connections.
+    await engine.dispose()
     await reset_tables(engine)
     await engine.dispose()
 
