@@ -97,7 +97,16 @@ class ServiceSettings(BaseSettings):
     """OTLP/gRPC collector for traces; traces stay in-process when unset."""
 
     replica_id: str = ""
-    """Identifies this process in heartbeats; defaults to host:pid."""
+    """Identifies this process in heartbeats; defaults to service@host:pid:random."""
+
+    gate_poll_seconds: float = Field(5.0, gt=0)
+    """Fallback check for a new gate version when no notification arrives (Unleash polls 15 s)."""
+    gate_stale_seconds: float = Field(15.0, gt=0)
+    """A replica that could not confirm its gates for this long reports them stale."""
+    heartbeat_seconds: float = Field(2.0, gt=0)
+    """How often each replica writes its heartbeat (and at once after applying new gates)."""
+    heartbeat_sample_seconds: float = Field(15.0, gt=0)
+    """Window of the stored measurements (RPCs, errors, latency, pool, RSS) per replica."""
 
     @field_validator("database_url")
     @classmethod

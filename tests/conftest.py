@@ -112,7 +112,10 @@ async def reset_tables(engine: AsyncEngine) -> None:
     async with engine.begin() as connection:
         await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
         await connection.execute(
-            text("UPDATE gate_state SET version = 0, kill_switch_engaged = false, reason = ''")
+            text(
+                "UPDATE gate_state SET version = 0, kill_switch_engaged = false, reason = '', "
+                "updated_by = '', kill_switch_changed_at = NULL"
+            )
         )
         await connection.execute(
             text(
@@ -128,6 +131,8 @@ async def db_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_async_engine(database_url, pool_size=20, max_overflow=40)
     instrument_engine(engine, service="tests")
     yield engine
+    # A fresh pool for the clean-up: a test may have terminated or broken pooled connections.
+    await engine.dispose()
     await reset_tables(engine)
     await engine.dispose()
 

@@ -1,4 +1,5 @@
-"""The ``reviewlearn`` command: ``up``, ``serve``, ``migrate``, ``demo``."""
+"""The ``reviewlearn`` command: ``up``, ``serve``, ``migrate``, ``demo``, ``evaluate``, ``validate``,
+``kill-switch``, ``gates``."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated
 
 import grpc
 import typer
@@ -30,6 +33,9 @@ from services.cli.supervisor import (
 )
 from shared.auth import Role, TokenRegistry, parse_tokens
 from shared.db import migrate as migrations
+
+if TYPE_CHECKING:
+    from services.cli.gates import ControlTarget
 
 app = typer.Typer(
     help="reviewlearn: make an automated code reviewer learn from developer feedback.",
@@ -193,8 +199,39 @@ def serve(
     os.execv(sys.executable, [sys.executable, "-m", f"services.{service}"])
 
 
-def _bearers() -> dict[Role, tuple[tuple[str, str], ...]]:
-    """Call metadata per role from REVIEWLEARN_TOKENS or the tokens `reviewlearn up` saved."""
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Where `reviewlearn up` is listening.")] = "127.0.0.1",
+    feedback_port: int = DEFAULT_GRPC_PORTS["feedback"],
+    learning_port: int = DEFAULT_GRPC_PORTS["learning"],
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic history.")] = 7,
+    reviews: Annotated[int, typer.Option(help="Reviews in the synthetic history.")] = 600,
+) -> None:
+    """Load a synthetic review history into the running system and show what it learned."""
+    from services.cli.demo import DemoTarget, run_demo
+
+    bearer = _bearer_tokens("the demo")
+
+    target = DemoTarget(
+        feedback_address=f"{host}:{feedback_port}",
+        learning_address=f"{host}:{learning_port}",
+        ingest=bearer(Role.INGEST),
+        reader=bearer(Role.READER),
+        operator=bearer(Role.OPERATOR),
+    )
+    try:
+        asyncio.run(run_demo(target, seed=seed, reviews=reviews, console=Console()))
+    except grpc.aio.AioRpcError as error:
+        console.print(
+            f"[red]{error.code().name}: {error.details()}[/red] — is `reviewlearn up` running "
+            f"on {host}?"
+        )
+        raise typer.Exit(1) from error
+
+
+def _bearer_tokens(who: str) -> Callable[[Role], tuple[tuple[str, str], ...]]:
+    """Call metadata per role from REVIEWLEARN_TOKENS or the tokens `reviewlearn up` saved;
+    the operator token stands in for a missing role."""
     spec = os.environ.get("REVIEWLEARN_TOKENS", "").strip()
     token_file = state_dir() / "tokens"
     if not spec and token_file.exists():
@@ -208,38 +245,85 @@ def _bearers() -> dict[Role, tuple[tuple[str, str], ...]]:
     by_role = {role: token for token, role in _token_items(parse_tokens(spec))}
     operator = by_role.get(Role.OPERATOR)
     if operator is None:
-        console.print("[red]this command needs an operator token in REVIEWLEARN_TOKENS[/red]")
+        console.print(f"[red]{who} needs an operator token in REVIEWLEARN_TOKENS[/red]")
         raise typer.Exit(2)
-    return {role: (("authorization", f"Bearer {by_role.get(role, operator)}"),) for role in Role}
+
+    def bearer(role: Role) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {by_role.get(role, operator)}"),)
+
+    return bearer
+
+
+def _control_target(host: str, port: int, who: str) -> ControlTarget:
+    from services.cli.gates import ControlTarget  # gRPC stubs only for these commands
+
+    bearer = _bearer_tokens(who)
+    return ControlTarget(
+        address=f"{host}:{port}", reader=bearer(Role.READER), operator=bearer(Role.OPERATOR)
+    )
+
+
+def _rpc_failed(error: grpc.aio.AioRpcError, address: str) -> typer.Exit:
+    if error.code() is grpc.StatusCode.UNAVAILABLE:
+        console.print(
+            f"[red]cannot reach the control service at {address}: {error.details()}[/red] — "
+            "is `reviewlearn up` running? (--host / --control-port)"
+        )
+    else:
+        console.print(f"[red]{error.code().name}: {error.details()}[/red]")
+    return typer.Exit(1)
+
+
+class Switch(StrEnum):
+    ON = "on"
+    OFF = "off"
+
+
+@app.command("kill-switch")
+def kill_switch(
+    state: Annotated[Switch, typer.Argument(help="on turns all learning off; off releases it.")],
+    reason: Annotated[str, typer.Option(help="Why (required; kept in the audit log).")],
+    host: Annotated[str, typer.Option(help="Where the control service listens.")] = "127.0.0.1",
+    control_port: int = DEFAULT_GRPC_PORTS["control"],
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for every replica to apply it (max 30).")
+    ] = 5.0,
+) -> None:
+    """Engage (on) or release (off) the kill switch, and show which replicas applied it."""
+    from services.cli.gates import set_kill_switch
+
+    if not reason.strip():
+        console.print("[red]--reason must say why (it is kept in the audit log)[/red]")
+        raise typer.Exit(2)
+    target = _control_target(host, control_port, "the kill switch")
+    try:
+        code = asyncio.run(
+            set_kill_switch(
+                target,
+                engaged=state is Switch.ON,
+                reason=reason,
+                wait_seconds=min(max(wait, 0.0), 30.0),
+                console=Console(),
+            )
+        )
+    except grpc.aio.AioRpcError as error:
+        raise _rpc_failed(error, target.address) from error
+    raise typer.Exit(code)
 
 
 @app.command()
-def demo(
-    host: Annotated[str, typer.Option(help="Where `reviewlearn up` is listening.")] = "127.0.0.1",
-    feedback_port: int = DEFAULT_GRPC_PORTS["feedback"],
-    learning_port: int = DEFAULT_GRPC_PORTS["learning"],
-    seed: Annotated[int, typer.Option(help="Seed of the synthetic history.")] = 7,
-    reviews: Annotated[int, typer.Option(help="Reviews in the synthetic history.")] = 600,
+def gates(
+    host: Annotated[str, typer.Option(help="Where the control service listens.")] = "127.0.0.1",
+    control_port: int = DEFAULT_GRPC_PORTS["control"],
 ) -> None:
-    """Load a synthetic review history into the running system and show what it learned."""
-    from services.cli.demo import DemoTarget, run_demo
+    """Show the kill switch, every feature gate and override, the rollout, and the replicas."""
+    from services.cli.gates import show_gates
 
-    bearer = _bearers()
-    target = DemoTarget(
-        feedback_address=f"{host}:{feedback_port}",
-        learning_address=f"{host}:{learning_port}",
-        ingest=bearer[Role.INGEST],
-        reader=bearer[Role.READER],
-        operator=bearer[Role.OPERATOR],
-    )
+    target = _control_target(host, control_port, "`reviewlearn gates`")
     try:
-        asyncio.run(run_demo(target, seed=seed, reviews=reviews, console=Console()))
+        asyncio.run(show_gates(target, console=Console()))
     except grpc.aio.AioRpcError as error:
-        console.print(
-            f"[red]{error.code().name}: {error.details()}[/red] — is `reviewlearn up` running "
-            f"on {host}?"
-        )
-        raise typer.Exit(1) from error
+        raise _rpc_failed(error, target.address) from error
 
 
 @app.command()
@@ -262,7 +346,7 @@ def evaluate(
     rate (AUC, precision@k, calibration, what hiding would hide)."""
     from services.cli.evaluate import evaluate_request, run_evaluate
 
-    operator = _bearers()[Role.OPERATOR]
+    operator = _bearer_tokens("`reviewlearn evaluate`")(Role.OPERATOR)
     request = evaluate_request(
         cut=cut.replace(tzinfo=UTC) if cut is not None and cut.tzinfo is None else cut,
         holdout=holdout,

@@ -1,8 +1,8 @@
 """Whether insights may answer: the one check every insights RPC and the dashboard make.
 
-Until the control plane's shared gate client lands, the only switch is the environment's hard
-kill (``LEARNING_ENABLED=false``). The client plugs in behind the same ``decision()`` in
-server.py, so no caller changes when it arrives.
+The answer comes from the shared gate client (``ControlPlaneGate``): the environment's hard kill
+(``LEARNING_ENABLED=false``), the control plane's kill switch and the ``insights`` feature's
+gate, from the in-memory snapshot. ``EnvironmentGate`` is the hard kill alone.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from shared.errors import Unavailable
+from shared.gates import Feature, GateClient
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,17 @@ class EnvironmentGate:
 
     def decision(self) -> GateDecision:
         return self._decision
+
+
+class ControlPlaneGate:
+    def __init__(self, gates: GateClient) -> None:
+        self._gates = gates
+
+    def decision(self) -> GateDecision:
+        # Insights answer for teams, not repositories: the kill switch, the global gates and
+        # the environment decide.
+        decision = self._gates.evaluate(Feature.INSIGHTS)
+        return GateDecision(decision.enabled, decision.reason)
 
 
 def require_insights(gate: InsightsGate) -> None:

@@ -19,7 +19,7 @@ from services.insights.cache import (
     TeamVersions,
 )
 from services.insights.dashboard.page import DashboardPage
-from services.insights.gate import EnvironmentGate, InsightsGate
+from services.insights.gate import ControlPlaneGate, InsightsGate
 from services.insights.handlers import SERVICE, InsightsHandlers
 from services.insights.instruments import InsightsInstruments
 from services.insights.settings import InsightsSettings
@@ -30,6 +30,7 @@ from services.insights.storage.transactions import rolled_back, transaction
 from services.insights.usecases.fold_rollups import RollupFolder
 from services.insights.usecases.refresh import InsightsRefresher, RefreshPolicy
 from shared.db.engine import create_engine, create_session_factory
+from shared.gates import GateClient
 from shared.notifications import FEEDBACK_CHANNEL, ChannelListener, ChannelPublisher
 from shared.periodic import Periodic
 from shared.rpc.runtime import ServiceRuntime
@@ -41,10 +42,10 @@ if TYPE_CHECKING:
 CACHE_SWEEP_SECONDS = 600.0
 
 
-def insights_gate(settings: InsightsSettings) -> InsightsGate:
-    """The gate every insights answer asks. Today the environment's hard kill; the control
-    plane's gate client (kill switch and the ``insights`` feature) replaces this line."""
-    return EnvironmentGate(learning_enabled=settings.learning_enabled)
+def insights_gate(gates: GateClient) -> InsightsGate:
+    """The gate every insights answer asks: the control plane's kill switch and ``insights``
+    feature, and the environment's hard kill, from the shared gate client's snapshot."""
+    return ControlPlaneGate(gates)
 
 
 def _redis(settings: InsightsSettings) -> Redis | None:
@@ -62,6 +63,7 @@ def build_server(
     settings: InsightsSettings, *, engine: AsyncEngine | None = None
 ) -> ServiceRuntime:
     db = engine or create_engine(settings)
+    gates = GateClient.from_settings(settings, engine=db)
     sessions = create_session_factory(db)
     instruments = InsightsInstruments()
     redis = _redis(settings)
@@ -124,7 +126,7 @@ def build_server(
     answers = InsightsAnswers(
         reads=reads,
         cache=cache,
-        gate=insights_gate(settings),
+        gate=insights_gate(gates),
         policies=Policies(
             rates=settings.rate_policy(),
             trends=settings.trend_policy(),
@@ -179,6 +181,7 @@ def build_server(
         settings=settings,
         engine=db,
         owns_engine=engine is None,
+        gates=gates,
         bindings=[
             ServiceBinding(
                 SERVICE,

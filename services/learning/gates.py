@@ -1,26 +1,21 @@
 """Whether learning applies to a request: the one place every learned behaviour asks.
 
-Today the only switch is the environment's hard kill (``LEARNING_ENABLED=false``). The control
-plane's kill switch, per-feature and per-repository gates and rollout membership plug in here,
-behind the same ``check``, so no caller changes when they arrive.
+The answer comes from the shared gate client (``shared.gates``), evaluated from its in-memory
+snapshot without I/O: the environment's hard kill (``LEARNING_ENABLED=false``), the control
+plane's kill switch, per-feature and per-repository gates, and rollout membership (a repository
+outside the rollout gets ``not_in_rollout``). The precedence is in ``shared.gates.model``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from shared.gates import Feature, GateClient, GateDecision
 
-
-@dataclass(frozen=True)
-class GateDecision:
-    enabled: bool
-    reason: str = ""
+__all__ = ["GateDecision", "LearningGate"]
 
 
 class LearningGate:
-    def __init__(self, *, learning_enabled: bool) -> None:
-        self._learning_enabled = learning_enabled
+    def __init__(self, gates: GateClient) -> None:
+        self._gates = gates
 
     async def check(self, *, feature: str, repository_url: str) -> GateDecision:
-        if not self._learning_enabled:
-            return GateDecision(False, "learning is disabled by LEARNING_ENABLED=false")
-        return GateDecision(True)
+        return self._gates.evaluate(Feature(feature), repository_url)

@@ -29,6 +29,7 @@ from services.learning.usecases.rank_suggestions import RankSuggestions
 from services.learning.usecases.read_metrics import ReadLearning
 from services.learning.usecases.rollback_model import RollbackModel
 from shared.db.engine import create_engine, create_session_factory
+from shared.gates import GateClient
 from shared.periodic import Periodic
 from shared.rpc.runtime import ServiceRuntime
 from shared.rpc.server import ServiceBinding
@@ -39,6 +40,7 @@ def build_server(
 ) -> ServiceRuntime:
     db = engine or create_engine(settings)
     sessions = create_session_factory(db)
+    gates = GateClient.from_settings(settings, engine=db)
     instruments = LearningInstruments()
     fit_parameters = settings.fit_parameters()
     state = CurrentState(
@@ -57,7 +59,7 @@ def build_server(
     ranker = RankSuggestions(
         transaction=transactional(sessions, RankingRepository),
         state=state,
-        gate=LearningGate(learning_enabled=settings.learning_enabled),
+        gate=LearningGate(gates),
         instruments=instruments,
         settings=settings.ranking_settings(),
         executor=ThreadPoolExecutor(
@@ -121,6 +123,7 @@ def build_server(
         settings=settings,
         engine=db,
         owns_engine=engine is None,
+        gates=gates,
         bindings=[
             ServiceBinding(
                 SERVICE,

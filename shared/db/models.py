@@ -641,7 +641,11 @@ class CachedTrends(_CacheTable, Base):
 
 
 class GateState(Base):
-    """The kill switch and the version that every gate change increments (one row)."""
+    """The kill switch and the version that every gate change increments (one row).
+
+    ``reason``, ``updated_by`` and ``kill_switch_changed_at`` describe the kill switch;
+    ``updated_at`` is the time of the latest change of any gate (the version's time).
+    """
 
     __tablename__ = "gate_state"
 
@@ -651,6 +655,7 @@ class GateState(Base):
     reason: Mapped[str] = mapped_column(Text, server_default="")
     updated_by: Mapped[str] = mapped_column(String(200), server_default="")
     updated_at: Mapped[datetime] = created_at_column()
+    kill_switch_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (CheckConstraint("id = 1", name="singleton"),)
 
@@ -679,6 +684,9 @@ class GateOverride(Base):
 
 
 class AuditEvent(Base):
+    """One control-plane mutation: who, what, before, after, why, and the request id it came
+    with (its answer for retries is kept in ``idempotency_records``, as every service's)."""
+
     __tablename__ = "audit_events"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -689,6 +697,11 @@ class AuditEvent(Base):
     after: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     reason: Mapped[str] = mapped_column(Text, server_default="")
     created_at: Mapped[datetime] = created_at_column()
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    feature: Mapped[int | None] = mapped_column(SmallInteger)
+    repository_url: Mapped[str] = mapped_column(String(2048), server_default="")
+
+    __table_args__ = (Index("ix_audit_events_created_at", "created_at"),)
 
 
 class RolloutPhaseRow(Base):
@@ -707,6 +720,8 @@ class RolloutPhaseRow(Base):
     issues_found: Mapped[list[Any]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
     started_at: Mapped[datetime] = created_at_column()
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Once-exposed repositories (rollout_exposures) stay in while this phase is current.
+    sticky_exposure: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
     __table_args__ = (
         CheckConstraint("phase BETWEEN 0 AND 4", name="phase_range"),
@@ -774,6 +789,13 @@ class AlertSilence(Base):
 
 
 class ReplicaHeartbeat(Base):
+    """The latest state of every replica of every service (one row each, upserted).
+
+    Written by every replica itself (``shared.heartbeat``) every few seconds and at once when it
+    applies a new gate version; read by the control service. A replica is live while its
+    ``heartbeat_at`` is recent and ``stopped_at`` is unset. Counters are cumulative since start.
+    """
+
     __tablename__ = "replica_heartbeats"
 
     replica_id: Mapped[str] = mapped_column(String(200), primary_key=True)
@@ -781,3 +803,56 @@ class ReplicaHeartbeat(Base):
     applied_gate_version: Mapped[int] = mapped_column(BigInteger)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime] = created_at_column()
+    host: Mapped[str] = mapped_column(String(255), server_default="")
+    pid: Mapped[int] = mapped_column(Integer, server_default="0")
+    gates_stale: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    gates_refreshed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    hard_kill: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rpc_count: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    error_count: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    latency_p50_ms: Mapped[float | None] = mapped_column(Double)
+    latency_p95_ms: Mapped[float | None] = mapped_column(Double)
+    latency_p99_ms: Mapped[float | None] = mapped_column(Double)
+    pool_in_use: Mapped[int] = mapped_column(Integer, server_default="0")
+    pool_capacity: Mapped[int] = mapped_column(Integer, server_default="0")
+    rss_bytes: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    # The container's memory limit (cgroup); None when there is none.
+    memory_limit_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # The service's own health metrics (backlog, last learning update, cache hit rate ...).
+    signals: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+
+    __table_args__ = (Index("ix_replica_heartbeats_service", "service"),)
+
+
+class ReplicaSample(Base):
+    """What one replica measured over one sample window (append-only, pruned by age).
+
+    The time series that rollout criteria and alert signals aggregate over all replicas:
+    ``rpc_count`` / ``error_count`` are RPCs and server-side errors (client mistakes excluded) in
+    the window; ``latency_buckets`` counts data-path unary RPCs (ingest and reader roles) by
+    ``shared.telemetry.DURATION_BUCKETS`` upper bounds, plus one overflow bucket, so windows and
+    replicas merge by adding. Gauges (pool, RSS) are the values at the end of the window.
+    """
+
+    __tablename__ = "replica_samples"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    replica_id: Mapped[str] = mapped_column(String(200))
+    service: Mapped[str] = mapped_column(String(32))
+    recorded_at: Mapped[datetime] = created_at_column()
+    window_seconds: Mapped[float] = mapped_column(Double)
+    rpc_count: Mapped[int] = mapped_column(BigInteger)
+    error_count: Mapped[int] = mapped_column(BigInteger)
+    latency_buckets: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
+    pool_in_use: Mapped[int] = mapped_column(Integer)
+    pool_capacity: Mapped[int] = mapped_column(Integer)
+    rss_bytes: Mapped[int] = mapped_column(BigInteger)
+    memory_limit_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    applied_gate_version: Mapped[int] = mapped_column(BigInteger)
+    signals: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+
+    __table_args__ = (
+        Index("ix_replica_samples_recorded_at", "recorded_at"),
+        Index("ix_replica_samples_service_recorded_at", "service", "recorded_at"),
+    )

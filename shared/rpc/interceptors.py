@@ -28,6 +28,7 @@ from sqlalchemy import exc as sa_exc
 from shared import errors
 from shared.auth import Principal, Role, TokenRegistry, role_allows
 from shared.db.failures import is_unavailable, sqlstate
+from shared.heartbeat.stats import RpcStats
 from shared.telemetry import current_trace_id
 
 log = logging.getLogger("reviewlearn.rpc")
@@ -454,8 +455,9 @@ async def _abort_with(
 class TelemetryInterceptor(_CachingInterceptor):
     """A server span per call (W3C context from metadata) and RPC count/errors/duration."""
 
-    def __init__(self, *, service: str) -> None:
+    def __init__(self, *, service: str, stats: RpcStats | None = None) -> None:
         super().__init__()
+        self._stats = stats
         self._tracer = trace.get_tracer("reviewlearn.rpc")
         meter = metrics.get_meter("reviewlearn.rpc")
         self._requests = meter.create_counter("api_request_rate", description="RPCs handled")
@@ -466,7 +468,7 @@ class TelemetryInterceptor(_CachingInterceptor):
         self._service = service
 
     @contextmanager
-    def _observed(self, method: str, context: Any) -> Iterator[None]:
+    def _observed(self, method: str, context: Any, streaming: bool) -> Iterator[None]:
         started = time.perf_counter()
         with self._tracer.start_as_current_span(
             method.lstrip("/"),
@@ -488,8 +490,11 @@ class TelemetryInterceptor(_CachingInterceptor):
                     "rpc_method": method,
                     "grpc_code": code.name,
                 }
-                self._duration.record(time.perf_counter() - started, attributes)
+                elapsed = time.perf_counter() - started
+                self._duration.record(elapsed, attributes)
                 self._requests.add(1, attributes)
+                if self._stats is not None:
+                    self._stats.observe(method, code.name, elapsed, streaming=streaming)
                 span.set_attribute("rpc.grpc.status_code", code.value[0])
                 if code is not grpc.StatusCode.OK:
                     self._errors.add(1, attributes)
@@ -502,14 +507,14 @@ class TelemetryInterceptor(_CachingInterceptor):
             if _yields_responses(behaviour, streaming):
 
                 async def stream_wrapper(request: Any, context: Any) -> AsyncIterator[Any]:
-                    with observed(method, context):
+                    with observed(method, context, True):
                         async for response in behaviour(request, context):
                             yield response
 
                 return stream_wrapper
 
             async def unary_wrapper(request: Any, context: Any) -> Any:
-                with observed(method, context):
+                with observed(method, context, streaming):
                     return await behaviour(request, context)
 
             return unary_wrapper

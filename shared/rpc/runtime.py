@@ -12,6 +12,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db.failures import is_unavailable
+from shared.gates.client import GateClient
+from shared.heartbeat.stats import RpcStats
+from shared.heartbeat.writer import HeartbeatWriter, default_replica_id
 from shared.http_side import HttpRoute
 from shared.periodic import Periodic
 from shared.rpc.server import RpcHost, ServiceBinding
@@ -42,11 +45,19 @@ class ServiceRuntime:
         background: Sequence[BackgroundTask] = (),
         cleanups: Sequence[Callable[[], Awaitable[Any]]] = (),
         owns_engine: bool = True,
+        gates: GateClient | None = None,
         http_routes: Mapping[str, HttpRoute] | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
-        self._checks: dict[str, HealthCheck] = {"database": self._database_check}
+        # Every service applies the gates (and reports the version it applied), even one that
+        # never asks them: the control plane confirms propagation over all replicas.
+        self.gates = gates or GateClient.from_settings(settings, engine=engine)
+        self.rpc_stats = RpcStats()
+        self._checks: dict[str, HealthCheck] = {
+            "database": self._database_check,
+            "gates": self._gates_check,
+        }
         self._checks.update(health_checks or {})
         self._health_metrics = health_metrics
         self._background = list(background)
@@ -57,7 +68,18 @@ class ServiceRuntime:
             bindings=bindings,
             tokens=settings.token_registry(),
             health_report=self.health_report,
+            rpc_stats=self.rpc_stats,
             http_routes=http_routes,
+        )
+        self.heartbeat = HeartbeatWriter(
+            engine=engine,
+            service=settings.service_name,
+            replica_id=settings.replica_id or default_replica_id(settings.service_name),
+            gates=self.gates,
+            stats=self.rpc_stats,
+            interval=settings.heartbeat_seconds,
+            sample_interval=settings.heartbeat_sample_seconds,
+            signals=health_metrics,
         )
         self._started_at = 0.0
         # grpc.health.v1 follows the database: NOT_SERVING while it is unreachable, so that
@@ -78,16 +100,20 @@ class ServiceRuntime:
 
     async def start(self) -> None:
         self._started_at = time.monotonic()
+        await self.gates.start()
         for task in self._background:
             await task.start()
         await self.host.start()
         await self._database_watch.start()
+        await self.heartbeat.start()
 
     async def stop(self, grace: float | None = None) -> None:
         await self._database_watch.stop()
         await self.host.stop(grace)
+        await self.heartbeat.stop()
         for task in reversed(self._background):
             await task.stop()
+        await self.gates.stop()
         for cleanup in self._cleanups:
             await cleanup()
         if self._owns_engine:
@@ -115,6 +141,8 @@ class ServiceRuntime:
             "components": components,
             "uptime_seconds": round(time.monotonic() - self._started_at, 1),
             "learning_enabled": self.settings.learning_enabled,
+            "replica_id": self.heartbeat.replica_id,
+            "gates": self.gates.status(),
         }
         if problems:
             report["problems"] = problems
@@ -140,6 +168,15 @@ class ServiceRuntime:
             await self.host.set_serving(healthy)
             if healthy:
                 log.info("database reachable again, health SERVING")
+
+    async def _gates_check(self) -> str | None:
+        if not self.gates.stale:
+            return None
+        status = self.gates.status()
+        problem = f"stale: serving gate version {status['version']}"
+        if "refreshed_at" in status:
+            problem += f" last confirmed {status['refreshed_at']}"
+        return problem + (f" ({status['error']})" if "error" in status else "")
 
     async def _database_check(self) -> str | None:
         try:

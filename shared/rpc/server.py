@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from reviewlearn.common.v1 import common_pb2
 
 from shared.auth import Role, TokenRegistry
+from shared.heartbeat.stats import RpcStats
 from shared.http_side import HealthReport, HttpRoute, SidePort
 from shared.rpc.interceptors import AuthInterceptor, ErrorInterceptor, TelemetryInterceptor
 from shared.rpc.reflection import enable_reflection
@@ -60,9 +61,11 @@ class RpcHost:
         bindings: Sequence[ServiceBinding],
         tokens: TokenRegistry,
         health_report: HealthReport,
+        rpc_stats: RpcStats | None = None,
         http_routes: Mapping[str, HttpRoute] | None = None,
     ) -> None:
         self._settings = settings
+        self._rpc_stats = rpc_stats
         self._bindings = list(bindings)
         self._tokens = tokens
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
@@ -86,11 +89,16 @@ class RpcHost:
     async def start(self) -> None:
         settings = self._settings
         descriptors = [binding.descriptor for binding in self._bindings]
+        roles = method_roles(descriptors)
+        if self._rpc_stats is not None:
+            self._rpc_stats.exclude_from_latency(
+                [method for method, role in roles.items() if role is Role.OPERATOR]
+            )
         server = grpc.aio.server(
             interceptors=[
-                TelemetryInterceptor(service=settings.service_name),
+                TelemetryInterceptor(service=settings.service_name, stats=self._rpc_stats),
                 ErrorInterceptor(domain=f"{settings.service_name}.reviewlearn"),
-                AuthInterceptor(tokens=self._tokens, method_roles=method_roles(descriptors)),
+                AuthInterceptor(tokens=self._tokens, method_roles=roles),
             ],
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),

@@ -21,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from services.feedback.server import build_server as build_feedback
 from services.feedback.settings import FeedbackSettings
@@ -158,7 +159,7 @@ async def test_too_many_connections_is_unavailable(
 
 
 async def test_writes_survive_terminated_backends(
-    start_service: StartService, db_engine: AsyncEngine
+    start_service: StartService, database_url: str
 ) -> None:
     """pg_terminate_backend (57P01) on every pooled connection: the next write retries and
     stores; the client sees neither an error nor a lost event."""
@@ -166,8 +167,11 @@ async def test_writes_survive_terminated_backends(
     stub = feedback_pb2_grpc.FeedbackServiceStub(service.channel)
     review = await record_review(stub, findings=2)
     finding_ids = [f.finding_id for f in review.findings]
+    # The terminating session comes from its own unpooled engine: one from the service's pool
+    # could itself have been terminated in the round before.
+    admin = create_async_engine(database_url, poolclass=NullPool)
     for round_ in range(3):
-        async with db_engine.connect() as connection:
+        async with admin.connect() as connection:
             terminated = (
                 await connection.execute(
                     text(
@@ -186,6 +190,7 @@ async def test_writes_survive_terminated_backends(
             metadata=auth("ingest"),
         )
         assert response.stored_count == 2
+    await admin.dispose()
 
 
 async def test_health_follows_the_database_down_and_straight_back(

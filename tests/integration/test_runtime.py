@@ -22,12 +22,13 @@ from services.control.settings import ControlSettings
 from shared.errors import FieldViolation, InvalidArgument, NotFound
 from shared.finding_input import Limits
 from shared.http_side import HealthReport
-from shared.rpc.server import RpcHost, ServiceBinding
+from shared.rpc.server import RpcHost, ServiceBinding, answer_unimplemented
 from shared.settings import ServiceSettings
 from shared.telemetry import current_trace_id
 from tests.conftest import TOKENS_ENV, StartService, auth
 
 INSIGHTS = insights_pb2.DESCRIPTOR.services_by_name["InsightsService"]
+CONTROL = control_pb2.DESCRIPTOR.services_by_name["ControlService"]
 
 
 def status_details(error: grpc.aio.AioRpcError) -> status_pb2.Status:
@@ -107,16 +108,46 @@ async def test_rpcs_of_later_issues_answer_unimplemented_with_a_reason(
     service = await start_service(build_control, ControlSettings)
     stub = control_pb2_grpc.ControlServiceStub(service.channel)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.GetRollout(control_pb2.GetRolloutRequest(), metadata=auth("operator"))
+        await stub.ListAlertRules(control_pb2.ListAlertRulesRequest(), metadata=auth("operator"))
     assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
     assert error_info(caught.value).reason == "NOT_YET_IMPLEMENTED"
-    # A server-streaming RPC says the same, not UNKNOWN.
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        async for _ in stub.WatchFeatureGates(
-            control_pb2.WatchFeatureGatesRequest(), metadata=auth("reader")
-        ):
-            pass
-    assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+class PendingControl(control_pb2_grpc.ControlServiceServicer):
+    """A servicer with no RPC of its own: every one answers through answer_unimplemented."""
+
+
+answer_unimplemented(PendingControl, CONTROL, pending="a test")
+
+
+async def test_a_pending_server_streaming_rpc_is_unimplemented_not_unknown() -> None:
+    servicer = PendingControl()  # type: ignore[abstract]
+    host = RpcHost(
+        settings=ServiceSettings(service_name="pending", tokens=TOKENS_ENV),
+        bindings=[
+            ServiceBinding(
+                CONTROL,
+                lambda server: control_pb2_grpc.add_ControlServiceServicer_to_server(
+                    servicer, server
+                ),
+            )
+        ],
+        tokens=ServiceSettings(tokens=TOKENS_ENV).token_registry(),
+        health_report=_healthy,
+    )
+    await host.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{host.port}") as channel:
+            stub = control_pb2_grpc.ControlServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                async for _ in stub.WatchFeatureGates(
+                    control_pb2.WatchFeatureGatesRequest(), metadata=auth("reader")
+                ):
+                    pass
+        assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+        assert error_info(caught.value).reason == "NOT_YET_IMPLEMENTED"
+    finally:
+        await host.stop(grace=0)
 
 
 class ProbeInsights(insights_pb2_grpc.InsightsServiceServicer):

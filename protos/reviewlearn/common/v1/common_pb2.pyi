@@ -199,6 +199,8 @@ class _FeatureEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Feature.Value
     FEATURE_CALIBRATION: _Feature.ValueType  # 6
     FEATURE_PATTERNS: _Feature.ValueType  # 7
     FEATURE_INSIGHTS: _Feature.ValueType  # 8
+    FEATURE_BATCH_JOBS: _Feature.ValueType  # 9
+    """The scheduled learning and insights jobs (RunJobs)."""
 
 class Feature(_Feature, metaclass=_FeatureEnumTypeWrapper):
     """Features that the control plane can switch on and off."""
@@ -213,6 +215,8 @@ FEATURE_EXPLORATION: Feature.ValueType  # 5
 FEATURE_CALIBRATION: Feature.ValueType  # 6
 FEATURE_PATTERNS: Feature.ValueType  # 7
 FEATURE_INSIGHTS: Feature.ValueType  # 8
+FEATURE_BATCH_JOBS: Feature.ValueType  # 9
+"""The scheduled learning and insights jobs (RunJobs)."""
 Global___Feature: _TypeAlias = Feature  # noqa: Y015
 
 @_typing.final

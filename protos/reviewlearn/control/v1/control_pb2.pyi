@@ -143,25 +143,81 @@ class GateSnapshot(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     KILL_SWITCH_ENGAGED_FIELD_NUMBER: _builtins.int
     GATES_FIELD_NUMBER: _builtins.int
+    KILL_SWITCH_REASON_FIELD_NUMBER: _builtins.int
+    KILL_SWITCH_UPDATED_BY_FIELD_NUMBER: _builtins.int
+    KILL_SWITCH_UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ROLLOUT_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """Increases with every change."""
     kill_switch_engaged: _builtins.bool
+    kill_switch_reason: _builtins.str
+    kill_switch_updated_by: _builtins.str
     @_builtins.property
-    def gates(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureGate]: ...
+    def gates(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureGate]:
+        """Global gates (empty repository_url) and per-repository overrides."""
+
+    @_builtins.property
+    def kill_switch_update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def rollout(self) -> Global___RolloutMembership: ...
     def __init__(
         self,
         *,
         version: _builtins.int = ...,
         kill_switch_engaged: _builtins.bool = ...,
         gates: _abc.Iterable[Global___FeatureGate] | None = ...,
+        kill_switch_reason: _builtins.str = ...,
+        kill_switch_updated_by: _builtins.str = ...,
+        kill_switch_update_time: _timestamp_pb2.Timestamp | None = ...,
+        rollout: Global___RolloutMembership | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["kill_switch_update_time", b"kill_switch_update_time", "rollout", b"rollout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["gates", b"gates", "kill_switch_engaged", b"kill_switch_engaged", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gates", b"gates", "kill_switch_engaged", b"kill_switch_engaged", "kill_switch_reason", b"kill_switch_reason", "kill_switch_update_time", b"kill_switch_update_time", "kill_switch_updated_by", b"kill_switch_updated_by", "rollout", b"rollout", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GateSnapshot: _TypeAlias = GateSnapshot  # noqa: Y015
+
+@_typing.final
+class RolloutMembership(_message.Message):
+    """What decides rollout membership; every replica decides it locally from these fields."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IN_FORCE_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
+    PERCENTAGE_FIELD_NUMBER: _builtins.int
+    SALT_FIELD_NUMBER: _builtins.int
+    STICKY_EXPOSURE_FIELD_NUMBER: _builtins.int
+    STICKY_REPOSITORIES_FIELD_NUMBER: _builtins.int
+    in_force: _builtins.bool
+    """False until an operator starts a rollout: then learning applies to every repository."""
+    phase: _builtins.int
+    percentage: _builtins.int
+    salt: _builtins.str
+    """Hashed with the repository URL into one of 10,000 buckets."""
+    sticky_exposure: _builtins.bool
+    """Once-exposed repositories stay in after a rollback."""
+    sticky_repositories: _builtins.int
+    """How many repositories are in only because of sticky exposure."""
+    def __init__(
+        self,
+        *,
+        in_force: _builtins.bool = ...,
+        phase: _builtins.int = ...,
+        percentage: _builtins.int = ...,
+        salt: _builtins.str = ...,
+        sticky_exposure: _builtins.bool = ...,
+        sticky_repositories: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["in_force", b"in_force", "percentage", b"percentage", "phase", b"phase", "salt", b"salt", "sticky_exposure", b"sticky_exposure", "sticky_repositories", b"sticky_repositories"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RolloutMembership: _TypeAlias = RolloutMembership  # noqa: Y015
 
 @_typing.final
 class GetFeatureGatesRequest(_message.Message):
@@ -207,11 +263,18 @@ class SetFeatureGateRequest(_message.Message):
     REPOSITORY_URL_FIELD_NUMBER: _builtins.int
     ENABLED_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    WAIT_FOR_REPLICAS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
+    """Idempotency key: a retry with the same id (and the same content) is answered, not applied."""
     feature: _common_pb2.Feature.ValueType
     repository_url: _builtins.str
     enabled: _builtins.bool
     reason: _builtins.str
+    """Required."""
+    @_builtins.property
+    def wait_for_replicas(self) -> _duration_pb2.Duration:
+        """Wait (up to this long, at most 30 s) until every live replica applied the new version."""
+
     def __init__(
         self,
         *,
@@ -220,10 +283,11 @@ class SetFeatureGateRequest(_message.Message):
         repository_url: _builtins.str = ...,
         enabled: _builtins.bool = ...,
         reason: _builtins.str = ...,
+        wait_for_replicas: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["wait_for_replicas", b"wait_for_replicas"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "feature", b"feature", "reason", b"reason", "repository_url", b"repository_url", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "feature", b"feature", "reason", b"reason", "repository_url", b"repository_url", "request_id", b"request_id", "wait_for_replicas", b"wait_for_replicas"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -235,22 +299,81 @@ class SetFeatureGateResponse(_message.Message):
 
     GATE_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    PROPAGATION_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     @_builtins.property
     def gate(self) -> Global___FeatureGate: ...
+    @_builtins.property
+    def propagation(self) -> Global___Propagation:
+        """Set when the request asked to wait."""
+
     def __init__(
         self,
         *,
         gate: Global___FeatureGate | None = ...,
         version: _builtins.int = ...,
+        propagation: Global___Propagation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["gate", b"gate"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["gate", b"gate", "propagation", b"propagation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["gate", b"gate", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gate", b"gate", "propagation", b"propagation", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetFeatureGateResponse: _TypeAlias = SetFeatureGateResponse  # noqa: Y015
+
+@_typing.final
+class ClearFeatureGateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    FEATURE_FIELD_NUMBER: _builtins.int
+    REPOSITORY_URL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    feature: _common_pb2.Feature.ValueType
+    repository_url: _builtins.str
+    """Empty clears the global gate (the feature is then on unless something else decides)."""
+    reason: _builtins.str
+    """Required."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        feature: _common_pb2.Feature.ValueType = ...,
+        repository_url: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feature", b"feature", "reason", b"reason", "repository_url", b"repository_url", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClearFeatureGateRequest: _TypeAlias = ClearFeatureGateRequest  # noqa: Y015
+
+@_typing.final
+class ClearFeatureGateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLEARED_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    cleared: _builtins.bool
+    """False when there was nothing to clear (still audited)."""
+    version: _builtins.int
+    def __init__(
+        self,
+        *,
+        cleared: _builtins.bool = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cleared", b"cleared", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClearFeatureGateResponse: _TypeAlias = ClearFeatureGateResponse  # noqa: Y015
 
 @_typing.final
 class SetKillSwitchRequest(_message.Message):
@@ -259,20 +382,27 @@ class SetKillSwitchRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     ENGAGED_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    WAIT_FOR_REPLICAS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     engaged: _builtins.bool
     """True turns learning off everywhere."""
     reason: _builtins.str
+    """Required."""
+    @_builtins.property
+    def wait_for_replicas(self) -> _duration_pb2.Duration:
+        """Wait (up to this long, at most 30 s) until every live replica applied the new version."""
+
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         engaged: _builtins.bool = ...,
         reason: _builtins.str = ...,
+        wait_for_replicas: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["wait_for_replicas", b"wait_for_replicas"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["engaged", b"engaged", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engaged", b"engaged", "reason", b"reason", "request_id", b"request_id", "wait_for_replicas", b"wait_for_replicas"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -284,21 +414,64 @@ class SetKillSwitchResponse(_message.Message):
 
     ENGAGED_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    PROPAGATION_FIELD_NUMBER: _builtins.int
     engaged: _builtins.bool
     version: _builtins.int
+    @_builtins.property
+    def propagation(self) -> Global___Propagation:
+        """Set when the request asked to wait."""
+
     def __init__(
         self,
         *,
         engaged: _builtins.bool = ...,
         version: _builtins.int = ...,
+        propagation: Global___Propagation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["propagation", b"propagation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["engaged", b"engaged", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engaged", b"engaged", "propagation", b"propagation", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetKillSwitchResponse: _TypeAlias = SetKillSwitchResponse  # noqa: Y015
+
+@_typing.final
+class Propagation(_message.Message):
+    """Which live replicas applied a gate version, and which had not when the wait ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    APPLIED_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    CONVERGED_FIELD_NUMBER: _builtins.int
+    WAITED_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    converged: _builtins.bool
+    """True when no live replica is pending."""
+    @_builtins.property
+    def applied(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplicaState]: ...
+    @_builtins.property
+    def pending(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplicaState]: ...
+    @_builtins.property
+    def waited(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        applied: _abc.Iterable[Global___ReplicaState] | None = ...,
+        pending: _abc.Iterable[Global___ReplicaState] | None = ...,
+        converged: _builtins.bool = ...,
+        waited: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["waited", b"waited"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "converged", b"converged", "pending", b"pending", "version", b"version", "waited", b"waited"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Propagation: _TypeAlias = Propagation  # noqa: Y015
 
 @_typing.final
 class EvaluateFeatureRequest(_message.Message):
@@ -330,11 +503,16 @@ class EvaluateFeatureResponse(_message.Message):
     DECIDED_BY_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    DECIDED_BY_FEATURE_FIELD_NUMBER: _builtins.int
     enabled: _builtins.bool
     decided_by: _builtins.str
-    """"kill_switch", "environment", "global_gate", "repository_gate", "rollout", "default"."""
+    """"environment", "kill_switch", "repository_gate", "global_gate", "rollout", "default"
+    ("not_loaded" only in a replica that could not read any snapshot since it started).
+    """
     reason: _builtins.str
     version: _builtins.int
+    decided_by_feature: _common_pb2.Feature.ValueType
+    """The feature whose gate decided: the learning master switch can decide for ranking."""
     def __init__(
         self,
         *,
@@ -342,10 +520,11 @@ class EvaluateFeatureResponse(_message.Message):
         decided_by: _builtins.str = ...,
         reason: _builtins.str = ...,
         version: _builtins.int = ...,
+        decided_by_feature: _common_pb2.Feature.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decided_by", b"decided_by", "enabled", b"enabled", "reason", b"reason", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decided_by", b"decided_by", "decided_by_feature", b"decided_by_feature", "enabled", b"enabled", "reason", b"reason", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -357,7 +536,9 @@ class WatchFeatureGatesRequest(_message.Message):
 
     REPLICA_ID_FIELD_NUMBER: _builtins.int
     replica_id: _builtins.str
-    """Identifies the watching replica for the propagation report."""
+    """Names the watcher in the control service's log. Watchers are not replicas: the propagation
+    report lists the replicas' own heartbeats (every service runs the gate client itself).
+    """
     def __init__(
         self,
         *,
@@ -399,11 +580,23 @@ class ReplicaState(_message.Message):
     SERVICE_FIELD_NUMBER: _builtins.int
     APPLIED_VERSION_FIELD_NUMBER: _builtins.int
     HEARTBEAT_TIME_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    GATES_STALE_FIELD_NUMBER: _builtins.int
+    LIVE_FIELD_NUMBER: _builtins.int
+    HARD_KILL_FIELD_NUMBER: _builtins.int
     replica_id: _builtins.str
     service: _builtins.str
     applied_version: _builtins.int
+    gates_stale: _builtins.bool
+    """The replica could not refresh its gates lately and serves its last snapshot."""
+    live: _builtins.bool
+    """Heartbeat recent and not stopped; gone replicas are listed only on request."""
+    hard_kill: _builtins.bool
+    """The replica's own LEARNING_ENABLED=false: everything is off there whatever the gates say."""
     @_builtins.property
     def heartbeat_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -411,10 +604,14 @@ class ReplicaState(_message.Message):
         service: _builtins.str = ...,
         applied_version: _builtins.int = ...,
         heartbeat_time: _timestamp_pb2.Timestamp | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        gates_stale: _builtins.bool = ...,
+        live: _builtins.bool = ...,
+        hard_kill: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat_time", b"heartbeat_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat_time", b"heartbeat_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_version", b"applied_version", "heartbeat_time", b"heartbeat_time", "replica_id", b"replica_id", "service", b"service"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_version", b"applied_version", "gates_stale", b"gates_stale", "hard_kill", b"hard_kill", "heartbeat_time", b"heartbeat_time", "live", b"live", "replica_id", b"replica_id", "service", b"service", "start_time", b"start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -424,12 +621,17 @@ Global___ReplicaState: _TypeAlias = ReplicaState  # noqa: Y015
 class GetGatePropagationRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    INCLUDE_GONE_FIELD_NUMBER: _builtins.int
+    include_gone: _builtins.bool
+    """Also list replicas whose heartbeat stopped (within the retention)."""
     def __init__(
         self,
+        *,
+        include_gone: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_gone", b"include_gone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -472,6 +674,8 @@ class SuccessCriterion(_message.Message):
     OBSERVED_FIELD_NUMBER: _builtins.int
     MET_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
+    BLOCKING_FIELD_NUMBER: _builtins.int
+    MEASURED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     comparison: _builtins.str
     """"<", "<=", ">", ">="."""
@@ -479,6 +683,10 @@ class SuccessCriterion(_message.Message):
     observed: _builtins.float
     met: _builtins.bool
     detail: _builtins.str
+    blocking: _builtins.bool
+    """A blocking criterion that fails (or has no data) refuses AdvanceRollout."""
+    measured: _builtins.bool
+    """False when the system recorded nothing to measure it on (observed is then 0)."""
     def __init__(
         self,
         *,
@@ -488,10 +696,12 @@ class SuccessCriterion(_message.Message):
         observed: _builtins.float = ...,
         met: _builtins.bool = ...,
         detail: _builtins.str = ...,
+        blocking: _builtins.bool = ...,
+        measured: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["comparison", b"comparison", "detail", b"detail", "met", b"met", "name", b"name", "observed", b"observed", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocking", b"blocking", "comparison", b"comparison", "detail", b"detail", "measured", b"measured", "met", b"met", "name", b"name", "observed", b"observed", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -505,13 +715,30 @@ class RolloutPhase(_message.Message):
     PERCENTAGE_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     ISSUES_FOUND_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    STARTED_BY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    FORCED_FIELD_NUMBER: _builtins.int
+    STICKY_EXPOSURE_FIELD_NUMBER: _builtins.int
+    SUCCESS_METRICS_FIELD_NUMBER: _builtins.int
     phase: _builtins.int
     """0 = not started, 1-4 = 10/25/50/100 percent."""
     percentage: _builtins.int
+    started_by: _builtins.str
+    reason: _builtins.str
+    forced: _builtins.bool
+    """Entered with force, skipping failing criteria."""
+    sticky_exposure: _builtins.bool
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def issues_found(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def success_metrics(self) -> _containers.RepeatedCompositeFieldContainer[Global___SuccessCriterion]:
+        """The criteria measured when the phase was entered (and when it ended)."""
+
     def __init__(
         self,
         *,
@@ -519,10 +746,16 @@ class RolloutPhase(_message.Message):
         percentage: _builtins.int = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         issues_found: _abc.Iterable[_builtins.str] | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        started_by: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        forced: _builtins.bool = ...,
+        sticky_exposure: _builtins.bool = ...,
+        success_metrics: _abc.Iterable[Global___SuccessCriterion] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["issues_found", b"issues_found", "percentage", b"percentage", "phase", b"phase", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "forced", b"forced", "issues_found", b"issues_found", "percentage", b"percentage", "phase", b"phase", "reason", b"reason", "start_time", b"start_time", "started_by", b"started_by", "sticky_exposure", b"sticky_exposure", "success_metrics", b"success_metrics"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -551,8 +784,16 @@ class GetRolloutResponse(_message.Message):
     HISTORY_FIELD_NUMBER: _builtins.int
     REPOSITORIES_IN_ROLLOUT_FIELD_NUMBER: _builtins.int
     REPOSITORIES_TOTAL_FIELD_NUMBER: _builtins.int
+    IN_FORCE_FIELD_NUMBER: _builtins.int
+    REPOSITORIES_EVER_EXPOSED_FIELD_NUMBER: _builtins.int
+    SALT_FIELD_NUMBER: _builtins.int
     repositories_in_rollout: _builtins.int
+    """Known repositories (those with recorded findings) that are in the rollout now."""
     repositories_total: _builtins.int
+    in_force: _builtins.bool
+    """False until the first AdvanceRollout: no rollout limits learning."""
+    repositories_ever_exposed: _builtins.int
+    salt: _builtins.str
     @_builtins.property
     def current(self) -> Global___RolloutPhase: ...
     @_builtins.property
@@ -564,10 +805,13 @@ class GetRolloutResponse(_message.Message):
         history: _abc.Iterable[Global___RolloutPhase] | None = ...,
         repositories_in_rollout: _builtins.int = ...,
         repositories_total: _builtins.int = ...,
+        in_force: _builtins.bool = ...,
+        repositories_ever_exposed: _builtins.int = ...,
+        salt: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["current", b"current"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "history", b"history", "repositories_in_rollout", b"repositories_in_rollout", "repositories_total", b"repositories_total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "history", b"history", "in_force", b"in_force", "repositories_ever_exposed", b"repositories_ever_exposed", "repositories_in_rollout", b"repositories_in_rollout", "repositories_total", b"repositories_total", "salt", b"salt"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -580,20 +824,27 @@ class AdvanceRolloutRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     FORCE_FIELD_NUMBER: _builtins.int
+    ISSUES_FOUND_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     reason: _builtins.str
+    """Required."""
     force: _builtins.bool
     """Skip the success criteria; audited as forced."""
+    @_builtins.property
+    def issues_found(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Problems seen in the phase being left, kept in its history."""
+
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         reason: _builtins.str = ...,
         force: _builtins.bool = ...,
+        issues_found: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["force", b"force", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["force", b"force", "issues_found", b"issues_found", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -630,19 +881,28 @@ class RollbackRolloutRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     TO_PHASE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    STICKY_EXPOSURE_FIELD_NUMBER: _builtins.int
+    ISSUES_FOUND_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     to_phase: _builtins.int
     reason: _builtins.str
+    """Required."""
+    sticky_exposure: _builtins.bool
+    """Keep repositories that were ever exposed in the rollout (the exposure ledger)."""
+    @_builtins.property
+    def issues_found(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         to_phase: _builtins.int = ...,
         reason: _builtins.str = ...,
+        sticky_exposure: _builtins.bool = ...,
+        issues_found: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "request_id", b"request_id", "to_phase", b"to_phase"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["issues_found", b"issues_found", "reason", b"reason", "request_id", b"request_id", "sticky_exposure", b"sticky_exposure", "to_phase", b"to_phase"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -673,17 +933,31 @@ class IsRepoInRolloutRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REPOSITORY_URL_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
+    PERCENTAGE_FIELD_NUMBER: _builtins.int
     repository_url: _builtins.str
+    phase: _builtins.int
+    """Ask about another phase (0-4) or percentage (0-100) than the current one; at most one."""
+    percentage: _builtins.int
     def __init__(
         self,
         *,
         repository_url: _builtins.str = ...,
+        phase: _builtins.int | None = ...,
+        percentage: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_percentage", b"_percentage", "_phase", b"_phase", "percentage", b"percentage", "phase", b"phase"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["repository_url", b"repository_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_percentage", b"_percentage", "_phase", b"_phase", "percentage", b"percentage", "phase", b"phase", "repository_url", b"repository_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__percentage: _TypeAlias = _typing.Literal["percentage"]  # noqa: Y015
+    _WhichOneofArgType__percentage: _TypeAlias = _typing.Literal["_percentage", b"_percentage"]  # noqa: Y015
+    _WhichOneofReturnType__phase: _TypeAlias = _typing.Literal["phase"]  # noqa: Y015
+    _WhichOneofArgType__phase: _TypeAlias = _typing.Literal["_phase", b"_phase"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__percentage) -> _WhichOneofReturnType__percentage | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__phase) -> _WhichOneofReturnType__phase | None: ...
 
 Global___IsRepoInRolloutRequest: _TypeAlias = IsRepoInRolloutRequest  # noqa: Y015
 
@@ -695,12 +969,15 @@ class IsRepoInRolloutResponse(_message.Message):
     BUCKET_FIELD_NUMBER: _builtins.int
     PHASE_FIELD_NUMBER: _builtins.int
     EVER_EXPOSED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     in_rollout: _builtins.bool
     bucket: _builtins.float
     """The repository's stable bucket in [0, 100)."""
     phase: _builtins.int
     ever_exposed: _builtins.bool
     """True when the repository was ever exposed (the exposure ledger)."""
+    reason: _builtins.str
+    """Why: "no_rollout", "in_bucket", "sticky_exposure", "not_in_rollout"."""
     def __init__(
         self,
         *,
@@ -708,10 +985,11 @@ class IsRepoInRolloutResponse(_message.Message):
         bucket: _builtins.float = ...,
         phase: _builtins.int = ...,
         ever_exposed: _builtins.bool = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "ever_exposed", b"ever_exposed", "in_rollout", b"in_rollout", "phase", b"phase"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "ever_exposed", b"ever_exposed", "in_rollout", b"in_rollout", "phase", b"phase", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -719,23 +997,39 @@ Global___IsRepoInRolloutResponse: _TypeAlias = IsRepoInRolloutResponse  # noqa: 
 
 @_typing.final
 class ListRolloutReposRequest(_message.Message):
+    """Known repositories (with recorded findings) in the rollout, by URL."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
+    PERCENTAGE_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     page_token: _builtins.str
+    phase: _builtins.int
+    """The repositories of another phase (0-4) or percentage (0-100), e.g. the next one; at most one."""
+    percentage: _builtins.int
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        phase: _builtins.int | None = ...,
+        percentage: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_percentage", b"_percentage", "_phase", b"_phase", "percentage", b"percentage", "phase", b"phase"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_percentage", b"_percentage", "_phase", b"_phase", "page_size", b"page_size", "page_token", b"page_token", "percentage", b"percentage", "phase", b"phase"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__percentage: _TypeAlias = _typing.Literal["percentage"]  # noqa: Y015
+    _WhichOneofArgType__percentage: _TypeAlias = _typing.Literal["_percentage", b"_percentage"]  # noqa: Y015
+    _WhichOneofReturnType__phase: _TypeAlias = _typing.Literal["phase"]  # noqa: Y015
+    _WhichOneofArgType__phase: _TypeAlias = _typing.Literal["_phase", b"_phase"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__percentage) -> _WhichOneofReturnType__percentage | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__phase) -> _WhichOneofReturnType__phase | None: ...
 
 Global___ListRolloutReposRequest: _TypeAlias = ListRolloutReposRequest  # noqa: Y015
 
@@ -1296,6 +1590,9 @@ class AuditEvent(_message.Message):
     AFTER_JSON_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    FEATURE_FIELD_NUMBER: _builtins.int
+    REPOSITORY_URL_FIELD_NUMBER: _builtins.int
     audit_id: _builtins.int
     actor: _builtins.str
     action: _builtins.str
@@ -1303,6 +1600,9 @@ class AuditEvent(_message.Message):
     before_json: _builtins.str
     after_json: _builtins.str
     reason: _builtins.str
+    request_id: _builtins.str
+    feature: _common_pb2.Feature.ValueType
+    repository_url: _builtins.str
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -1316,10 +1616,13 @@ class AuditEvent(_message.Message):
         after_json: _builtins.str = ...,
         reason: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        request_id: _builtins.str = ...,
+        feature: _common_pb2.Feature.ValueType = ...,
+        repository_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "after_json", b"after_json", "audit_id", b"audit_id", "before_json", b"before_json", "create_time", b"create_time", "reason", b"reason", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "after_json", b"after_json", "audit_id", b"audit_id", "before_json", b"before_json", "create_time", b"create_time", "feature", b"feature", "reason", b"reason", "repository_url", b"repository_url", "request_id", b"request_id", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1327,24 +1630,42 @@ Global___AuditEvent: _TypeAlias = AuditEvent  # noqa: Y015
 
 @_typing.final
 class ListAuditEventsRequest(_message.Message):
+    """Newest first. Every filter is optional."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ACTION_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    FEATURE_FIELD_NUMBER: _builtins.int
+    REPOSITORY_URL_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
     action: _builtins.str
     page_size: _builtins.int
     page_token: _builtins.str
+    feature: _common_pb2.Feature.ValueType
+    repository_url: _builtins.str
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Events at or after start_time and before end_time."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
         action: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        feature: _common_pb2.Feature.ValueType = ...,
+        repository_url: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "end_time", b"end_time", "feature", b"feature", "page_size", b"page_size", "page_token", b"page_token", "repository_url", b"repository_url", "start_time", b"start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1380,19 +1701,24 @@ class ComponentHealth(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
+    LIVE_REPLICAS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """"feedback_collector", "learning_engine", "ranking_engine", "insights_engine", "control_plane"."""
     status: Global___HealthStatus.ValueType
     detail: _builtins.str
+    """Why it is not healthy (empty when healthy)."""
+    live_replicas: _builtins.int
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         status: Global___HealthStatus.ValueType = ...,
         detail: _builtins.str = ...,
+        live_replicas: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "name", b"name", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "live_replicas", b"live_replicas", "name", b"name", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1415,6 +1741,10 @@ Global___GetSystemHealthRequest: _TypeAlias = GetSystemHealthRequest  # noqa: Y0
 
 @_typing.final
 class GetSystemHealthResponse(_message.Message):
+    """The plan's /health/learning document (also served as JSON at GET /health/learning on the
+    control service's HTTP side port).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STATUS_FIELD_NUMBER: _builtins.int
@@ -1423,14 +1753,32 @@ class GetSystemHealthResponse(_message.Message):
     LAST_LEARNING_UPDATE_FIELD_NUMBER: _builtins.int
     CONFIDENCE_THRESHOLD_STALE_FIELD_NUMBER: _builtins.int
     CACHE_HIT_RATE_FIELD_NUMBER: _builtins.int
+    CACHE_HIT_RATE_KNOWN_FIELD_NUMBER: _builtins.int
+    GATE_VERSION_FIELD_NUMBER: _builtins.int
+    GATES_CONVERGED_FIELD_NUMBER: _builtins.int
+    REPLICAS_SEEN_FIELD_NUMBER: _builtins.int
+    REPLICAS_FIELD_NUMBER: _builtins.int
+    KILL_SWITCH_ENGAGED_FIELD_NUMBER: _builtins.int
+    GENERATE_TIME_FIELD_NUMBER: _builtins.int
     status: Global___HealthStatus.ValueType
     feedback_backlog: _builtins.int
     confidence_threshold_stale: _builtins.bool
     cache_hit_rate: _builtins.float
+    """Insights cache hit rate; 0 with cache_hit_rate_known=false when no insights replica reports."""
+    cache_hit_rate_known: _builtins.bool
+    gate_version: _builtins.int
+    gates_converged: _builtins.bool
+    """Every live replica applied gate_version."""
+    replicas_seen: _builtins.int
+    kill_switch_engaged: _builtins.bool
     @_builtins.property
     def components(self) -> _containers.RepeatedCompositeFieldContainer[Global___ComponentHealth]: ...
     @_builtins.property
     def last_learning_update(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def replicas(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplicaState]: ...
+    @_builtins.property
+    def generate_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -1440,10 +1788,17 @@ class GetSystemHealthResponse(_message.Message):
         last_learning_update: _timestamp_pb2.Timestamp | None = ...,
         confidence_threshold_stale: _builtins.bool = ...,
         cache_hit_rate: _builtins.float = ...,
+        cache_hit_rate_known: _builtins.bool = ...,
+        gate_version: _builtins.int = ...,
+        gates_converged: _builtins.bool = ...,
+        replicas_seen: _builtins.int = ...,
+        replicas: _abc.Iterable[Global___ReplicaState] | None = ...,
+        kill_switch_engaged: _builtins.bool = ...,
+        generate_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["last_learning_update", b"last_learning_update"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["generate_time", b"generate_time", "last_learning_update", b"last_learning_update"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_hit_rate", b"cache_hit_rate", "components", b"components", "confidence_threshold_stale", b"confidence_threshold_stale", "feedback_backlog", b"feedback_backlog", "last_learning_update", b"last_learning_update", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_hit_rate", b"cache_hit_rate", "cache_hit_rate_known", b"cache_hit_rate_known", "components", b"components", "confidence_threshold_stale", b"confidence_threshold_stale", "feedback_backlog", b"feedback_backlog", "gate_version", b"gate_version", "gates_converged", b"gates_converged", "generate_time", b"generate_time", "kill_switch_engaged", b"kill_switch_engaged", "last_learning_update", b"last_learning_update", "replicas", b"replicas", "replicas_seen", b"replicas_seen", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -27,6 +27,11 @@ if _version_not_supported:
 
 class ControlServiceStub:
     """The control plane: feature gates and the kill switch, phased rollout, alerts, audit.
+
+    Precedence of a gate decision (first match wins; docs/PHASE_5_ARCHITECTURE.md section 7):
+    the environment's LEARNING_ENABLED=false, the kill switch, the repository's own gate for the
+    feature, then for every feature but learning the learning master switch evaluated the same way,
+    the feature's global gate, and for learning the rollout; otherwise on.
     """
 
     def __init__(self, channel):
@@ -44,6 +49,11 @@ class ControlServiceStub:
                 '/reviewlearn.control.v1.ControlService/SetFeatureGate',
                 request_serializer=reviewlearn_dot_control_dot_v1_dot_control__pb2.SetFeatureGateRequest.SerializeToString,
                 response_deserializer=reviewlearn_dot_control_dot_v1_dot_control__pb2.SetFeatureGateResponse.FromString,
+                _registered_method=True)
+        self.ClearFeatureGate = channel.unary_unary(
+                '/reviewlearn.control.v1.ControlService/ClearFeatureGate',
+                request_serializer=reviewlearn_dot_control_dot_v1_dot_control__pb2.ClearFeatureGateRequest.SerializeToString,
+                response_deserializer=reviewlearn_dot_control_dot_v1_dot_control__pb2.ClearFeatureGateResponse.FromString,
                 _registered_method=True)
         self.SetKillSwitch = channel.unary_unary(
                 '/reviewlearn.control.v1.ControlService/SetKillSwitch',
@@ -149,6 +159,11 @@ class ControlServiceStub:
 
 class ControlServiceServicer:
     """The control plane: feature gates and the kill switch, phased rollout, alerts, audit.
+
+    Precedence of a gate decision (first match wins; docs/PHASE_5_ARCHITECTURE.md section 7):
+    the environment's LEARNING_ENABLED=false, the kill switch, the repository's own gate for the
+    feature, then for every feature but learning the learning master switch evaluated the same way,
+    the feature's global gate, and for learning the rollout; otherwise on.
     """
 
     def GetFeatureGates(self, request, context):
@@ -159,6 +174,13 @@ class ControlServiceServicer:
 
     def SetFeatureGate(self, request, context):
         """Switches a feature globally or for one repository. Audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearFeatureGate(self, request, context):
+        """Removes a repository's override (or a global gate), so the next rule decides. Audited.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -304,6 +326,11 @@ def add_ControlServiceServicer_to_server(servicer, server):
                     request_deserializer=reviewlearn_dot_control_dot_v1_dot_control__pb2.SetFeatureGateRequest.FromString,
                     response_serializer=reviewlearn_dot_control_dot_v1_dot_control__pb2.SetFeatureGateResponse.SerializeToString,
             ),
+            'ClearFeatureGate': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearFeatureGate,
+                    request_deserializer=reviewlearn_dot_control_dot_v1_dot_control__pb2.ClearFeatureGateRequest.FromString,
+                    response_serializer=reviewlearn_dot_control_dot_v1_dot_control__pb2.ClearFeatureGateResponse.SerializeToString,
+            ),
             'SetKillSwitch': grpc.unary_unary_rpc_method_handler(
                     servicer.SetKillSwitch,
                     request_deserializer=reviewlearn_dot_control_dot_v1_dot_control__pb2.SetKillSwitchRequest.FromString,
@@ -414,6 +441,11 @@ def add_ControlServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ControlService:
     """The control plane: feature gates and the kill switch, phased rollout, alerts, audit.
+
+    Precedence of a gate decision (first match wins; docs/PHASE_5_ARCHITECTURE.md section 7):
+    the environment's LEARNING_ENABLED=false, the kill switch, the repository's own gate for the
+    feature, then for every feature but learning the learning master switch evaluated the same way,
+    the feature's global gate, and for learning the rollout; otherwise on.
     """
 
     @staticmethod
@@ -460,6 +492,33 @@ class ControlService:
             '/reviewlearn.control.v1.ControlService/SetFeatureGate',
             reviewlearn_dot_control_dot_v1_dot_control__pb2.SetFeatureGateRequest.SerializeToString,
             reviewlearn_dot_control_dot_v1_dot_control__pb2.SetFeatureGateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearFeatureGate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reviewlearn.control.v1.ControlService/ClearFeatureGate',
+            reviewlearn_dot_control_dot_v1_dot_control__pb2.ClearFeatureGateRequest.SerializeToString,
+            reviewlearn_dot_control_dot_v1_dot_control__pb2.ClearFeatureGateResponse.FromString,
             options,
             channel_credentials,
             insecure,

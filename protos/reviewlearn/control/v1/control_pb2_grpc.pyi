@@ -27,7 +27,13 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ControlServiceStub:
-    """The control plane: feature gates and the kill switch, phased rollout, alerts, audit."""
+    """The control plane: feature gates and the kill switch, phased rollout, alerts, audit.
+
+    Precedence of a gate decision (first match wins; docs/PHASE_5_ARCHITECTURE.md section 7):
+    the environment's LEARNING_ENABLED=false, the kill switch, the repository's own gate for the
+    feature, then for every feature but learning the learning master switch evaluated the same way,
+    the feature's global gate, and for learning the rollout; otherwise on.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -36,6 +42,8 @@ class ControlServiceStub:
     GetFeatureGates: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetFeatureGatesRequest, _control_pb2.GetFeatureGatesResponse]
     SetFeatureGate: _grpc.UnaryUnaryMultiCallable[_control_pb2.SetFeatureGateRequest, _control_pb2.SetFeatureGateResponse]
     """Switches a feature globally or for one repository. Audited."""
+    ClearFeatureGate: _grpc.UnaryUnaryMultiCallable[_control_pb2.ClearFeatureGateRequest, _control_pb2.ClearFeatureGateResponse]
+    """Removes a repository's override (or a global gate), so the next rule decides. Audited."""
     SetKillSwitch: _grpc.UnaryUnaryMultiCallable[_control_pb2.SetKillSwitchRequest, _control_pb2.SetKillSwitchResponse]
     """Turns all learning off (or back on) in one call. Audited."""
     EvaluateFeature: _grpc.UnaryUnaryMultiCallable[_control_pb2.EvaluateFeatureRequest, _control_pb2.EvaluateFeatureResponse]
@@ -66,12 +74,20 @@ class ControlServiceStub:
 
 @_typing.type_check_only
 class ControlServiceAsyncStub(ControlServiceStub):
-    """The control plane: feature gates and the kill switch, phased rollout, alerts, audit."""
+    """The control plane: feature gates and the kill switch, phased rollout, alerts, audit.
+
+    Precedence of a gate decision (first match wins; docs/PHASE_5_ARCHITECTURE.md section 7):
+    the environment's LEARNING_ENABLED=false, the kill switch, the repository's own gate for the
+    feature, then for every feature but learning the learning master switch evaluated the same way,
+    the feature's global gate, and for learning the rollout; otherwise on.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetFeatureGates: _aio.UnaryUnaryMultiCallable[_control_pb2.GetFeatureGatesRequest, _control_pb2.GetFeatureGatesResponse]  # type: ignore[assignment]
     SetFeatureGate: _aio.UnaryUnaryMultiCallable[_control_pb2.SetFeatureGateRequest, _control_pb2.SetFeatureGateResponse]  # type: ignore[assignment]
     """Switches a feature globally or for one repository. Audited."""
+    ClearFeatureGate: _aio.UnaryUnaryMultiCallable[_control_pb2.ClearFeatureGateRequest, _control_pb2.ClearFeatureGateResponse]  # type: ignore[assignment]
+    """Removes a repository's override (or a global gate), so the next rule decides. Audited."""
     SetKillSwitch: _aio.UnaryUnaryMultiCallable[_control_pb2.SetKillSwitchRequest, _control_pb2.SetKillSwitchResponse]  # type: ignore[assignment]
     """Turns all learning off (or back on) in one call. Audited."""
     EvaluateFeature: _aio.UnaryUnaryMultiCallable[_control_pb2.EvaluateFeatureRequest, _control_pb2.EvaluateFeatureResponse]  # type: ignore[assignment]
@@ -101,7 +117,13 @@ class ControlServiceAsyncStub(ControlServiceStub):
     """Health of every service and component, as the control plane sees it."""
 
 class ControlServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The control plane: feature gates and the kill switch, phased rollout, alerts, audit."""
+    """The control plane: feature gates and the kill switch, phased rollout, alerts, audit.
+
+    Precedence of a gate decision (first match wins; docs/PHASE_5_ARCHITECTURE.md section 7):
+    the environment's LEARNING_ENABLED=false, the kill switch, the repository's own gate for the
+    feature, then for every feature but learning the learning master switch evaluated the same way,
+    the feature's global gate, and for learning the rollout; otherwise on.
+    """
 
     @_abc_1.abstractmethod
     def GetFeatureGates(
@@ -117,6 +139,14 @@ class ControlServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_control_pb2.SetFeatureGateResponse, _abc.Awaitable[_control_pb2.SetFeatureGateResponse]]:
         """Switches a feature globally or for one repository. Audited."""
+
+    @_abc_1.abstractmethod
+    def ClearFeatureGate(
+        self,
+        request: _control_pb2.ClearFeatureGateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ClearFeatureGateResponse, _abc.Awaitable[_control_pb2.ClearFeatureGateResponse]]:
+        """Removes a repository's override (or a global gate), so the next rule decides. Audited."""
 
     @_abc_1.abstractmethod
     def SetKillSwitch(
