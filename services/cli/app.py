@@ -1,5 +1,5 @@
-"""The ``reviewlearn`` command: ``up``, ``serve``, ``migrate``, ``demo``, ``evaluate``, ``validate``,
-``kill-switch``, ``gates``."""
+"""The ``reviewlearn`` command: ``up``, ``serve``, ``migrate``, ``demo``, ``evaluate``,
+``validate``, ``kill-switch``, ``gates``."""
 
 from __future__ import annotations
 
