@@ -19,3 +19,7 @@ class LearningGate:
 
     async def check(self, *, feature: str, repository_url: str) -> GateDecision:
         return self._gates.evaluate(Feature(feature), repository_url)
+
+    async def require(self, *, feature: str, repository_url: str = "") -> GateDecision:
+        """The decision, or ``Unavailable`` (FEATURE_DISABLED) naming the switch when off."""
+        return self._gates.require(Feature(feature), repository_url)

@@ -41,6 +41,7 @@ def build_server(
     db = engine or create_engine(settings)
     sessions = create_session_factory(db)
     gates = GateClient.from_settings(settings, engine=db)
+    gate = LearningGate(gates)
     instruments = LearningInstruments()
     fit_parameters = settings.fit_parameters()
     state = CurrentState(
@@ -59,7 +60,7 @@ def build_server(
     ranker = RankSuggestions(
         transaction=transactional(sessions, RankingRepository),
         state=state,
-        gate=LearningGate(gates),
+        gate=gate,
         instruments=instruments,
         settings=settings.ranking_settings(),
         executor=ThreadPoolExecutor(
@@ -76,6 +77,7 @@ def build_server(
         ),
         fitter=FitModel(
             transaction=transactional(sessions, ModelRepository),
+            gate=gate,
             state=state,
             instruments=instruments,
             fit_parameters=fit_parameters,
@@ -105,7 +107,8 @@ def build_server(
         await state.refresh_if_stale(max_age=settings.model_refresh_seconds)
 
     async def refresh_patterns() -> None:
-        await miner.refresh()
+        if (await gate.check(feature="patterns", repository_url="")).enabled:
+            await miner.refresh()
 
     async def health_metrics() -> dict[str, Any]:
         current = await state.current()

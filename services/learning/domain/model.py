@@ -247,8 +247,9 @@ class LogOddsModel:
     def table(self, term: Term) -> TermTable:
         return self.terms.get(term) or TermTable.empty()
 
-    def predict(self, features: FindingFeatures) -> Prediction:
-        """Calibrated logit, its standard error and its per-term contributions."""
+    def predict(self, features: FindingFeatures, *, calibrated: bool = True) -> Prediction:
+        """Calibrated logit, its standard error and its per-term contributions (with
+        ``calibrated=False``, the fitted model's own log-odds, before the out-of-time fit)."""
         n = features.size
         slots = len(SLOTS)
         raw = np.zeros((n, slots))
@@ -279,7 +280,9 @@ class LogOddsModel:
                 variance[has, slot] = path.variance[path_column]
             else:
                 variance[has, slot] = self._prior_of(path)
-        slope, offset = self.calibration.slope, self.calibration.offset
+        slope, offset = (
+            (self.calibration.slope, self.calibration.offset) if calibrated else (1.0, 0.0)
+        )
         contributions = raw * slope
         contributions[:, 0] += offset
         sd = np.sqrt(variance.sum(axis=1)) * abs(slope)

@@ -113,11 +113,16 @@ class TuneOutcome:
     model: ModelSummary
 
 
+class TuneGate(Protocol):
+    async def require(self, *, feature: str, repository_url: str = "") -> object: ...
+
+
 class FitModel:
     def __init__(
         self,
         *,
         transaction: Transaction[TuningStore],
+        gate: TuneGate,
         state: StateRefresher,
         instruments: LearningInstruments,
         fit_parameters: FitParameters,
@@ -125,6 +130,7 @@ class FitModel:
         keep_models: int,
     ) -> None:
         self._transaction = transaction
+        self._gate = gate
         self._state = state
         self._instruments = instruments
         self._fit_parameters = fit_parameters
@@ -132,6 +138,10 @@ class FitModel:
         self._keep_models = keep_models
 
     async def tune(self, request: TuneRequest) -> TuneOutcome:
+        if not request.dry_run:
+            # Under the kill switch (or with learning gated off) nothing new is learned; a dry
+            # run changes nothing, so operators can still see what a tune would do.
+            await self._gate.require(feature="learning")
         ledger_entry = request.idempotent()
         parameters = self._threshold_parameters
         if request.target_not_useful_rate is not None:

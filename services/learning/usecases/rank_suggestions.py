@@ -81,6 +81,22 @@ class RankOptions:
 
 
 @dataclass(frozen=True)
+class RankingSwitches:
+    """Which learned behaviours the gates leave on for one request's repository (with learning
+    and ranking on). Off means: nothing hidden by a learned filter (suppression), no duplicate
+    collapsing or earlier-dismissal check (deduplication), no Thompson sampling even when asked
+    (exploration), the model's uncalibrated log-odds (calibration)."""
+
+    suppression: bool = True
+    deduplication: bool = True
+    exploration: bool = True
+    calibration: bool = True
+
+
+SWITCHED_FEATURES = ("suppression", "deduplication", "exploration", "calibration")
+
+
+@dataclass(frozen=True)
 class RankRequest:
     repository_url: str
     pull_request: int
@@ -265,14 +281,20 @@ class RankSuggestions:
             records = await store.findings(request.finding_ids)
             candidates, problems = _candidates(request, records, repository, inline)
             gate = await self._gate.check(feature="ranking", repository_url=request.repository_url)
+            switches = await self._switches(request.repository_url) if gate.enabled else None
             dismissed: set[str] = set()
-            if gate.enabled and repository is not None and request.pull_request > 0:
+            if (
+                switches is not None
+                and switches.deduplication
+                and repository is not None
+                and request.pull_request > 0
+            ):
                 dismissed = await store.dismissed_fingerprints(
                     repository_id=repository[0],
                     pull_request=request.pull_request,
                     fingerprints=[c.fingerprint for c in candidates],
                 )
-        if not gate.enabled:
+        if switches is None:
             outcome = _pass_through_outcome(candidates, problems, gate.reason)
         else:
             state = await self._state.current()
@@ -286,11 +308,19 @@ class RankSuggestions:
                     repository=repository,
                     dismissed=dismissed,
                     settings=settings,
+                    switches=switches,
                     cancel=token,
                 )
             )
         self._record(outcome, request, time.perf_counter() - started)
         return outcome
+
+    async def _switches(self, repository_url: str) -> RankingSwitches:
+        decisions = [
+            await self._gate.check(feature=feature, repository_url=repository_url)
+            for feature in SWITCHED_FEATURES
+        ]
+        return RankingSwitches(*(decision.enabled for decision in decisions))
 
     def _record(self, outcome: RankOutcome, request: RankRequest, seconds: float) -> None:
         instruments = self._instruments
@@ -398,6 +428,7 @@ def rank_candidates(
     dismissed: set[str],
     settings: RankingSettings,
     cancel: CancelToken,
+    switches: RankingSwitches = RankingSwitches(),
 ) -> RankOutcome:
     """The pure assembly of a ranking: predict, decide, rank. Runs on a ranking thread."""
     n = len(candidates)
@@ -415,7 +446,7 @@ def rank_candidates(
         file_path=[c.file_path for c in candidates],
     )
     cancel.check()
-    prediction = state.model.predict(features)
+    prediction = state.model.predict(features, calibrated=switches.calibration)
     probability = prediction.probability
     known = repository is not None
     is_security = np.array([c == "security" for c in categories], dtype=bool)
@@ -452,7 +483,9 @@ def rank_candidates(
     ranking_policy = RankingPolicy(
         max_results=options.max_results,
         diversity=options.diversity,
-        exploration=options.exploration,
+        exploration=options.exploration and switches.exploration,
+        suppress=switches.suppression,
+        deduplicate=switches.deduplication,
         seed=options.seed,
         severity_values=settings.severity_values,
         line_window=settings.line_window,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import grpc
+import pytest
 from google.protobuf.duration_pb2 import Duration
 from reviewlearn.common.v1 import common_pb2
 from reviewlearn.feedback.v1 import feedback_pb2, feedback_pb2_grpc
@@ -19,6 +21,7 @@ from tests.integration.control.conftest import (
     REPO,
     ControlStub,
     kill_switch,
+    reason_of,
     set_gate,
     start_control,
 )
@@ -131,3 +134,29 @@ async def test_a_repository_override_beats_the_global_ranking_gate(
     other = await rank(learning, OTHER)
     assert not other.learning_applied
     assert other.not_applied_reason.startswith("global_gate: ranking is off")
+
+
+async def test_under_the_kill_switch_a_tune_is_refused_and_a_dry_run_still_answers(
+    start_service: StartService,
+) -> None:
+    control = ControlStub((await start_control(start_service)).channel)
+    learning = learning_pb2_grpc.LearningServiceStub((await start_learning(start_service)).channel)
+    operator = auth("operator")
+    await kill_switch(control, True, "incident 7", wait_for_replicas=WAIT)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await learning.TuneConfidenceThresholds(
+            learning_pb2.TuneConfidenceThresholdsRequest(reason="weekly"), metadata=operator
+        )
+    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert reason_of(refused.value) == "FEATURE_DISABLED"
+    assert "incident 7" in (refused.value.details() or "")
+    dry = await learning.TuneConfidenceThresholds(
+        learning_pb2.TuneConfidenceThresholdsRequest(dry_run=True, reason="what if"),
+        metadata=operator,
+    )
+    assert not dry.applied
+    await kill_switch(control, False, "over", wait_for_replicas=WAIT)
+    applied = await learning.TuneConfidenceThresholds(
+        learning_pb2.TuneConfidenceThresholdsRequest(reason="weekly"), metadata=operator
+    )
+    assert applied.applied

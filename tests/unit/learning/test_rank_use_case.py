@@ -53,14 +53,22 @@ class FakeState:
 
 
 class Gate:
-    def __init__(self, enabled: bool) -> None:
+    """Every feature on, unless switched off for the test (``enabled=False``: ranking too)."""
+
+    def __init__(self, enabled: bool, off: frozenset[str] = frozenset()) -> None:
         self.enabled = enabled
+        self.off = off
+        self.asked: list[str] = []
 
     async def check(self, *, feature: str, repository_url: str) -> GateDecision:
-        return GateDecision(self.enabled, "" if self.enabled else "off for the test")
+        self.asked.append(feature)
+        on = self.enabled and feature not in self.off
+        return GateDecision(on, "" if on else "off for the test")
 
 
-def ranker(*, enabled: bool = True, store: FakeStore | None = None) -> RankSuggestions:
+def ranker(
+    *, enabled: bool = True, store: FakeStore | None = None, off: frozenset[str] = frozenset()
+) -> RankSuggestions:
     fake = store or FakeStore()
 
     @asynccontextmanager
@@ -77,7 +85,7 @@ def ranker(*, enabled: bool = True, store: FakeStore | None = None) -> RankSugge
     return RankSuggestions(
         transaction=transaction,
         state=FakeState(state),
-        gate=Gate(enabled),
+        gate=Gate(enabled, off),
         instruments=LearningInstruments(),
         settings=RankingSettings(
             limits=Limits(),
@@ -146,3 +154,56 @@ async def test_gate_off_passes_through() -> None:
 async def test_a_deadline_that_passed_stops_the_work() -> None:
     with pytest.raises(asyncio.CancelledError):
         await ranker().rank(request("https://x/known", ["R_good"] * 50), time_remaining=0.0)
+
+
+async def test_the_suppression_gate_off_hides_nothing_but_still_ranks() -> None:
+    rules = ["R_bad"] * 3 + ["R_good"]
+    gated = await ranker().rank(request("https://x/known", rules))
+    assert gated.hidden > 0  # the record says R_bad is noise here
+    outcome = await ranker(off=frozenset({"suppression"})).rank(request("https://x/known", rules))
+    assert outcome.learning_applied
+    assert outcome.hidden == 0
+    assert not any(outcome.suppressed)
+    assert outcome.candidates[outcome.order[0]].rule_id == "R_good"
+
+
+async def test_the_deduplication_gate_off_collapses_nothing() -> None:
+    same = request("https://x/unknown", ["R_good"])
+    twice = RankRequest(
+        repository_url=same.repository_url,
+        pull_request=1,
+        finding_ids=(),
+        inline=(same.inline[0], same.inline[0]),
+        options=RankOptions(),
+    )
+    collapsed = await ranker().rank(twice)
+    assert collapsed.duplicate_of.count(-1) == 1
+    outcome = await ranker(off=frozenset({"deduplication"})).rank(twice)
+    assert outcome.duplicate_of == [-1, -1]
+    assert not any(outcome.suppressed)
+
+
+async def test_the_calibration_gate_off_answers_the_uncalibrated_model() -> None:
+    rules = ["R_bad", "R_good", "R_new"]
+    calibrated = await ranker().rank(request("https://x/known", rules))
+    raw = await ranker(off=frozenset({"calibration"})).rank(request("https://x/known", rules))
+    model = fit_model(two_rule_log(), version="m1", fitted_at=NOW)
+    assert (model.calibration.slope, model.calibration.offset) != (1.0, 0.0)
+    assert raw.probability != pytest.approx(calibrated.probability)
+    assert raw.learning_applied
+
+
+async def test_the_exploration_gate_off_never_samples() -> None:
+    asked = RankRequest(
+        repository_url="https://x/known",
+        pull_request=1,
+        finding_ids=(),
+        inline=request("https://x/known", ["R_bad", "R_good"]).inline,
+        options=RankOptions(exploration=True, seed=3),
+    )
+    explored = await ranker().rank(asked)
+    assert explored.explanations is not None
+    assert any(explored.explanations.explored)
+    outcome = await ranker(off=frozenset({"exploration"})).rank(asked)
+    assert outcome.explanations is not None
+    assert not any(outcome.explanations.explored)
