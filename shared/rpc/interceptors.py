@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
 from opentelemetry import metrics, trace
 from opentelemetry.propagate import extract
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -444,12 +445,10 @@ async def _abort_with(
     domain: str,
     code: grpc.StatusCode | None = None,
 ) -> None:
-    status = to_rpc_status(error, domain, code)
-    await context.abort(
-        code or status_code_of(error),
-        status.message,
-        trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
-    )
+    # grpcio-status puts the google.rpc.Status into the grpc-status-details-bin trailer
+    # (grpc-stubs does not declare grpc.aio's abort_with_status).
+    status = rpc_status.to_status(to_rpc_status(error, domain, code))
+    await context.abort_with_status(status)  # type: ignore[attr-defined]
 
 
 class TelemetryInterceptor(_CachingInterceptor):
