@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from opentelemetry import metrics
+
+from services.learning.domain.jobs import JobStatus
 
 
 class LearningInstruments:
@@ -44,3 +48,54 @@ class LearningInstruments:
             callbacks=[lambda _: [metrics.Observation(self.last_average_score)]],
             description="Mean score of the shown findings of the last ranking",
         )
+        # Batch jobs: finished runs (succeeded, partial, failed; skipped ones ran nothing)
+        # since this process started, per job, and integrity checks passed / run.
+        self.job_duration = meter.create_histogram(
+            "learning_jobs_duration", unit="s", description="Time of one batch job run"
+        )
+        self._job_runs: dict[str, list[int]] = {}
+        self._checks = [0, 0]
+        meter.create_observable_gauge(
+            "learning_jobs_success_rate",
+            callbacks=[self._job_success_rates],
+            description="Share of a batch job's finished runs that succeeded, per job",
+        )
+        meter.create_observable_gauge(
+            "batch_job_success_rate",
+            callbacks=[self._batch_success_rate],
+            description="Share of all finished batch job runs that succeeded",
+        )
+        meter.create_observable_gauge(
+            "data_integrity_check_pass_rate",
+            callbacks=[self._integrity_pass_rate],
+            description="Share of data-integrity checks that passed",
+        )
+
+    def job_finished(
+        self, job: str, *, status: JobStatus, seconds: float, check_passed: bool | None
+    ) -> None:
+        self.job_duration.record(seconds, {"job": job, "status": status.name.lower()})
+        if status is JobStatus.SKIPPED:
+            return
+        counts = self._job_runs.setdefault(job, [0, 0])
+        counts[0] += 1
+        counts[1] += status is JobStatus.SUCCEEDED
+        if check_passed is not None:
+            self._checks[0] += 1
+            self._checks[1] += check_passed
+
+    def _job_success_rates(self, _: object) -> Iterable[metrics.Observation]:
+        return [
+            metrics.Observation(ok / runs, {"job": job})
+            for job, (runs, ok) in self._job_runs.items()
+            if runs
+        ]
+
+    def _batch_success_rate(self, _: object) -> Iterable[metrics.Observation]:
+        runs = sum(c[0] for c in self._job_runs.values())
+        ok = sum(c[1] for c in self._job_runs.values())
+        return [metrics.Observation(ok / runs)] if runs else []
+
+    def _integrity_pass_rate(self, _: object) -> Iterable[metrics.Observation]:
+        runs, passed = self._checks
+        return [metrics.Observation(passed / runs)] if runs else []
