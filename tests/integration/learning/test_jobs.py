@@ -4,12 +4,15 @@ against a real insights server, exactly once per slot, the lock, retries, partia
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry import trace
+from opentelemetry.propagate import inject
 from reviewlearn.common.v1 import common_pb2
 from reviewlearn.learning.v1 import learning_pb2, learning_pb2_grpc
 from sqlalchemy import text
@@ -18,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.learning.server import build_server as build_learning
 from services.learning.settings import LearningSettings
 from services.learning.storage.job_repository import LOCK_NAMESPACE, lock_key
+from shared.telemetry import current_trace_id
 from tests.conftest import RunningService, StartService, auth
 from tests.integration.control.conftest import ControlStub, kill_switch, start_control
 from tests.integration.insights.conftest import NOW, load, start_insights
@@ -335,3 +339,43 @@ async def test_bad_requests_are_invalid_argument(
     ):
         with pytest.raises(Exception, match="INVALID_ARGUMENT"):
             await run_jobs(stub, **fields)
+
+
+class TraceIds(logging.Handler):
+    """The trace id current when insights logs its refresh (set from the incoming metadata)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "insights refreshed":
+            self.seen.append(current_trace_id())
+
+
+async def test_insights_jobs_carry_the_callers_trace_into_the_insights_service(
+    start_service: StartService, db_engine: AsyncEngine, generated: GeneratedLog
+) -> None:
+    insights = await start_insights(start_service)
+    stub = await start_learning(start_service, insights)
+    handler = TraceIds()
+    logger = logging.getLogger("reviewlearn.insights.refresh")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        with trace.get_tracer("tests").start_as_current_span("cronjob"):
+            caller_trace = current_trace_id()
+            carrier: dict[str, str] = {}
+            inject(carrier)
+            response = await stub.RunJobs(
+                learning_pb2.RunJobsRequest(job_names=["calculate_roi"], scheduled_time=at(TICK)),
+                metadata=(*auth("operator"), *carrier.items()),
+                timeout=120,
+            )
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert response.runs[0].status == SUCCEEDED
+    assert caller_trace
+    assert handler.seen and set(handler.seen) == {caller_trace}
