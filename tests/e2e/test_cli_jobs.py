@@ -50,17 +50,20 @@ async def test_jobs_run_exits_non_zero_when_a_job_failed_and_list_shows_the_hist
         "run", "hourly", "--job", "validate_data_integrity", "--learning-port", port
     )
     assert code == 0, output
-    assert "validate_data_integrity" in output and "succeeded" in output
+    assert "validate_data_integrity" in output
+    assert "succeeded" in output
     code, output = await cli("run", "hourly", "--job", "calculate_roi", "--learning-port", port)
     assert code == 1, output
-    assert "failed" in output and "calculate_roi" in output
+    assert "failed" in output
+    assert "calculate_roi" in output
     # Run again in the same hour: nothing runs, and the recorded failure still fails the Job.
     code, output = await cli("run", "hourly", "--job", "calculate_roi", "--learning-port", port)
     assert code == 1, output
     assert "already ran" in output
     code, output = await cli("list", "--learning-port", port)
     assert code == 0, output
-    assert "calculate_roi" in output and "validate_data_integrity" in output
+    assert "calculate_roi" in output
+    assert "validate_data_integrity" in output
     code, output = await cli("run", "hourly", "--learning-port", "1")
     assert code == 2
     assert "cannot reach the learning service" in output

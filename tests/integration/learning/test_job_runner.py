@@ -126,5 +126,6 @@ async def test_two_replicas_racing_for_a_job_one_runs_and_the_other_is_told_who(
     done = (await first).runs[0].record
     assert done.status is JobStatus.SUCCEEDED
     third = (await runner(db_engine, slow, holder="replica-b").run(request())).runs[0]
-    assert third.already_ran and third.record.run_id == done.run_id
+    assert third.already_ran
+    assert third.record.run_id == done.run_id
     assert runs == 1

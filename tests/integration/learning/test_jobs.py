@@ -378,4 +378,5 @@ async def test_insights_jobs_carry_the_callers_trace_into_the_insights_service(
         logger.setLevel(level)
     assert response.runs[0].status == SUCCEEDED
     assert caller_trace
-    assert handler.seen and set(handler.seen) == {caller_trace}
+    assert handler.seen
+    assert set(handler.seen) == {caller_trace}
