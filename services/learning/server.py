@@ -217,9 +217,14 @@ def build_server(
                 on_notify=on_notify,
             ),
             *(
+                # Not at start: under `reviewlearn up` the insights service may not be serving
+                # yet, and a slot that failed stays failed until the next one.
                 [
                     Periodic(
-                        "learning-job-scheduler", tick, interval=settings.job_scheduler_tick_seconds
+                        "learning-job-scheduler",
+                        tick,
+                        interval=settings.job_scheduler_tick_seconds,
+                        run_at_start=False,
                     )
                 ]
                 if scheduler is not None

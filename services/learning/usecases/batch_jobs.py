@@ -255,9 +255,14 @@ class BatchJobs:
     async def _refresh_insights(self, context: JobContext, parts: Sequence[str]) -> JobResult:
         request_id = f"{context.request_id}:{context.spec.name}"
         # Rollups first, once: they catch up with the feedback log for every team at once.
-        summary: dict[str, Any] = _named(
-            await self._insights.refresh(parts=["rollups"], request_id=request_id), "rollups"
-        )
+        summary: dict[str, Any] = {
+            "rows_written": 0,
+            "rows_archived": 0,
+            "teams": 0,
+            **_named(
+                await self._insights.refresh(parts=["rollups"], request_id=request_id), "rollups"
+            ),
+        }
         async with self._directory() as directory:
             known = await directory.repositories(
                 None if context.repositories is None else list(context.repositories)

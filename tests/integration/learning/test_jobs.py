@@ -8,11 +8,13 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
 from opentelemetry.propagate import inject
+from prometheus_client.parser import text_string_to_metric_families
 from reviewlearn.common.v1 import common_pb2
 from reviewlearn.learning.v1 import learning_pb2, learning_pb2_grpc
 from sqlalchemy import text
@@ -380,3 +382,34 @@ async def test_insights_jobs_carry_the_callers_trace_into_the_insights_service(
     assert caller_trace
     assert handler.seen
     assert set(handler.seen) == {caller_trace}
+
+
+async def test_job_metrics_are_exported_on_the_side_port(
+    start_service: StartService, db_engine: AsyncEngine
+) -> None:
+    service = await start_service(
+        build_learning, LearningSettings, insights_address="127.0.0.1:1", **FAST_RETRIES
+    )
+    stub: Stub = learning_pb2_grpc.LearningServiceStub(service.channel)  # type: ignore[assignment]
+    await run_jobs(stub, job_names=["validate_data_integrity"])
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{service.runtime.metrics_port}"
+    ) as http:
+        exported = (await http.get("/metrics")).text
+    families = {family.name: family for family in text_string_to_metric_families(exported)}
+    durations = [
+        s
+        for s in families["learning_jobs_duration_seconds"].samples
+        if s.name.endswith("_count") and s.labels.get("job") == "validate_data_integrity"
+    ]
+    assert durations
+    assert durations[0].value >= 1
+    assert durations[0].labels["status"] == "succeeded"
+    for name in (
+        "learning_jobs_success_rate",
+        "batch_job_success_rate",
+        "data_integrity_check_pass_rate",
+    ):
+        values = [s.value for s in families[name].samples]
+        assert values, name
+        assert all(0.0 <= v <= 1.0 for v in values), name
