@@ -347,7 +347,11 @@ class JobRun(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     job_name: Mapped[str] = mapped_column(String(100))
     frequency: Mapped[int] = mapped_column(SmallInteger)
-    scheduled_for: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The learning service always sets it; the default (distinct per statement) is for rows
+    # written by hand, such as tests of the readers.
+    scheduled_for: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("clock_timestamp()")
+    )
     status: Mapped[int] = mapped_column(SmallInteger, index=True)
     request_id: Mapped[str | None] = mapped_column(String(200), index=True)
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")

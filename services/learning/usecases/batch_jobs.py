@@ -161,9 +161,10 @@ class BatchJobs:
         )
 
     async def validate_data_integrity(self, context: JobContext) -> JobResult:
-        """Checks, changing nothing: outcomes of deleted findings, learned rows of deleted
-        scopes, the folded counts against a recompute from the log, and the watermark (never
-        ahead of the log's horizon, never behind the last check's)."""
+        """Checks, repairing nothing (the comparison folds what is new first, as every fold
+        does): outcomes of deleted findings, learned rows of deleted scopes, the folded counts
+        against a recompute from the log, and the watermark (never ahead of the log's horizon,
+        never behind the last check's)."""
         mismatches = await self._folder.validate()
         counts_differ = sum(1 for m in mismatches if not _is_orphan_entry(m))
         async with self._maintenance() as store:

@@ -25,7 +25,12 @@ def upgrade() -> None:
     # Rows written before this revision (none, in practice: RunJobs answered UNIMPLEMENTED)
     # each become the run of the slot they started in.
     op.execute("UPDATE job_runs SET scheduled_for = started_at")
-    op.alter_column("job_runs", "scheduled_for", nullable=False)
+    op.alter_column(
+        "job_runs",
+        "scheduled_for",
+        nullable=False,
+        server_default=sa.text("clock_timestamp()"),
+    )
     op.create_unique_constraint(
         "uq_job_runs_job_name_scheduled_for", "job_runs", ["job_name", "scheduled_for"]
     )
