@@ -413,3 +413,23 @@ async def test_job_metrics_are_exported_on_the_side_port(
         values = [s.value for s in families[name].samples]
         assert values, name
         assert all(0.0 <= v <= 1.0 for v in values), name
+
+
+async def test_the_scheduler_state_is_in_health(
+    start_service: StartService, db_engine: AsyncEngine
+) -> None:
+    service = await start_service(
+        build_learning,
+        LearningSettings,
+        job_scheduler_enabled=True,
+        job_scheduler_tick_seconds=3600.0,  # no tick during the test: the clock test is a unit test
+        job_schedule_daily="15 3 * * *",
+    )
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{service.runtime.metrics_port}"
+    ) as http:
+        health = (await http.get("/healthz")).json()
+    scheduler = health["metrics"]["job_scheduler"]
+    assert set(scheduler) == {"hourly", "daily", "weekly"}
+    assert scheduler["daily"]["cron"] == "15 3 * * *"
+    assert datetime.fromisoformat(scheduler["daily"]["next"]).strftime("%H:%M") == "03:15"
