@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections import deque
+
+import numpy as np
 from opentelemetry import metrics
+
+RECENT_FOLDS = 200
 
 
 class LearningInstruments:
@@ -38,9 +43,17 @@ class LearningInstruments:
         self.diversity_factor = meter.create_histogram(
             "diversity_factor_distribution", description="Diversity asked for by ranking requests"
         )
+        # The control service's alert on fold latency reads this p95 from the heartbeats.
+        self.recent_folds: deque[float] = deque(maxlen=RECENT_FOLDS)
         self.last_average_score = 0.0
         meter.create_observable_gauge(
             "average_ranking_score",
             callbacks=[lambda _: [metrics.Observation(self.last_average_score)]],
             description="Mean score of the shown findings of the last ranking",
         )
+
+    def fold_p95(self) -> float | None:
+        """p95 seconds of the last folds that folded anything; None before the first."""
+        if not self.recent_folds:
+            return None
+        return round(float(np.quantile(np.fromiter(self.recent_folds, float), 0.95)), 4)

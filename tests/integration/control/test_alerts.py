@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
@@ -17,6 +18,7 @@ from email.message import Message
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from google.protobuf.duration_pb2 import Duration
@@ -30,6 +32,7 @@ from services.control.storage.alert_signal_repository import AlertSignalReposito
 from tests.conftest import RunningService, StartService, auth, free_port
 from tests.integration.control.conftest import (
     ControlStub,
+    eventually,
     reason_of,
     start_control,
     violations,
@@ -639,3 +642,41 @@ async def test_job_signals_come_from_job_runs_and_read_no_data_without_the_table
             assert await session.scalar(text("SELECT 1")) == 1  # the transaction is usable
         finally:
             await session.rollback()
+
+
+async def test_two_replicas_with_periodic_loops_notify_once_and_export_metrics(
+    start_service: StartService, httpserver: HTTPServer, db_engine: AsyncEngine, clean_rules: None
+) -> None:
+    httpserver.expect_request(SLACK, method="POST").respond_with_data("ok")
+    first = await start_control(start_service, **receiver_settings(httpserver))
+    await upsert(
+        ControlStub(first.channel), for_duration=minutes(0), channels=[control_pb2.CHANNEL_SLACK]
+    )
+    await set_backlog(db_engine, 5000)
+    fast = receiver_settings(httpserver, alert_evaluation_seconds=0.05)
+    looping = [await start_control(start_service, **fast) for _ in range(2)]
+
+    async def notified() -> bool:
+        return len(posted(httpserver, SLACK)) >= 1
+
+    await eventually(notified, what="a periodic evaluation notifying")
+    await asyncio.sleep(0.5)  # ten more rounds of both loops: a second notification would show
+    assert len(posted(httpserver, SLACK)) == 1
+    assert len(await history(ControlStub(first.channel))) == 1
+
+    texts = []
+    async with httpx.AsyncClient() as http:
+        for replica in looping:
+            texts.append(
+                (await http.get(f"http://127.0.0.1:{replica.runtime.metrics_port}/metrics")).text
+            )
+    metrics = "\n".join(texts)
+    # One OpenTelemetry provider serves every runtime of this test process, so the series are
+    # there; their values add up over the tests.
+    assert re.search(
+        r'^alert_notifications_sent_total\{[^}]*channel="slack"[^}]*\} [1-9]', metrics, re.M
+    )
+    assert re.search(r'^alerts_firing\{[^}]*severity="critical"[^}]*\} [1-9]', metrics, re.M)
+    assert re.search(
+        r'^alert_signal_value\{[^}]*signal="feedback_backlog"[^}]*\} 5000', metrics, re.M
+    )
