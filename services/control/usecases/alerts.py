@@ -284,7 +284,12 @@ class AlertService:
                 firing[transition.alert.severity] += 1
         self._observer.evaluated(values, firing)
         changed = tuple(t for t in stepped if t.changed)
-        await self._guard_rollout(changed, by_name)
+        try:
+            await self._guard_rollout(changed, by_name)
+        except Exception:
+            # The transitions are committed and their notifications queued: a failed pause
+            # record or kill switch must not stop them (AdvanceRollout is refused regardless).
+            log.exception("rollout safeguard action failed")
         delivery = await self._dispatcher.deliver()
         return Evaluation(changed, values, by_name, delivery)
 
