@@ -20,6 +20,7 @@ from services.control.domain.alerts import (
     Silence,
 )
 from services.control.domain.changes import (
+    MAX_REASON_CHARS,
     Action,
     GateChange,
     GateClear,
@@ -43,6 +44,7 @@ from services.control.domain.rollout import (
 from services.control.usecases.audit import AuditQuery, AuditRecord
 from shared.convert import timestamp_from_pb, timestamp_to_pb
 from shared.errors import Violations
+from shared.finding_input import check_text
 from shared.gates.model import Feature, GateDecision, GateSnapshot, Switch
 from shared.gates.store import FEATURE_CODES, FEATURE_OF_CODE
 
@@ -545,9 +547,12 @@ def silence_request_from_pb(
     )
     if duration is None and not violations:
         violations.add("duration", "is required")
-    for key in request.matchers:
+    for key, value in request.matchers.items():
         if not LABEL_PATTERN.match(key):
             violations.add(f"matchers[{key}]", "not a valid label name")
+        check_text(violations, f"matchers[{key}]", value, max_chars=MAX_REASON_CHARS)
+    for index, name in enumerate(request.rule_names):
+        check_text(violations, f"rule_names[{index}]", name, max_chars=200)
     violations.raise_if_any()
     assert duration is not None
     return list(request.rule_names), dict(request.matchers), duration, request.comment.strip()

@@ -19,6 +19,7 @@ from services.control.usecases.health import SystemHealthCheck
 from services.control.usecases.propagation import PropagationTracker
 from services.control.usecases.rollout import RolloutService
 from shared.errors import Violations
+from shared.finding_input import check_text
 from shared.gates.client import GateClient
 from shared.gates.model import GateSnapshot
 from shared.pagination import PageTokens, page_size
@@ -253,6 +254,9 @@ class ControlHandlers(control_pb2_grpc.ControlServiceServicer):
     async def ListAlertHistory(
         self, request: control_pb2.ListAlertHistoryRequest, context: Any
     ) -> control_pb2.ListAlertHistoryResponse:
+        violations = Violations()
+        check_text(violations, "rule_name", request.rule_name, max_chars=200)
+        violations.raise_if_any()
         key = f"alert-history:{request.rule_name}"
         before = self._pages.decode(request.page_token, key, int)
         size = page_size(request.page_size)
@@ -302,6 +306,7 @@ class ControlHandlers(control_pb2_grpc.ControlServiceServicer):
     ) -> control_pb2.SendTestNotificationResponse:
         violations = Violations()
         channel = convert.channel_from_pb(request.channel, "channel", violations)
+        check_text(violations, "message", request.message, max_chars=1000)
         violations.raise_if_any()
         assert channel is not None
         delivered, attempts, detail = await self._alerts.send_test(channel, request.message)

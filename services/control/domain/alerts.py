@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from enum import IntEnum, StrEnum
 
 from shared.errors import Violations
+from shared.finding_input import check_text
 
 MAX_NAME_CHARS = 200
 MAX_TEXT_CHARS = 2000
@@ -129,12 +130,18 @@ def validate_rule(rule: AlertRule, *, known_signals: Sequence[str], prefix: str 
             violations.add(f"{prefix}.{name}", "must be between 0 and 30 days")
     if not MIN_REPEAT <= rule.repeat_interval <= MAX_DURATION:
         violations.add(f"{prefix}.repeat_interval", "must be between 1 minute and 30 days")
+    for name, duration in (
+        ("for_duration", rule.for_duration),
+        ("keep_firing_for", rule.keep_firing_for),
+        ("repeat_interval", rule.repeat_interval),
+    ):
+        if duration % timedelta(seconds=1):
+            violations.add(f"{prefix}.{name}", "must be whole seconds")
     if not rule.channels:
         violations.add(f"{prefix}.channels", "at least one channel")
     if len(set(rule.channels)) != len(rule.channels):
         violations.add(f"{prefix}.channels", "a channel appears twice")
-    if len(rule.description) > MAX_TEXT_CHARS:
-        violations.add(f"{prefix}.description", f"at most {MAX_TEXT_CHARS} characters")
+    check_text(violations, f"{prefix}.description", rule.description, max_chars=MAX_TEXT_CHARS)
     for kind, mapping in (("labels", rule.labels), ("annotations", rule.annotations)):
         if len(mapping) > MAX_LABELS:
             violations.add(f"{prefix}.{kind}", f"at most {MAX_LABELS}")
@@ -143,8 +150,7 @@ def validate_rule(rule: AlertRule, *, known_signals: Sequence[str], prefix: str 
                 violations.add(f"{prefix}.{kind}[{key}]", "not a valid label name")
             elif kind == "labels" and key in RESERVED_LABELS:
                 violations.add(f"{prefix}.{kind}[{key}]", "set by the rule itself")
-            if len(value) > MAX_TEXT_CHARS:
-                violations.add(f"{prefix}.{kind}[{key}]", f"at most {MAX_TEXT_CHARS} characters")
+            check_text(violations, f"{prefix}.{kind}[{key}]", value, max_chars=MAX_TEXT_CHARS)
     if rule.safeguard and rule.severity is not Severity.CRITICAL:
         violations.add(f"{prefix}.safeguard", "only critical rules guard the rollout")
     violations.raise_if_any()

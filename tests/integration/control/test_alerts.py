@@ -504,6 +504,7 @@ async def test_bad_rules_are_invalid_argument(stub: ControlStub) -> None:
         "rule.signal": {"signal": "no_such_signal"},
         "rule.threshold": {"threshold": math.nan},
         "rule.for_duration": {"for_duration": Duration(seconds=-60)},
+        "rule.keep_firing_for": {"keep_firing_for": Duration(seconds=1, nanos=500_000_000)},
         "rule.comparison": {"comparison": "=="},
         "rule.channels": {"channels": []},
         "rule.name": {"name": "has space"},
