@@ -54,8 +54,13 @@ def minutes(value: float) -> Duration:
 class Mailbox:
     def __init__(self) -> None:
         self.messages: list[Message] = []
+        self.busy = 0
+        """Answer this many messages with a transient 451 first."""
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.busy:
+            self.busy -= 1
+            return "451 4.3.0 try again later"
         self.messages.append(message_from_bytes(envelope.content))
         return "250 OK"
 
@@ -440,12 +445,18 @@ async def test_email_goes_over_smtp(
     assert mail["Subject"] == f"[CRITICAL] {RULE}: backlog 5000"
     assert mail["To"] == "oncall@example.com, lead@example.com"
     assert "runbook:   docs/x.md#backlog" in mail.get_payload()  # type: ignore[operator]
+    mailbox.busy = 2  # SMTP 4xx is transient: retried, every attempt recorded
     test = await stub.SendTestNotification(
         control_pb2.SendTestNotificationRequest(channel=control_pb2.CHANNEL_EMAIL, message="hello"),
         metadata=auth("operator"),
     )
-    assert (test.delivered, test.attempts) == (True, 1)
+    assert (test.delivered, test.attempts) == (True, 3)
     assert mailbox.messages[-1]["Subject"] == "[TEST] test: hello"
+    assert [a[1:] for a in await attempts(db_engine)][-3:] == [
+        ("test", 1, "retry", 451),
+        ("test", 2, "retry", 451),
+        ("test", 3, "delivered", 250),
+    ]
 
 
 async def test_send_test_notification_per_channel(
