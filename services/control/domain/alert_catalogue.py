@@ -97,6 +97,13 @@ SIGNALS: tuple[SignalSpec, ...] = (
         f" / sum(rate(api_request_rate_total{{{_NOT_TRAFFIC}}}[5m]))",
     ),
     SignalSpec(
+        "api_latency_p95_seconds",
+        "p95 latency of data-path unary RPCs over 5 minutes, the slowest service",
+        "seconds",
+        "max(histogram_quantile(0.95, sum by (service, le) (rate(api_response_time_seconds_bucket"
+        r'{rpc_method!~"/grpc\\..*|.*/(StreamFeedback|TuneConfidenceThresholds|RunJobs)"}[5m]))))',
+    ),
+    SignalSpec(
         "memory_utilisation",
         "Resident memory / container limit, the fullest replica that has a limit",
         "ratio",
@@ -221,6 +228,18 @@ DEFAULT_RULES: tuple[AlertRule, ...] = (
         severity=WARNING, for_minutes=5,
         summary="reviewlearn: {{ value }} of RPCs fail server-side",
         description="Plan: API error rate > 1%.",
+    ),
+    _rule(
+        "ReviewlearnApiLatencyHigh", "api_latency_p95_seconds", ">", 0.2,
+        severity=WARNING, for_minutes=10,
+        summary="reviewlearn: p95 RPC latency {{ value }} s in the slowest service",
+        description="Plan: < 200 ms p95 API latency (phase 1 criterion).",
+    ),
+    _rule(
+        "ReviewlearnConnectionPoolHigh", "db_pool_utilisation", ">", 0.8,
+        severity=WARNING, for_minutes=15,
+        summary="reviewlearn: a database pool is {{ value }} in use",
+        description="Early warning for ReviewlearnConnectionPoolExhausted.",
     ),
     _rule(
         "ReviewlearnMemoryHigh", "memory_utilisation", ">", 0.8,

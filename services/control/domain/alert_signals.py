@@ -62,6 +62,7 @@ def signal_values(
     hit_rates = [v for v in reported("insights", "insights_cache_hit_rate") if v is not None]
     total_rpcs = sum(w.rpc_count for w in windows.values())
     total_errors = sum(w.error_count for w in windows.values())
+    slowest = [w.latency_p95_ms for w in windows.values() if w.latency_p95_ms is not None]
     insights = windows.get("insights")
     insights_p95 = insights.latency_p95_ms if insights is not None else None
 
@@ -76,6 +77,7 @@ def signal_values(
         "cache_hit_rate": sum(hit_rates) / len(hit_rates) if hit_rates else None,
         "learning_update_p95_seconds": _worst(reported("learning", "learning_update_p95_seconds")),
         "api_error_rate": total_errors / total_rpcs if total_rpcs else None,
+        "api_latency_p95_seconds": max(slowest) / 1000 if slowest else None,
         "insights_generation_p95_seconds": insights_p95 / 1000
         if insights_p95 is not None
         else None,
