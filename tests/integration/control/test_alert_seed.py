@@ -3,6 +3,7 @@ defines them, and a downgrade removes them."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -29,7 +30,8 @@ async def test_the_migration_seeds_the_catalogue(scratch_database: str) -> None:
         async with AsyncSession(engine) as session:
             seeded = {rule.name: rule for rule in await AlertRepository(session).rules()}
         assert seeded == {rule.name: rule for rule in DEFAULT_RULES}
-        await migrate.downgrade(scratch_database, "-1")  # 0009 is the head
+        alerting = importlib.import_module("shared.db.migrations.versions.0009_alerting")
+        await migrate.downgrade(scratch_database, str(alerting.down_revision))
         async with engine.connect() as connection:
             assert await connection.scalar(text("SELECT count(*) FROM alert_rules")) == 0
     finally:
