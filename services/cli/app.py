@@ -1,5 +1,5 @@
 """The ``reviewlearn`` command: ``up``, ``serve``, ``migrate``, ``demo``, ``evaluate``,
-``validate``, ``kill-switch``, ``gates``, ``jobs``."""
+``validate``, ``kill-switch``, ``gates``, ``jobs``, ``alerts``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from services.cli.alerts import alerts_app
 from services.cli.embedded import (
     EmbeddedPostgres,
     load_or_create_page_token_key,
@@ -45,6 +46,7 @@ app = typer.Typer(
 )
 app.add_typer(jobs_app, name="jobs")
 console = Console(stderr=True)
+app.add_typer(alerts_app, name="alerts")
 
 
 def _database_url() -> tuple[str, EmbeddedPostgres | None]:

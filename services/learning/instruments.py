@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 
+import numpy as np
 from opentelemetry import metrics
 
 from services.learning.domain.jobs import JobStatus
+
+RECENT_FOLDS = 200
 
 
 class LearningInstruments:
@@ -42,6 +46,8 @@ class LearningInstruments:
         self.diversity_factor = meter.create_histogram(
             "diversity_factor_distribution", description="Diversity asked for by ranking requests"
         )
+        # The control service's alert on fold latency reads this p95 from the heartbeats.
+        self.recent_folds: deque[float] = deque(maxlen=RECENT_FOLDS)
         self.last_average_score = 0.0
         meter.create_observable_gauge(
             "average_ranking_score",
@@ -52,6 +58,12 @@ class LearningInstruments:
             "learning_jobs_duration", unit="s", description="Time of one batch job run"
         )
         self._jobs = _JobTally.of_process(meter)
+
+    def fold_p95(self) -> float | None:
+        """p95 seconds of the last folds that folded anything; None before the first."""
+        if not self.recent_folds:
+            return None
+        return round(float(np.quantile(np.fromiter(self.recent_folds, float), 0.95)), 4)
 
     def job_finished(
         self, job: str, *, status: JobStatus, seconds: float, check_passed: bool | None

@@ -773,6 +773,11 @@ class AlertRuleRow(Base):
     enabled: Mapped[bool] = mapped_column(Boolean)
     description: Mapped[str] = mapped_column(Text, server_default="")
     updated_at: Mapped[datetime] = created_at_column()
+    keep_firing_seconds: Mapped[int] = mapped_column(Integer, server_default="0")
+    labels: Mapped[dict[str, str]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    annotations: Mapped[dict[str, str]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    # A critical safeguard that fires refuses AdvanceRollout (services/control/usecases/alerts).
+    safeguard: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
     __table_args__ = (
         CheckConstraint("comparison IN ('<', '<=', '>', '>=')", name="comparison_valid"),
@@ -786,14 +791,27 @@ class AlertEvent(Base):
     rule_name: Mapped[str] = mapped_column(ForeignKey("alert_rules.name", ondelete="CASCADE"))
     state: Mapped[int] = mapped_column(SmallInteger)
     severity: Mapped[int] = mapped_column(SmallInteger)
-    value: Mapped[float] = mapped_column(Double)
+    # None when the signal had no data at the last evaluation.
+    value: Mapped[float | None] = mapped_column(Double)
     active_since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     fired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     notifications: Mapped[int] = mapped_column(Integer, server_default="0")
+    # When a firing alert's condition last stopped holding (keep_firing_for counts from it).
+    cleared_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    silenced: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
-    __table_args__ = (Index("ix_alert_events_rule_name_state", "rule_name", "state"),)
+    __table_args__ = (
+        Index("ix_alert_events_rule_name_state", "rule_name", "state"),
+        # At most one pending or firing alert per rule, whichever replica evaluated.
+        Index(
+            "ux_alert_events_active_rule",
+            "rule_name",
+            unique=True,
+            postgresql_where=text("state IN (1, 2)"),
+        ),
+    )
 
 
 class AlertSilence(Base):
@@ -806,6 +824,54 @@ class AlertSilence(Base):
     created_by: Mapped[str] = mapped_column(String(200))
     comment: Mapped[str] = mapped_column(Text, server_default="")
     expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Label equality matchers (alertname, severity and the rule's labels); all must hold.
+    matchers: Mapped[dict[str, str]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+
+
+class AlertNotification(Base):
+    """The transactional outbox of alert notifications: written in the evaluation's transaction,
+    delivered after it commits by whichever replica claims the row (``claimed_until`` lease)."""
+
+    __tablename__ = "alert_notifications"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    # None for SendTestNotification.
+    alert_id: Mapped[int | None] = mapped_column(
+        ForeignKey("alert_events.id", ondelete="CASCADE"), index=True
+    )
+    rule_name: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # 0 pending, 1 delivered, 2 failed (services/control/domain/alert_delivery.py)
+    status: Mapped[int] = mapped_column(SmallInteger, server_default="0")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_error: Mapped[str] = mapped_column(Text, server_default="")
+    created_at: Mapped[datetime] = created_at_column()
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_alert_notifications_pending", "id", postgresql_where=text("status = 0")),
+    )
+
+
+class AlertNotificationAttempt(Base):
+    """Every delivery attempt of a notification and its outcome."""
+
+    __tablename__ = "alert_notification_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    notification_id: Mapped[int] = mapped_column(
+        ForeignKey("alert_notifications.id", ondelete="CASCADE"), index=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    attempted_at: Mapped[datetime] = created_at_column()
+    # "delivered", "retry" (5xx, timeout, connection refused), "failed" (permanent)
+    outcome: Mapped[str] = mapped_column(String(16))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[str] = mapped_column(Text, server_default="")
+    duration_seconds: Mapped[float] = mapped_column(Double)
 
 
 class ReplicaHeartbeat(Base):
