@@ -9,7 +9,8 @@ For every job asked for, in order:
    and runs nothing;
 3. with the lock held, a slot whose row says it ran (succeeded, failed or partial) is answered
    as recorded (``already_ran``) and runs nothing; a row left RUNNING by a runner that died (its
-   lock went with its connection) or SKIPPED by a gate is run now;
+   lock went with its connection) or SKIPPED by a gate is run now, and the job's runs of other
+   slots left RUNNING by dead runners are marked FAILED ("abandoned");
 4. the gates: ``batch_jobs`` off (or the kill switch, or learning) → SKIPPED with the reason;
 5. the job runs with up to ``attempts`` attempts (tenacity: exponential backoff with jitter);
    repositories that fail are retried alone, and those still failing after the last attempt
@@ -73,6 +74,7 @@ class JobRunStore(Protocol):
     async def lock_holder(self, job_name: str) -> str: ...
     async def run(self, run_id: int) -> JobRunRecord: ...
     async def start(self, run_id: int, *, holder: str, request_id: str | None) -> None: ...
+    async def abandon_others(self, job_name: str, *, running_id: int) -> int: ...
     async def finish(
         self,
         run_id: int,
@@ -291,7 +293,12 @@ class RunJobs:
     ) -> JobRunView:
         async with self._transaction() as store:
             await store.start(run_id, holder=self._holder, request_id=request.request_id)
+            abandoned = await store.abandon_others(spec.name, running_id=run_id)
             previous = await store.last_summary(spec.name, before_id=run_id)
+        if abandoned:
+            log.warning(
+                "job %s: %d earlier run(s) never finished; marked failed", spec.name, abandoned
+            )
         context = JobContext(
             spec=spec,
             slot=slot,
