@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
@@ -68,7 +69,8 @@ def _changes(run: learning_pb2.JobRun) -> str:
     """The summary's numbers that are not zero (what changed), compactly."""
     summary = MessageToDict(run.summary)
     shown = {
-        key: value
+        # Struct numbers are doubles: counts read better without ".0".
+        key: int(value) if isinstance(value, float) and value.is_integer() else value
         for key, value in summary.items()
         if key != "checks" and value not in (0, 0.0, False, None, [], "")
     }
@@ -141,6 +143,13 @@ def run(
     job: Annotated[
         list[str] | None, typer.Option(help="Only this job of the family; repeat for more.")
     ] = None,
+    at: Annotated[
+        datetime | None,
+        typer.Option(
+            help="Run the slot (hour, day or week) containing this UTC time instead of now's; "
+            "each slot runs once."
+        ),
+    ] = None,
     host: Annotated[str, typer.Option(help="Where the learning service listens.")] = "127.0.0.1",
     learning_port: int = DEFAULT_GRPC_PORTS["learning"],
 ) -> None:
@@ -155,6 +164,8 @@ def run(
         job_names=job or [],
         repository_urls=repo or [],
     )
+    if at is not None:
+        request.scheduled_time.FromDatetime(at if at.tzinfo else at.replace(tzinfo=UTC))
     try:
         runs = asyncio.run(
             _run_jobs(address, _operator("`reviewlearn jobs run`"), request, console)

@@ -155,6 +155,12 @@ class AttemptTally:
                 self.done.append(url)
         self.failed.update(failed)
 
+    def describe_error(self) -> str:
+        """``job_runs.error``: the job's exception, or the integrity checks that failed."""
+        if self.error or self.check_passed is not False:
+            return self.error
+        return "data integrity check failed: " + ", ".join(self.summary.get("failed_checks", []))
+
     def status(self) -> JobStatus:
         if self.error or self.check_passed is False:
             return JobStatus.FAILED

@@ -188,6 +188,26 @@ class JobRunRepository:
             )
         )
 
+    async def abandon_others(self, job_name: str, *, running_id: int) -> int:
+        """Marks the job's other started runs that never finished FAILED: called under the
+        job's lock, so their runners are gone (a lock dies with its connection). Rows only
+        claimed (no holder yet) belong to callers still waiting for the lock."""
+        result = await self._session.execute(
+            update(JobRun)
+            .where(
+                JobRun.job_name == job_name,
+                JobRun.id != running_id,
+                JobRun.status == int(JobStatus.RUNNING),
+                JobRun.holder != "",
+            )
+            .values(
+                status=int(JobStatus.FAILED),
+                error="abandoned: its runner stopped before finishing",
+                finished_at=func.now(),
+            )
+        )
+        return cast(CursorResult[Any], result).rowcount or 0
+
     async def finish(
         self,
         run_id: int,

@@ -9,7 +9,8 @@ For every job asked for, in order:
    and runs nothing;
 3. with the lock held, a slot whose row says it ran (succeeded, failed or partial) is answered
    as recorded (``already_ran``) and runs nothing; a row left RUNNING by a runner that died (its
-   lock went with its connection) or SKIPPED by a gate is run now;
+   lock went with its connection) or SKIPPED by a gate is run now, and the job's runs of other
+   slots left RUNNING by dead runners are marked FAILED ("abandoned");
 4. the gates: ``batch_jobs`` off (or the kill switch, or learning) → SKIPPED with the reason;
 5. the job runs with up to ``attempts`` attempts (tenacity: exponential backoff with jitter);
    repositories that fail are retried alone, and those still failing after the last attempt
@@ -73,6 +74,7 @@ class JobRunStore(Protocol):
     async def lock_holder(self, job_name: str) -> str: ...
     async def run(self, run_id: int) -> JobRunRecord: ...
     async def start(self, run_id: int, *, holder: str, request_id: str | None) -> None: ...
+    async def abandon_others(self, job_name: str, *, running_id: int) -> int: ...
     async def finish(
         self,
         run_id: int,
@@ -263,85 +265,82 @@ class RunJobs:
                 slot=slot,
                 request_id=request.request_id,
             )
+        # This transaction holds the job's lock until the run is recorded; the run's own
+        # bookkeeping goes through short transactions of its own, so others see it at once.
         async with self._transaction() as lock:
             if not await lock.try_lock(spec.name, holder=self._holder):
-                record = await lock.run(run_id)
-                holder = record.holder if record.status is JobStatus.RUNNING else ""
-                holder = holder or await lock.lock_holder(spec.name) or "another runner"
-                return JobRunView(
-                    replace(
-                        record,
-                        status=JobStatus.SKIPPED,
-                        reason=f"already running: {holder}",
-                        holder=holder,
-                    )
-                )
+                return await self._held_elsewhere(lock, spec, run_id)
             record = await lock.run(run_id)
             if record.status in FINISHED:
                 return JobRunView(record, already_ran=True)
             closed = await self._closed_gate(spec)
             if closed:
-                async with self._transaction() as store:
-                    await store.finish(
-                        run_id,
-                        status=JobStatus.SKIPPED,
-                        attempts=0,
-                        error="",
-                        reason=closed,
-                        summary={},
-                        done=(),
-                        failed={},
-                        check_passed=None,
-                        duration_seconds=0.0,
-                    )
-                    return JobRunView(await store.run(run_id))
-            async with self._transaction() as store:
-                await store.start(run_id, holder=self._holder, request_id=request.request_id)
-                previous = await store.last_summary(spec.name, before_id=run_id)
-            started = time.perf_counter()
-            tally, attempts = await self._attempts(
-                spec,
-                JobContext(
-                    spec=spec,
-                    slot=slot,
-                    request_id=request.request_id or f"job-{spec.name}-{slot:%Y%m%dT%H}",
-                    repositories=request.repositories,
-                    previous=previous,
-                ),
+                return JobRunView(await self._finish(run_id, AttemptTally(), 0, 0.0, closed))
+            return await self._execute(spec, request, slot, run_id)
+
+    async def _held_elsewhere(self, lock: JobRunStore, spec: JobSpec, run_id: int) -> JobRunView:
+        """SKIPPED, naming who holds the lock (not recorded: the slot's row is the holder's)."""
+        record = await lock.run(run_id)
+        holder = record.holder if record.status is JobStatus.RUNNING else ""
+        holder = holder or await lock.lock_holder(spec.name) or "another runner"
+        skipped = replace(
+            record, status=JobStatus.SKIPPED, reason=f"already running: {holder}", holder=holder
+        )
+        return JobRunView(skipped)
+
+    async def _execute(
+        self, spec: JobSpec, request: RunJobsRequest, slot: datetime, run_id: int
+    ) -> JobRunView:
+        async with self._transaction() as store:
+            await store.start(run_id, holder=self._holder, request_id=request.request_id)
+            abandoned = await store.abandon_others(spec.name, running_id=run_id)
+            previous = await store.last_summary(spec.name, before_id=run_id)
+        if abandoned:
+            log.warning(
+                "job %s: %d earlier run(s) never finished; marked failed", spec.name, abandoned
             )
-            seconds = time.perf_counter() - started
-            status = tally.status()
-            error = tally.error
-            if not error and tally.check_passed is False:
-                error = "data integrity check failed: " + ", ".join(
-                    tally.summary.get("failed_checks", [])
-                )
-            async with self._transaction() as store:
-                await store.finish(
-                    run_id,
-                    status=status,
-                    attempts=attempts,
-                    error=error,
-                    reason="",
-                    summary=tally.summary,
-                    done=tally.done,
-                    failed=tally.failed,
-                    check_passed=tally.check_passed,
-                    duration_seconds=seconds,
-                )
-                record = await store.run(run_id)
+        context = JobContext(
+            spec=spec,
+            slot=slot,
+            request_id=request.request_id or f"job-{spec.name}-{slot:%Y%m%dT%H}",
+            repositories=request.repositories,
+            previous=previous,
+        )
+        started = time.perf_counter()
+        tally, attempts = await self._attempts(spec, context)
+        seconds = time.perf_counter() - started
+        record = await self._finish(run_id, tally, attempts, seconds, "")
         self._instruments.job_finished(
-            spec.name, status=status, seconds=seconds, check_passed=tally.check_passed
+            spec.name, status=record.status, seconds=seconds, check_passed=tally.check_passed
         )
         log.info(
             "job %s of %s: %s after %d attempt(s)",
             spec.name,
             slot.isoformat(),
-            status.name,
+            record.status.name,
             attempts,
-            extra={"fields": {"job": spec.name, "status": status.name, "seconds": seconds}},
+            extra={"fields": {"job": spec.name, "status": record.status.name, "seconds": seconds}},
         )
         return JobRunView(record)
+
+    async def _finish(
+        self, run_id: int, tally: AttemptTally, attempts: int, seconds: float, skipped: str
+    ) -> JobRunRecord:
+        """Records the run's outcome (``skipped``: why it did not run) and returns the row."""
+        async with self._transaction() as store:
+            await store.finish(
+                run_id,
+                status=JobStatus.SKIPPED if skipped else tally.status(),
+                attempts=attempts,
+                error=tally.describe_error(),
+                reason=skipped,
+                summary=tally.summary,
+                done=tally.done,
+                failed=tally.failed,
+                check_passed=tally.check_passed,
+                duration_seconds=seconds,
+            )
+            return await store.run(run_id)
 
     async def _closed_gate(self, spec: JobSpec) -> str:
         """Why the job may not run now (empty: it may)."""

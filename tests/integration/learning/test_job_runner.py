@@ -7,6 +7,7 @@ import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.learning.domain.jobs import JobStatus
@@ -129,3 +130,35 @@ async def test_two_replicas_racing_for_a_job_one_runs_and_the_other_is_told_who(
     assert third.already_ran
     assert third.record.run_id == done.run_id
     assert runs == 1
+
+
+async def test_a_run_whose_runner_died_is_taken_over_in_its_slot_and_marked_failed_after(
+    db_engine: AsyncEngine,
+) -> None:
+    async def quick(context: JobContext) -> JobResult:
+        return JobResult(summary={"rows_written": 1})
+
+    async with db_engine.begin() as connection:  # two runs a crashed replica left behind
+        await connection.execute(
+            text(
+                "INSERT INTO job_runs (job_name, frequency, scheduled_for, status, holder) VALUES "
+                "('calculate_roi', 1, :earlier, 1, 'replica-dead'), "
+                "('calculate_roi', 1, :slot, 1, 'replica-dead')"
+            ),
+            {
+                "earlier": datetime(2026, 12, 2, 7, tzinfo=UTC),
+                "slot": datetime(2026, 12, 2, 9, tzinfo=UTC),
+            },
+        )
+    run = (await runner(db_engine, quick).run(request())).runs[0].record
+    assert (run.status, run.holder, run.attempts) == (JobStatus.SUCCEEDED, "replica-a", 1)
+    async with db_engine.connect() as connection:
+        rows = (
+            await connection.execute(
+                text("SELECT scheduled_for, status, error FROM job_runs ORDER BY scheduled_for")
+            )
+        ).all()
+    assert [(r.status, r.error.split(":")[0]) for r in rows] == [
+        (int(JobStatus.FAILED), "abandoned"),
+        (int(JobStatus.SUCCEEDED), ""),
+    ]

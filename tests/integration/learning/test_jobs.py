@@ -65,7 +65,7 @@ async def start_learning(
     }
     values.update(overrides)
     service = await start_service(build_learning, LearningSettings, **values)
-    return learning_pb2_grpc.LearningServiceStub(service.channel)  # type: ignore[return-value]
+    return learning_pb2_grpc.LearningServiceStub(service.channel)
 
 
 async def run_jobs(stub: Stub, **fields: Any) -> learning_pb2.RunJobsResponse:
@@ -390,7 +390,7 @@ async def test_job_metrics_are_exported_on_the_side_port(
     service = await start_service(
         build_learning, LearningSettings, insights_address="127.0.0.1:1", **FAST_RETRIES
     )
-    stub: Stub = learning_pb2_grpc.LearningServiceStub(service.channel)  # type: ignore[assignment]
+    stub: Stub = learning_pb2_grpc.LearningServiceStub(service.channel)
     await run_jobs(stub, job_names=["validate_data_integrity"])
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{service.runtime.metrics_port}"
