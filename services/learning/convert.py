@@ -176,45 +176,48 @@ class _Explainer:
         # is left out; the base (slot 0) is always there.
         present = ~((columns < 0) & (contributions == 0.0))
         present[:, 0] = True
-        encoded: dict[tuple[int, int], bytes] = {}
-        words: dict[tuple[int, int], str] = {}
-        first: dict[tuple[int, int], int] = {}  # a finding that has the pair, for its label
-        rows, slot_of = np.nonzero(present)
-        for row, slot in zip(rows.tolist(), slot_of.tolist(), strict=True):
-            first.setdefault((slot, int(columns[row, slot])), row)
-        for (slot, column), row in first.items():
-            candidate = outcome.candidates[row]
-            contribution = float(contributions[row, slot])
-            acted_on, outcomes = model.evidence(slot, column)
-            label = model.term_label(
-                slot,
-                category=candidate.category,
-                rule_id=candidate.rule_id,
-                severity=candidate.severity,
-                confidence=candidate.confidence,
-            )
-            encoded[(slot, column)] = learning_pb2.Explanation(
-                terms=[
-                    learning_pb2.TermContribution(
-                        term=SLOTS[slot],
-                        key=label,
-                        contribution=contribution,
-                        acted_on=acted_on,
-                        outcomes=outcomes,
-                    )
-                ]
-            ).SerializeToString()
-            words[(slot, column)] = (
-                f"{_TERM_WORDS.get(SLOTS[slot], SLOTS[slot] + ' {key}').format(key=label)} "
-                f"{contribution:+.2f} (acted on {acted_on} of {outcomes})"
-            )
         # Per slot, the bytes and words of each finding's level there ("" where absent).
         slot_bytes = np.full((n, slots), b"", dtype=object)
         slot_words = np.full((n, slots), "", dtype=object)
-        for (slot, column), data in encoded.items():
-            members = present[:, slot] & (columns[:, slot] == column)
-            slot_bytes[members, slot] = data
-            slot_words[members, slot] = words[(slot, column)]
+        for slot in range(slots):
+            rows = np.flatnonzero(present[:, slot])
+            if rows.size == 0:
+                continue
+            levels, first, inverse = np.unique(
+                columns[rows, slot], return_index=True, return_inverse=True
+            )
+            encoded: list[bytes] = []
+            words: list[str] = []
+            for column, row in zip(levels.tolist(), rows[first].tolist(), strict=True):
+                candidate = outcome.candidates[row]
+                contribution = float(contributions[row, slot])
+                acted_on, outcomes = model.evidence(slot, column)
+                label = model.term_label(
+                    slot,
+                    category=candidate.category,
+                    rule_id=candidate.rule_id,
+                    severity=candidate.severity,
+                    confidence=candidate.confidence,
+                )
+                encoded.append(
+                    learning_pb2.Explanation(
+                        terms=[
+                            learning_pb2.TermContribution(
+                                term=SLOTS[slot],
+                                key=label,
+                                contribution=contribution,
+                                acted_on=acted_on,
+                                outcomes=outcomes,
+                            )
+                        ]
+                    ).SerializeToString()
+                )
+                words.append(
+                    f"{_TERM_WORDS.get(SLOTS[slot], SLOTS[slot] + ' {key}').format(key=label)} "
+                    f"{contribution:+.2f} (acted on {acted_on} of {outcomes})"
+                )
+            slot_bytes[rows, slot] = np.array(encoded, dtype=object)[inverse]
+            slot_words[rows, slot] = np.array(words, dtype=object)[inverse]
         self.terms: list[bytes] = [b"".join(row) for row in slot_bytes.tolist()]
         # The three largest terms after the base, ties in slot order (a stable sort).
         size = np.where(present, np.abs(contributions), -1.0)
