@@ -99,6 +99,8 @@ class ServiceSettings(BaseSettings):
     replica_id: str = ""
     """Identifies this process in heartbeats; defaults to service@host:pid:random."""
 
+    uvloop: bool = True
+    """Run the event loop on uvloop (when installed): less CPU per RPC; false for asyncio's."""
     workers: int = Field(1, ge=1, le=64)
     """Processes ``reviewlearn serve`` runs for this service, sharing its gRPC port
     (SO_REUSEPORT), each with its own event loop and database pool; in Kubernetes, the pod's CPU

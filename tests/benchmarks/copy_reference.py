@@ -15,7 +15,6 @@ process, as the benchmark does::
 from __future__ import annotations
 
 import argparse
-import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,6 +24,7 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from reviewlearn.feedback.v1 import feedback_pb2
 
+from shared.rpc.entrypoint import run_event_loop
 from shared.rpc.server import run_until_signalled
 from tests.benchmarks.echo import MAX_MESSAGE_BYTES, SERVICE_NAME
 
@@ -131,7 +131,7 @@ def main() -> None:
     reference = CopyReference(
         host=arguments.host, port=arguments.port, database_url=arguments.database_url
     )
-    asyncio.run(run_until_signalled(reference))
+    run_event_loop(run_until_signalled(reference))
 
 
 if __name__ == "__main__":

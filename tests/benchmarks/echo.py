@@ -12,7 +12,6 @@ load generator exactly as a service does::
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import Any
 
 import grpc
@@ -23,6 +22,7 @@ from reviewlearn.feedback.v1 import feedback_pb2
 from reviewlearn.insights.v1 import insights_pb2
 from reviewlearn.learning.v1 import learning_pb2
 
+from shared.rpc.entrypoint import run_event_loop
 from shared.rpc.server import run_until_signalled
 
 SERVICE_NAME = "reviewlearn.feedback.v1.FeedbackService"
@@ -274,7 +274,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     arguments = parser.parse_args()
-    asyncio.run(run_until_signalled(EchoServer(host=arguments.host, port=arguments.port)))
+    run_event_loop(run_until_signalled(EchoServer(host=arguments.host, port=arguments.port)))
 
 
 if __name__ == "__main__":
