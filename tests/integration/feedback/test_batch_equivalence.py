@@ -1,5 +1,6 @@
 """The batch path through COPY stores the same rows and answers the same per-item results as the
-path it replaced (one ``INSERT … SELECT unnest(…)`` and a second look-up of the re-sent events).
+path it replaced (one ``INSERT … SELECT unnest(…)`` and a second look-up of the re-sent events),
+and so does the same statement reading a small batch from arrays (group commits of unary calls).
 
 The expected answers below were recorded from the old path (commit 94a2b49) on this very batch
 before the new one was written; the test pins them, so any change in what a mixed batch stores or
@@ -11,11 +12,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from reviewlearn.common.v1 import common_pb2
 from reviewlearn.feedback.v1 import feedback_pb2, feedback_pb2_grpc
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.feedback import repository
 from shared.db.models import Feedback
 from tests.conftest import auth
 from tests.integration.feedback.conftest import event, record_review
@@ -143,6 +146,14 @@ EXPECTED_ROWS: list[tuple[Any, ...]] = [
 ]
 
 
+@pytest.fixture(params=["copy", "arrays"])
+def storage_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs through COPY and through arrays (whatever the batch's size)."""
+    limit = 0 if request.param == "copy" else 10_000
+    monkeypatch.setattr(repository, "ARRAYS_AT_MOST", limit)
+    return str(request.param)
+
+
 async def _rows(engine: AsyncEngine) -> list[Any]:
     async with engine.connect() as connection:
         return list(
@@ -162,6 +173,7 @@ async def _rows(engine: AsyncEngine) -> list[Any]:
         )
 
 
+@pytest.mark.usefixtures("storage_path")
 async def test_a_mixed_batch_stores_and_answers_exactly_as_before(
     stub: Stub, db_engine: AsyncEngine
 ) -> None:
@@ -211,6 +223,7 @@ async def test_a_mixed_batch_stores_and_answers_exactly_as_before(
     )
 
 
+@pytest.mark.usefixtures("storage_path")
 async def test_single_events_answer_exactly_as_before(stub: Stub, db_engine: AsyncEngine) -> None:
     """RecordFeedback (group commit) on the same cases: stored, duplicate, conflict, unknown."""
     ids = [f.finding_id for f in (await record_review(stub)).findings]
