@@ -33,6 +33,7 @@ from services.cli.supervisor import (
     SERVICES,
     Supervisor,
 )
+from services.cli.workers import run_workers, worker_settings
 from shared.auth import Role, TokenRegistry, parse_tokens
 from shared.db import migrate as migrations
 
@@ -195,6 +196,12 @@ def _token_items(tokens: TokenRegistry) -> list[tuple[str, Role]]:
 @app.command()
 def serve(
     service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}")],
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=64, help="Processes sharing the port (default REVIEWLEARN_WORKERS)."
+        ),
+    ] = None,
 ) -> None:
     """Run one service in the foreground (for containers); configured by REVIEWLEARN_* vars."""
     if service not in SERVICES:
@@ -202,6 +209,10 @@ def serve(
             f"[red]unknown service {service!r}; choose one of {', '.join(SERVICES)}[/red]"
         )
         raise typer.Exit(2)
+    settings = worker_settings(service)
+    count = workers or settings.workers
+    if count > 1:
+        raise typer.Exit(asyncio.run(run_workers(service, settings, count)))
     # exec, so the service is PID 1's direct child and receives SIGTERM itself.
     os.execv(sys.executable, [sys.executable, "-m", f"services.{service}"])
 

@@ -46,10 +46,9 @@ class LearningHandlers(learning_pb2_grpc.LearningServiceServicer):
     async def RankSuggestions(
         self, request: learning_pb2.RankSuggestionsRequest, context: Any
     ) -> learning_pb2.RankSuggestionsResponse:
-        outcome = await self._ranker.rank(
-            convert.rank_request_from_pb(request), time_remaining=context.time_remaining()
-        )
-        return convert.rank_outcome_to_pb(outcome)
+        ranking = convert.rank_request_from_pb(request)
+        outcome = await self._ranker.rank(ranking, time_remaining=context.time_remaining())
+        return convert.rank_outcome_to_pb(outcome, explain=ranking.options.explain)
 
     async def GetLearningMetrics(
         self, request: learning_pb2.GetLearningMetricsRequest, context: Any

@@ -156,6 +156,7 @@ class RankOptions(_message.Message):
     DIVERSITY_FIELD_NUMBER: _builtins.int
     EXPLORATION_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    EXPLAIN_FIELD_NUMBER: _builtins.int
     max_results: _builtins.int
     """At most this many unsuppressed findings are returned in rank order; 0 means all."""
     diversity: _builtins.float
@@ -164,6 +165,12 @@ class RankOptions(_message.Message):
     """Thompson sampling of each rule's acceptance instead of its mean."""
     seed: _builtins.int
     """Seed for exploration; the same inputs and seed give the same output."""
+    explain: _builtins.bool
+    """Unset or true: every ranked finding carries its Explanation. False: the lean answer for
+    bots that only need order and suppression — no explanation (terms, bounds, summary); the
+    rank, score, calibrated_probability, suppression reason and detail, duplicate_of and flag
+    are all still there. With a learned model, about a fifth of the size.
+    """
     def __init__(
         self,
         *,
@@ -171,12 +178,15 @@ class RankOptions(_message.Message):
         diversity: _builtins.float = ...,
         exploration: _builtins.bool = ...,
         seed: _builtins.int = ...,
+        explain: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_explain", b"_explain", "explain", b"explain"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["diversity", b"diversity", "exploration", b"exploration", "max_results", b"max_results", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_explain", b"_explain", "diversity", b"diversity", "explain", b"explain", "exploration", b"exploration", "max_results", b"max_results", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__explain: _TypeAlias = _typing.Literal["explain"]  # noqa: Y015
+    _WhichOneofArgType__explain: _TypeAlias = _typing.Literal["_explain", b"_explain"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__explain) -> _WhichOneofReturnType__explain | None: ...
 
 Global___RankOptions: _TypeAlias = RankOptions  # noqa: Y015
 
