@@ -24,6 +24,7 @@ from services.cli.embedded import (
     load_or_create_tokens,
     state_dir,
 )
+from services.cli.loadtest import loadtest_command
 from services.cli.supervisor import (
     DEFAULT_GRPC_PORTS,
     DEFAULT_METRICS_PORTS,
@@ -419,6 +420,9 @@ def migrate(
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+app.command("loadtest")(loadtest_command)
 
 
 def main() -> None:
