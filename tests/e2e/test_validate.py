@@ -8,7 +8,9 @@ import subprocess
 import sys
 
 import grpc
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from reviewlearn.feedback.v1 import feedback_pb2_grpc
 from reviewlearn.learning.v1 import learning_pb2, learning_pb2_grpc
 from sqlalchemy import text
@@ -18,6 +20,7 @@ from services.cli.loader import load_history
 from services.cli.synthetic import generate_history
 from tests.conftest import auth
 from tests.e2e.live_system import LiveSystem, live_system
+from tests.metric_names import exported_series
 
 __all__ = ["live_system"]
 
@@ -150,3 +153,17 @@ def test_contracts_fail_when_a_service_is_missing_a_method(loaded: LiveSystem) -
     result = validate(loaded, "contracts", "--target", "127.0.0.1:1")
     assert result.returncode == 75, result.stdout + result.stderr
     assert "is the system running" in result.stdout
+
+
+def test_the_metric_names_read_from_the_code_are_the_ones_scraped(loaded: LiveSystem) -> None:
+    """tests/metric_names.py (which the dashboard test trusts) names what /metrics shows."""
+    scraped = set()
+    for port in loaded.metrics_ports.values():
+        body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        for family in text_string_to_metric_families(body):
+            for sample in family.samples:
+                if sample.labels.get("otel_scope_name", "").startswith("reviewlearn"):
+                    scraped.add(sample.name)
+    assert len(scraped) >= 20
+    assert scraped - exported_series() == set()
+    assert {"gate_snapshot_version", "api_request_rate_total"} <= scraped
