@@ -87,6 +87,8 @@ class RpcStats:
     service_ms: list[float] = field(default_factory=list)
     """From the moment it was sent: what the system took."""
     codes: Counter[str] = field(default_factory=Counter)
+    first_error: dict[str, str] = field(default_factory=dict)
+    """The details of the first answer with each failing code (what to look up first)."""
 
 
 @dataclass
@@ -154,6 +156,7 @@ class LoadReport:
                     "service_p95_ms": round(self.percentile(name, 95, service=True), 2),
                     "service_p99_ms": round(self.percentile(name, 99, service=True), 2),
                     "codes": dict(s.codes),
+                    "first_error": dict(s.first_error),
                 }
                 for name, s in sorted(self.rpcs.items())
             },
@@ -341,6 +344,7 @@ async def run_loadtest(
                 code = "OK"
             except grpc.aio.AioRpcError as error:
                 code = error.code().name
+                stats[name].first_error.setdefault(code, error.details() or "")
             finally:
                 gate.release()
             done = time.perf_counter()
@@ -437,6 +441,9 @@ def print_report(report: LoadReport, console: Console) -> None:
     )
     errors = ", ".join(f"{code}: {n:,}" for code, n in report.errors.most_common()) or "none"
     console.print(f"errors by status code: {errors}")
+    for name, s in sorted(report.rpcs.items()):
+        for code, details in s.first_error.items():
+            console.print(f"  first {code} of {name}: {details[:200]}")
     verdict = "[green]HELD[/green]" if report.target_held else "[red]NOT HELD[/red]"
     console.print(
         f"plan target p95 < {TARGET_P95_MS:.0f} ms at {TARGET_RATE:,.0f} req/s: {verdict} "

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +46,26 @@ class LiveSystem:
         return env
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def live_system(
+    postgres_server_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveSystem]:
+    """One system for the whole run, shared by the modules that only add to it."""
+    with running_system(postgres_server_url, tmp_path_factory) as system:
+        yield system
+
+
+@pytest.fixture(scope="module")
+def fresh_live_system(
+    postgres_server_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveSystem]:
+    """A system of the module's own, starting from empty tables (ids start at 1)."""
+    with running_system(postgres_server_url, tmp_path_factory) as system:
+        yield system
+
+
+@contextmanager
+def running_system(
     postgres_server_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveSystem]:
     database_url = asyncio.run(_create_database(postgres_server_url))
@@ -65,6 +84,8 @@ def live_system(
         command += [f"--{name}-port", str(port)]
     env = system.cli_env()
     env.pop("LEARNING_ENABLED", None)
+    # Small pools: the test server's 100 connections are shared with the rest of the suite.
+    env.update(REVIEWLEARN_DB_POOL_SIZE="3", REVIEWLEARN_DB_MAX_OVERFLOW="3")
     # A file, not a pipe: the services inherit it and would block once a pipe's buffer filled.
     with system.log.open("w") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)

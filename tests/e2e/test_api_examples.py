@@ -22,9 +22,9 @@ import pytest
 
 from services.cli.contracts import PENDING_IMPLEMENTATION
 from tests.conftest import TOKENS
-from tests.e2e.live_system import LiveSystem, live_system
+from tests.e2e.live_system import LiveSystem, fresh_live_system
 
-__all__ = ["live_system"]
+__all__ = ["fresh_live_system"]
 
 DOC = Path(__file__).resolve().parents[2] / "docs/PHASE_5_API.md"
 DEFAULT_GRPC = {"feedback": 50051, "learning": 50052, "insights": 50053, "control": 50054}
@@ -106,13 +106,13 @@ def test_the_parser_joins_what_a_shell_would() -> None:
 
 
 @pytest.fixture(scope="module")
-def system_env(live_system: LiveSystem) -> dict[str, str]:
-    env = dict(live_system.cli_env())
+def system_env(fresh_live_system: LiveSystem) -> dict[str, str]:
+    env = dict(fresh_live_system.cli_env())
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(RL_INGEST=TOKENS["ingest"], RL_READER=TOKENS["reader"])
     env["RL_OPERATOR"] = TOKENS["operator"]
     for variable, service in VARIABLES.items():
-        env[variable] = live_system.address(service)
+        env[variable] = fresh_live_system.address(service)
     return env
 
 
@@ -124,14 +124,14 @@ def _localised(command: str, system: LiveSystem) -> str:
     return command
 
 
-def test_every_example_runs(live_system: LiveSystem, system_env: dict[str, str]) -> None:
+def test_every_example_runs(fresh_live_system: LiveSystem, system_env: dict[str, str]) -> None:
     commands = examples(DOC.read_text())
     assert len(commands) >= 50
     ordered = [c for c in commands if not any(d in c for d in DESTRUCTIVE)]
     ordered += [c for c in commands if any(d in c for d in DESTRUCTIVE)]
     failures = []
     for command in ordered:
-        localised = _localised(command, live_system)
+        localised = _localised(command, fresh_live_system)
         if "WatchFeatureGates" in localised:  # a stream that waits for news: its first answer
             localised = localised.replace("grpcurl ", "grpcurl -max-time 2 ", 1)
         result = subprocess.run(
