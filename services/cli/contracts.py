@@ -7,8 +7,11 @@ domain: negative numbers, unknown enum values, strings that name nothing, a page
 never issued). Each answer must be one of the documented codes; INTERNAL and UNKNOWN never are,
 and UNIMPLEMENTED is a failure except for the methods in :data:`PENDING_IMPLEMENTATION`.
 
-Malformed requests never set a boolean (``engaged``, ``dry_run``, ``confirm``…): against a
-production system a check must not flip a switch, and a false boolean is the harmless default.
+Malformed requests never set a boolean (``engaged``, ``force``…): against a production system a
+check must not flip a switch, and a false boolean is the harmless default. The writes whose
+empty or malformed request could still be valid (an empty RollbackModel rolls the model back,
+a reason is all AdvanceRollout needs) get the fields in :data:`GUARDED` on top, which make them
+harmless (a dry run) or invalid whatever else they carry; the check changes nothing.
 """
 
 from __future__ import annotations
@@ -50,6 +53,24 @@ PENDING_IMPLEMENTATION: frozenset[str] = frozenset(
     }
 )
 """Methods allowed to answer UNIMPLEMENTED (``service/method``)."""
+
+_NONE = object()
+GUARDED: dict[str, dict[str, object]] = {
+    "reviewlearn.learning.v1.LearningService/TuneConfidenceThresholds": {"dry_run": True},
+    "reviewlearn.learning.v1.LearningService/RollbackModel": {"version": "contracts-check:none"},
+    "reviewlearn.feedback.v1.FeedbackService/DeleteFinding": {"finding_id": 0, "reason": ""},
+    "reviewlearn.control.v1.ControlService/SetKillSwitch": {"reason": ""},
+    "reviewlearn.control.v1.ControlService/SetFeatureGate": {"reason": ""},
+    "reviewlearn.control.v1.ControlService/ClearFeatureGate": {"reason": ""},
+    "reviewlearn.control.v1.ControlService/AdvanceRollout": {"reason": ""},
+    "reviewlearn.control.v1.ControlService/RollbackRollout": {"reason": ""},
+    "reviewlearn.control.v1.ControlService/UpsertAlertRule": {"rule": _NONE},
+    "reviewlearn.control.v1.ControlService/CreateSilence": {"rule_names": _NONE},
+    "reviewlearn.control.v1.ControlService/ExpireSilence": {"silence_id": 0},
+    "reviewlearn.control.v1.ControlService/SendTestNotification": {"channel": _NONE},
+}
+"""Field values set on the requests of these writes (``_NONE``: the field cleared); a field a
+proto does not have is ignored, so a renamed field weakens a guard but never breaks the check."""
 
 SKIPPED_SERVICES = frozenset(
     {"grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection"}
@@ -188,7 +209,18 @@ class ReflectedService:
         request = message_factory.GetMessageClass(method.input_type)()
         if malformed:
             _fill(request)
+        _guard(request, GUARDED.get(f"{method.containing_service.full_name}/{method.name}", {}))
         return request
+
+
+def _guard(request: message.Message, fields: dict[str, object]) -> None:
+    for name, value in fields.items():
+        if name not in request.DESCRIPTOR.fields_by_name:
+            continue
+        if value is _NONE:
+            request.ClearField(name)
+        else:
+            setattr(request, name, value)
 
 
 def _serializer(request: message.Message) -> bytes:

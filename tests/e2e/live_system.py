@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from tests.conftest import TOKENS_ENV, _create_database, _drop_database, free_po
 
 SERVICES = ("feedback", "learning", "insights", "control")
 READY_SECONDS = 120
+START_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,48 @@ def running_system(
     postgres_server_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveSystem]:
     database_url = asyncio.run(_create_database(postgres_server_url))
-    root = tmp_path_factory.mktemp("live-system")
-    metrics_base = free_port()
+    try:
+        # Ports are chosen free but can be taken before the services bind them (other test
+        # runs share the machine): a start that lost that race is retried on new ports.
+        for attempt in range(START_ATTEMPTS):
+            root = tmp_path_factory.mktemp("live-system")
+            system, process = _start(database_url, root)
+            if process is not None:
+                break
+            if attempt == START_ATTEMPTS - 1:
+                raise AssertionError(f"reviewlearn up did not start: {system.log.read_text()}")
+        assert process is not None
+        try:
+            yield system
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    finally:
+        asyncio.run(_drop_database(postgres_server_url, database_url))
+
+
+def _consecutive_free_ports(count: int) -> int:
+    """A port whose next ``count - 1`` are free too (``up`` takes one metrics base port)."""
+    while True:
+        base = free_port()
+        if base + count > 65535:
+            continue
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+
+
+def _start(database_url: str, root: Path) -> tuple[LiveSystem, subprocess.Popen[bytes] | None]:
+    """Starts ``reviewlearn up``; the process once it is ready, None when a port was taken."""
+    metrics_base = _consecutive_free_ports(len(SERVICES))
     system = LiveSystem(
         database_url=database_url,
         grpc_ports={name: free_port() for name in SERVICES},
@@ -89,19 +131,12 @@ def running_system(
     # A file, not a pipe: the services inherit it and would block once a pipe's buffer filled.
     with system.log.open("w") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + READY_SECONDS
-        while "Ctrl-C stops everything" not in system.log.read_text():
-            assert process.poll() is None, f"reviewlearn up exited: {system.log.read_text()}"
-            assert time.monotonic() < deadline, system.log.read_text()
-            time.sleep(0.2)
-        yield system
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        asyncio.run(_drop_database(postgres_server_url, database_url))
+    deadline = time.monotonic() + READY_SECONDS
+    while "Ctrl-C stops everything" not in system.log.read_text():
+        if process.poll() is not None:
+            output = system.log.read_text()
+            assert "Address already in use" in output or "cannot bind" in output, output
+            return system, None
+        assert time.monotonic() < deadline, system.log.read_text()
+        time.sleep(0.2)
+    return system, process

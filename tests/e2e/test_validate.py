@@ -126,10 +126,31 @@ def test_metrics_passes_clean_and_catches_wrong_numbers(loaded: LiveSystem) -> N
     assert "rebuilt from" in repaired.stdout
 
 
+_WRITTEN_BY_OPERATORS = (
+    "SELECT (SELECT count(*) FROM audit_events), (SELECT count(*) FROM threshold_history),"
+    " (SELECT count(*) FROM learned_models), (SELECT version FROM learned_models WHERE active),"
+    " (SELECT count(*) FROM findings), (SELECT count(*) FROM suggestion_feedback),"
+    " (SELECT version FROM gate_state)"
+)
+
+
+async def _scalars(system: LiveSystem, statement: str) -> tuple[object, ...]:
+    engine = create_async_engine(system.database_url)
+    try:
+        async with engine.connect() as connection:
+            return tuple((await connection.execute(text(statement))).one())
+    finally:
+        await engine.dispose()
+
+
 def test_contracts_every_rpc_answers_a_documented_code(loaded: LiveSystem) -> None:
     targets = [arg for name in loaded.grpc_ports for arg in ("--target", loaded.address(name))]
+    before = asyncio.run(_scalars(loaded, _WRITTEN_BY_OPERATORS))
     result = validate(loaded, "contracts", *targets)
     assert result.returncode == 0, result.stdout + result.stderr
+    # Run against production, the check must change nothing: no audited change, no tune, no
+    # model fitted or rolled back, nothing recorded or deleted, no gate moved.
+    assert asyncio.run(_scalars(loaded, _WRITTEN_BY_OPERATORS)) == before
     for method in (
         "reviewlearn.feedback.v1.FeedbackService/RecordFindings",
         "reviewlearn.learning.v1.LearningService/RankSuggestions",
