@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed-stamp
 PROTO_FILES := $(wildcard protos/reviewlearn/*/v1/*.proto)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test check lint format typecheck imports proto proto-check alerts-check bench demo clean
+.PHONY: help run test check lint format typecheck imports proto proto-check alerts-check bench demo clean \
+	manifests grafana
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -26,7 +27,7 @@ demo: $(STAMP) ## Load a synthetic review history into the running system and sh
 test: $(STAMP) ## Run the test suite against a real PostgreSQL (and Redis when available)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-check: lint typecheck imports proto-check alerts-check ## Lint, format check, mypy strict, import contracts, fresh protos, Prometheus rules
+check: lint typecheck imports proto-check alerts-check manifests ## Lint, format check, mypy strict, import contracts, fresh protos, Prometheus rules, manifests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -66,3 +67,17 @@ bench: $(STAMP) ## Run the benchmarks (needs PostgreSQL; prints numbers and rati
 
 clean: ## Remove the virtual environment and local state
 	rm -rf $(VENV) .reviewlearn .pytest_cache .mypy_cache .ruff_cache
+
+# The PrometheusRule is a CRD the Kubernetes schemas do not cover (a warning here).
+manifests: $(STAMP) ## Render the kustomize base and overlays; validate them (kubernetes-validate --strict)
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
+	for dir in deploy/k8s/base deploy/k8s/overlays/*; do \
+		$(BIN)/kubectl kustomize $$dir > $$tmp/$$(basename $$dir).yaml || exit 1; \
+	done && \
+	for version in 1.28.0 1.33.0; do \
+		$(BIN)/kubernetes-validate --strict --quiet -k $$version $$tmp/*.yaml \
+			deploy/k8s/base/secret.example.yaml || exit 1; \
+	done && echo "manifests render and validate (Kubernetes 1.28, 1.33)"
+
+grafana: $(STAMP) ## Regenerate the Grafana dashboard deploy/grafana/reviewlearn.json from its code
+	$(BIN)/python deploy/grafana/generate.py

@@ -1,5 +1,5 @@
 """The ``reviewlearn`` command: ``up``, ``serve``, ``migrate``, ``demo``, ``evaluate``,
-``validate``, ``kill-switch``, ``gates``, ``jobs``, ``alerts``."""
+``validate``, ``kill-switch``, ``gates``, ``jobs``, ``alerts``, ``loadtest``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from services.cli.embedded import (
     state_dir,
 )
 from services.cli.jobs import jobs_app
+from services.cli.loadtest import loadtest_command
 from services.cli.supervisor import (
     DEFAULT_GRPC_PORTS,
     DEFAULT_METRICS_PORTS,
@@ -109,7 +109,9 @@ async def _up(host: str, grpc_ports: dict[str, int], metrics_ports: dict[str, in
                 "REVIEWLEARN_PAGE_TOKEN_KEY": load_or_create_page_token_key(state_dir()),
                 "REVIEWLEARN_HOST": host,
                 # The embedded default runs the batch jobs itself (Kubernetes: CronJobs).
-                "REVIEWLEARN_JOB_SCHEDULER_ENABLED": "true",
+                "REVIEWLEARN_JOB_SCHEDULER_ENABLED": os.environ.get(
+                    "REVIEWLEARN_JOB_SCHEDULER_ENABLED", "true"
+                ),
                 "REVIEWLEARN_INSIGHTS_ADDRESS": f"{host}:{grpc_ports['insights']}",
             }
         )
@@ -381,23 +383,38 @@ def evaluate(
 
 @app.command()
 def validate(
+    check: Annotated[
+        str, typer.Argument(help="integrity | metrics (learned counts and insights) | contracts")
+    ] = "metrics",
     repair: Annotated[
-        bool, typer.Option(help="Rebuild the counts from the feedback log if they differ.")
+        bool, typer.Option(help="metrics: rebuild what differs from the feedback log.")
     ] = False,
+    target: Annotated[
+        list[str] | None, typer.Option(help="contracts: host:port of a service (repeatable).")
+    ] = None,
 ) -> None:
-    """Check that the learned counts equal a full recompute from the feedback log."""
+    """Check the system: integrity (orphans, keys, counts vs log, watermarks), metrics (every
+    learned and insights number vs a recompute), contracts (every RPC through reflection)."""
+    from services.cli.validation import (
+        Check,
+        validate_contracts,
+        validate_integrity,
+        validate_metrics,
+    )
+
+    if check not in set(Check):
+        console.print(f"[red]unknown check {check!r}; choose one of {', '.join(Check)}[/red]")
+        raise typer.Exit(2)
+    if check == Check.CONTRACTS:
+        targets = target or [f"127.0.0.1:{port}" for port in DEFAULT_GRPC_PORTS.values()]
+        operator = _bearer_tokens("`reviewlearn validate contracts`")(Role.OPERATOR)
+        raise typer.Exit(validate_contracts(targets, operator, Console()))
     url, embedded = _database_url()
-    # The learning service's own entry point does the work: the CLI never imports a service.
-    command = [
-        sys.executable,
-        "-m",
-        "services.learning.validate",
-        *(["--repair"] if repair else []),
-    ]
     try:
-        code = subprocess.run(
-            command, env={**os.environ, "REVIEWLEARN_DATABASE_URL": url}, check=False
-        ).returncode
+        if check == Check.INTEGRITY:
+            code = validate_integrity(url, Console())
+        else:
+            code = validate_metrics(url, repair=repair)
     finally:
         if embedded is not None:
             embedded.stop()
@@ -423,6 +440,9 @@ def migrate(
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+app.command("loadtest")(loadtest_command)
 
 
 def main() -> None:

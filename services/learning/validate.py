@@ -36,14 +36,22 @@ async def validate(settings: LearningSettings, *, repair: bool, console: Console
             )
             return COULD_NOT_CHECK
         if not mismatches:
-            console.print("[green]the folded learning metrics equal a full recompute[/green]")
+            console.print(
+                "[green]the folded learning metrics equal a full recompute and a brute-force "
+                "recount[/green]"
+            )
             return OK
         table = Table(title=f"{len(mismatches)} counts differ (shown, +, -, dismissed)")
-        for column in ("scope", "dimension", "key", "folded", "recomputed"):
+        for column in ("scope", "dimension", "key", "folded", "recomputed", "by"):
             table.add_column(column)
         for m in mismatches[:50]:
             table.add_row(
-                f"{m.key[0]}:{m.key[1]}", str(m.key[2]), m.key[3], str(m.folded), str(m.recomputed)
+                f"{m.key[0]}:{m.key[1]}",
+                str(m.key[2]),
+                m.key[3],
+                str(m.folded),
+                str(m.recomputed),
+                m.against,
             )
         console.print(table)
         if not repair:

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from opentelemetry import metrics
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import errors
@@ -91,6 +92,18 @@ class GateClient:
             channels=[CHANNEL],
             on_notify=self._on_notify,
             name="gates-listener",
+        )
+        # Propagation on a dashboard: every replica's version should reach the newest one.
+        meter = metrics.get_meter("reviewlearn.gates")
+        meter.create_observable_gauge(
+            "gate_snapshot_version",
+            callbacks=[lambda _: [metrics.Observation(self.applied_version)]],
+            description="Version of the gate snapshot in force in this replica (-1: none yet)",
+        )
+        meter.create_observable_gauge(
+            "gate_snapshot_stale",
+            callbacks=[lambda _: [metrics.Observation(1 if self.stale else 0)]],
+            description="1 while this replica cannot confirm its gate snapshot is current",
         )
 
     @classmethod

@@ -25,6 +25,20 @@ from shared.settings import ServiceSettings
 
 log = logging.getLogger("reviewlearn.server")
 
+
+class HealthServicer(health.aio.HealthServicer):  # type: ignore[misc,name-defined]
+    """grpcio-health-checking's servicer, plus ``List`` (added to grpc.health.v1 later), which
+    it leaves to the generated base: that raises NotImplementedError, an INTERNAL to callers."""
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> health_pb2.HealthListResponse:
+        response = health_pb2.HealthListResponse()
+        for name, status in dict(self._server_status).items():
+            response.statuses[name].status = status
+        return response
+
+
 _ROLE_OF_OPTION = {
     common_pb2.ROLE_INGEST: Role.INGEST,
     common_pb2.ROLE_READER: Role.READER,
@@ -68,7 +82,7 @@ class RpcHost:
         self._rpc_stats = rpc_stats
         self._bindings = list(bindings)
         self._tokens = tokens
-        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self._health = HealthServicer()
         self._side = SidePort(
             host=settings.host,
             port=settings.metrics_port,

@@ -24,8 +24,9 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.learning.domain.recount import RawEvent, RawFinding
 from services.learning.domain.scopes import SEVERITY_NAMES, Dimension, ScopeType
-from shared.db.models import Finding, FindingDeletion, FindingOutcome, LearningMetric
+from shared.db.models import Feedback, Finding, FindingDeletion, FindingOutcome, LearningMetric
 from shared.outcome import FeedbackKind, Outcome, sql_decisive, sql_outcome_case
 
 _DISMISSED = int(FeedbackKind.DISMISSED)
@@ -359,6 +360,29 @@ class FoldRepository:
             for a, b, c, d, e, f, g, h in rows
             if (e, f, g, h) != (0, 0, 0, 0)
         }
+
+    async def raw_log(self) -> tuple[list[RawFinding], list[RawEvent]]:
+        """Every finding and feedback event as stored, for the brute-force recount."""
+        findings = [
+            RawFinding(int(a), int(b), int(c), str(d), int(e), str(f))
+            for a, b, c, d, e, f in await self._session.execute(
+                select(
+                    Finding.id,
+                    Finding.team_id,
+                    Finding.repository_id,
+                    Finding.category,
+                    Finding.severity,
+                    Finding.rule_id,
+                )
+            )
+        ]
+        events = [
+            RawEvent(int(a), int(b), c, int(d))
+            for a, b, c, d in await self._session.execute(
+                select(Feedback.finding_id, Feedback.kind, Feedback.occurred_at, Feedback.id)
+            )
+        ]
+        return findings, events
 
     async def recompute(self, *, snapshot: Snapshot, advance: bool = True) -> FoldCounts:
         """Rebuilds outcomes and counts from the whole log; the watermark moves to the

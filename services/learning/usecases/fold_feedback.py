@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.learning.domain.recount import recount
 from services.learning.instruments import LearningInstruments
 from services.learning.storage.fold_repository import FoldCounts, FoldRepository
 
@@ -44,6 +45,9 @@ class Mismatch:
     key: tuple[int, int, int, str]
     folded: tuple[int, int, int, int] | None
     recomputed: tuple[int, int, int, int] | None
+    against: str = "recompute"
+    """What the folded count was compared with: the SQL ``recompute`` or the ``brute force``
+    recount in Python (:mod:`services.learning.domain.recount`)."""
 
 
 class Folder:
@@ -129,6 +133,7 @@ class Folder:
                             watermark=watermark, snapshot=snapshot, deletions=False, advance=False
                         )
                         folded = await repo.metric_counts()
+                        brute_force = recount(*await repo.raw_log())
                         await repo.recompute(snapshot=snapshot, advance=False)
                         recomputed = await repo.metric_counts()
                     finally:
@@ -139,6 +144,11 @@ class Folder:
             Mismatch(key, folded.get(key), recomputed.get(key))
             for key in sorted(set(folded) | set(recomputed))
             if folded.get(key) != recomputed.get(key)
+        ]
+        mismatches += [
+            Mismatch(key, folded.get(key), brute_force.get(key), against="brute force")
+            for key in sorted(set(folded) | set(brute_force))
+            if folded.get(key) != brute_force.get(key)
         ]
         if orphans:
             mismatches.append(Mismatch((0, 0, 0, f"{orphans} deleted findings"), None, None))

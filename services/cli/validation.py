@@ -1,0 +1,54 @@
+"""``reviewlearn validate integrity|metrics|contracts``: the three checks an operator runs
+before a rollout. Each exits 0 when all is well, 1 on a failure (and says what to do next),
+75 (EX_TEMPFAIL) when it could not check."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from enum import StrEnum
+
+from rich.console import Console
+
+from services.cli.contracts import check_contracts
+from services.cli.integrity import check_integrity
+from shared.db.engine import create_engine
+from shared.settings import ServiceSettings
+
+
+class Check(StrEnum):
+    INTEGRITY = "integrity"
+    METRICS = "metrics"
+    CONTRACTS = "contracts"
+
+
+def validate_metrics(database_url: str, *, repair: bool) -> int:
+    """The learning counts, then the insights rollups, each by its own service's entry point
+    (the CLI never imports a service); the worse exit code wins (1 over 75 over 0)."""
+    codes = []
+    for service in ("learning", "insights"):
+        command = [sys.executable, "-m", f"services.{service}.validate"]
+        command += ["--repair"] if repair else []
+        env = {**os.environ, "REVIEWLEARN_DATABASE_URL": database_url}
+        codes.append(subprocess.run(command, env=env, check=False).returncode)
+    return 1 if 1 in codes else max(codes)
+
+
+def validate_integrity(database_url: str, console: Console) -> int:
+    async def run() -> int:
+        engine = create_engine(ServiceSettings(database_url=database_url))
+        try:
+            return await check_integrity(engine, console)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def validate_contracts(
+    targets: Sequence[str], operator: tuple[tuple[str, str], ...], console: Console
+) -> int:
+    return check_contracts(targets, operator, console)
