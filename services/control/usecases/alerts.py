@@ -384,12 +384,19 @@ class AlertService:
     # ------------------------------------------------------------------ reads
 
     async def alerts(
-        self, *, rule_name: str = "", active_only: bool, before_id: int | None, limit: int
-    ) -> list[Alert]:
+        self, *, rule_name: str = "", active_only: bool, before_id: int | None, limit: int | None
+    ) -> tuple[list[Alert], dict[str, AlertRule]]:
+        """The alerts newest first (``limit`` None: as many as there are rules, for the active
+        ones), with the rules they belong to."""
         async with self._transactions() as unit:
-            return await unit.alerts.alerts(
-                rule_name=rule_name, active_only=active_only, before_id=before_id, limit=limit
+            rules = {rule.name: rule for rule in await unit.alerts.rules()}
+            found = await unit.alerts.alerts(
+                rule_name=rule_name,
+                active_only=active_only,
+                before_id=before_id,
+                limit=limit if limit is not None else len(rules) + 1,
             )
+        return found, rules
 
     # ------------------------------------------------------------------ silences
 
