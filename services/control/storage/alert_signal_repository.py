@@ -12,26 +12,28 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.control.domain.alert_signals import JobFacts, ThresholdFacts
+from services.control.storage.signal_repository import FAILED, PARTIAL, SUCCEEDED
 
 log = logging.getLogger("reviewlearn.control.alerts")
 
-SUCCEEDED, FAILED = 2, 3  # reviewlearn.learning.v1.JobStatus
 DAILY, WEEKLY = 2, 3  # reviewlearn.common.v1.JobFrequency
 
-# Everything the alerts read of job_runs, in one statement: the batch-jobs work owns that
-# table and may still change it, so this is the one place to adapt.
+# Everything the alerts read of job_runs (migration 0007), in one statement. A partial run
+# (some repositories failed after every attempt) counts as a failure of the job; the
+# integrity signal is the newest integrity run's check_passed (its status says whether the
+# check could run, check_passed what it found).
 _JOB_FACTS = text(
     "SELECT "
-    "count(*) FILTER (WHERE status IN (:ok, :failed) AND started_at >= :since "
+    "count(*) FILTER (WHERE status IN (:ok, :failed, :partial) AND started_at >= :since "
     "  AND NOT job_name = ANY(:integrity)), "
-    "count(*) FILTER (WHERE status = :failed AND started_at >= :since "
+    "count(*) FILTER (WHERE status IN (:failed, :partial) AND started_at >= :since "
     "  AND NOT job_name = ANY(:integrity)), "
-    "(SELECT status = :failed FROM job_runs "
-    "  WHERE job_name = ANY(:integrity) AND status IN (:ok, :failed) "
+    "(SELECT NOT check_passed FROM job_runs "
+    "  WHERE job_name = ANY(:integrity) AND check_passed IS NOT NULL "
     "  ORDER BY coalesce(finished_at, started_at) DESC, id DESC LIMIT 1), "
-    "count(*) FILTER (WHERE frequency = :daily AND status IN (:ok, :failed) "
+    "count(*) FILTER (WHERE frequency = :daily AND status IN (:ok, :failed, :partial) "
     "  AND coalesce(finished_at, started_at) >= :recent), "
-    "count(*) FILTER (WHERE frequency = :weekly AND status IN (:ok, :failed) "
+    "count(*) FILTER (WHERE frequency = :weekly AND status IN (:ok, :failed, :partial) "
     "  AND coalesce(finished_at, started_at) >= :recent) "
     "FROM job_runs WHERE started_at >= least(:since, :recent)"
 )
@@ -54,6 +56,7 @@ class AlertSignalRepository:
                         {
                             "ok": SUCCEEDED,
                             "failed": FAILED,
+                            "partial": PARTIAL,
                             "daily": DAILY,
                             "weekly": WEEKLY,
                             "integrity": list(integrity_jobs),

@@ -626,18 +626,21 @@ async def test_job_signals_come_from_job_runs_and_read_no_data_without_the_table
     stub: ControlStub, db_engine: AsyncEngine
 ) -> None:
     async with db_engine.begin() as connection:
-        for name, status in [("fold", 2), ("fold", 2), ("tune", 3), ("validate_data_integrity", 3)]:
+        # succeeded, succeeded, failed, partial; the integrity check ran and found a problem
+        runs = [("fold", 2, None), ("fold", 2, None), ("tune", 3, None), ("paths", 5, None)]
+        runs.append(("validate_data_integrity", 2, False))
+        for name, status, check_passed in runs:
             await connection.execute(
                 text(
-                    "INSERT INTO job_runs (job_name, frequency, status, finished_at) "
-                    "VALUES (:name, 2, :status, now())"
+                    "INSERT INTO job_runs (job_name, frequency, status, finished_at, check_passed) "
+                    "VALUES (:name, 2, :status, now(), :check_passed)"
                 ),
-                {"name": name, "status": status},
+                {"name": name, "status": status, "check_passed": check_passed},
             )
     values = {s.name: (s.value, s.known) for s in (await evaluate(stub)).signals}
-    assert values["learning_job_failure_rate"] == (pytest.approx(1 / 3), True)
+    assert values["learning_job_failure_rate"] == (pytest.approx(2 / 4), True)
     assert values["data_integrity_failed"] == (1.0, True)
-    assert values["daily_jobs_finished"] == (4.0, True)
+    assert values["daily_jobs_finished"] == (5.0, True)
     assert values["confidence_threshold_age_hours"] == (0.0, False)
 
     # The batch-jobs work may reshape job_runs: unreadable means no data, not an error.
