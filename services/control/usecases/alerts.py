@@ -320,6 +320,8 @@ class AlertService:
         kind = transition.notify
         if kind is None:
             return
+        if kind is NotificationKind.RESOLVED and rule.severity is Severity.INFO:
+            return  # an info alert reports that something happened: its end is no news
         channels = rule.channels
         if kind is NotificationKind.RESOLVED:
             channels = tuple(c for c in channels if c in self._policy.resolve_channels)

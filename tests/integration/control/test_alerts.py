@@ -714,3 +714,21 @@ async def test_an_alert_notified_before_a_silence_still_resolves_its_incident(
     trigger, resolve = posted(httpserver, PD)
     assert (trigger["event_action"], resolve["event_action"]) == ("trigger", "resolve")
     assert trigger["dedup_key"] == resolve["dedup_key"]
+
+
+async def test_an_info_rule_notifies_once_and_resolves_quietly(
+    stub: ControlStub, db_engine: AsyncEngine, httpserver: HTTPServer
+) -> None:
+    await upsert(
+        stub,
+        severity=control_pb2.ALERT_SEVERITY_INFO,
+        for_duration=minutes(0),
+        channels=[control_pb2.CHANNEL_SLACK],
+    )
+    await set_backlog(db_engine, 5000)
+    assert (await evaluate(stub)).notifications_sent == 1
+    await set_backlog(db_engine, 0)
+    resolved = await evaluate(stub)
+    assert [a.state for a in resolved.alerts] == [RESOLVED]
+    assert resolved.notifications_sent == 0
+    assert [m["text"].split("]")[0] for m in posted(httpserver, SLACK)] == ["[INFO"]
