@@ -245,8 +245,7 @@ class ControlHandlers(control_pb2_grpc.ControlServiceServicer):
     async def ListActiveAlerts(
         self, request: control_pb2.ListActiveAlertsRequest, context: Any
     ) -> control_pb2.ListActiveAlertsResponse:
-        rules = {r.name: r for r in await self._alerts.rules()}
-        alerts = await self._alerts.alerts(active_only=True, before_id=None, limit=len(rules) + 1)
+        alerts, rules = await self._alerts.alerts(active_only=True, before_id=None, limit=None)
         return control_pb2.ListActiveAlertsResponse(
             alerts=[convert.alert_to_pb(a, rules.get(a.rule_name)) for a in alerts]
         )
@@ -260,8 +259,7 @@ class ControlHandlers(control_pb2_grpc.ControlServiceServicer):
         key = f"alert-history:{request.rule_name}"
         before = self._pages.decode(request.page_token, key, int)
         size = page_size(request.page_size)
-        rules = {r.name: r for r in await self._alerts.rules()}
-        alerts = await self._alerts.alerts(
+        alerts, rules = await self._alerts.alerts(
             rule_name=request.rule_name, active_only=False, before_id=before, limit=size + 1
         )
         response = control_pb2.ListAlertHistoryResponse(

@@ -7,7 +7,9 @@ condition stops holding resolves at once without ever firing). A signal with no 
 holds: an alert rule says something is wrong, and nothing recorded is not evidence of that.
 
 Silences change only who is told: a silenced alert moves through its states like any other and
-is kept in the history with ``silenced`` set; no notification goes out while it is silenced.
+is kept in the history with ``silenced`` set; no firing or repeat notification goes out while it
+is silenced. Its resolve does, when it had been notified before the silence began: it closes the
+incident that notification opened.
 """
 
 from __future__ import annotations
@@ -259,7 +261,9 @@ def step(
     cleared = current.cleared_since or now
     if not rule.enabled or now - cleared >= rule.keep_firing_for:
         resolved = replace(alert, state=AlertState.RESOLVED, resolved_at=now, cleared_since=cleared)
-        told = current.notifications > 0 and not is_silenced
+        # A resolve closes what a notification opened (a PagerDuty incident), so it goes out
+        # even under a silence that began after the alert was notified.
+        told = current.notifications > 0
         return Transition(resolved, AlertState.FIRING, NotificationKind.RESOLVED if told else None)
     return Transition(replace(alert, cleared_since=cleared), AlertState.FIRING, None)
 

@@ -70,7 +70,6 @@ class AlertRepository(OutboxRepository, Protocol):
     async def alerts(
         self, *, rule_name: str, active_only: bool, before_id: int | None, limit: int
     ) -> list[Alert]: ...
-    async def firing_safeguards(self) -> list[str]: ...
     async def add_silence(self, silence: Silence) -> Silence: ...
     async def silence_for_update(self, silence_id: int) -> Silence | None: ...
     async def expire_silence(self, silence_id: int, *, at: datetime) -> None: ...
@@ -261,7 +260,6 @@ class AlertService:
             active = await unit.alerts.active_alerts()
             silences = await unit.alerts.silences(now=now, include_expired=False)
             stepped: list[Transition] = []
-            queued: list[int] = []
             for rule in rules:
                 transition = step(
                     rule,
@@ -276,7 +274,7 @@ class AlertService:
                     transition, alert=await unit.alerts.save_alert(transition.alert)
                 )
                 stepped.append(transition)
-                queued += await self._queue(unit.alerts, rule, transition)
+                await self._queue(unit.alerts, rule, transition)
         by_name = {rule.name: rule for rule in rules}
         firing = dict.fromkeys(Severity, 0)
         for transition in stepped:
@@ -317,15 +315,18 @@ class AlertService:
 
     async def _queue(
         self, alerts: AlertRepository, rule: AlertRule, transition: Transition
-    ) -> list[int]:
+    ) -> None:
+        """Writes the transition's notifications into the outbox (this transaction)."""
         kind = transition.notify
         if kind is None:
-            return []
+            return
+        if kind is NotificationKind.RESOLVED and rule.severity is Severity.INFO:
+            return  # an info alert reports that something happened: its end is no news
         channels = rule.channels
         if kind is NotificationKind.RESOLVED:
             channels = tuple(c for c in channels if c in self._policy.resolve_channels)
         payload = alert_payload(rule, transition.alert, kind)
-        return [
+        for channel in channels:
             await alerts.enqueue(
                 alert_id=transition.alert.alert_id,
                 rule_name=rule.name,
@@ -333,14 +334,8 @@ class AlertService:
                 kind=kind,
                 payload=payload,
             )
-            for channel in channels
-        ]
 
     # ------------------------------------------------------------------ rollout safeguards
-
-    async def firing_safeguards(self) -> list[str]:
-        async with self._transactions() as unit:
-            return await unit.alerts.firing_safeguards()
 
     async def _guard_rollout(
         self, changed: Sequence[Transition], rules: Mapping[str, AlertRule]
@@ -391,12 +386,19 @@ class AlertService:
     # ------------------------------------------------------------------ reads
 
     async def alerts(
-        self, *, rule_name: str = "", active_only: bool, before_id: int | None, limit: int
-    ) -> list[Alert]:
+        self, *, rule_name: str = "", active_only: bool, before_id: int | None, limit: int | None
+    ) -> tuple[list[Alert], dict[str, AlertRule]]:
+        """The alerts newest first (``limit`` None: as many as there are rules, for the active
+        ones), with the rules they belong to."""
         async with self._transactions() as unit:
-            return await unit.alerts.alerts(
-                rule_name=rule_name, active_only=active_only, before_id=before_id, limit=limit
+            rules = {rule.name: rule for rule in await unit.alerts.rules()}
+            found = await unit.alerts.alerts(
+                rule_name=rule_name,
+                active_only=active_only,
+                before_id=before_id,
+                limit=limit if limit is not None else len(rules) + 1,
             )
+        return found, rules
 
     # ------------------------------------------------------------------ silences
 

@@ -695,3 +695,40 @@ async def test_two_replicas_with_periodic_loops_notify_once_and_export_metrics(
     assert re.search(
         r'^alert_signal_value\{[^}]*signal="feedback_backlog"[^}]*\} 5000', metrics, re.M
     )
+
+
+async def test_an_alert_notified_before_a_silence_still_resolves_its_incident(
+    stub: ControlStub, db_engine: AsyncEngine, httpserver: HTTPServer
+) -> None:
+    await upsert(stub, for_duration=minutes(0), channels=[control_pb2.CHANNEL_PAGERDUTY])
+    await set_backlog(db_engine, 5000)
+    await evaluate(stub)
+    await stub.CreateSilence(
+        control_pb2.CreateSilenceRequest(rule_names=[RULE], duration=minutes(60)),
+        metadata=auth("operator"),
+    )
+    await age(db_engine, 120)
+    assert (await evaluate(stub)).notifications_sent == 0  # the repeat is silenced
+    await set_backlog(db_engine, 0)
+    assert (await evaluate(stub)).notifications_sent == 1
+    trigger, resolve = posted(httpserver, PD)
+    assert (trigger["event_action"], resolve["event_action"]) == ("trigger", "resolve")
+    assert trigger["dedup_key"] == resolve["dedup_key"]
+
+
+async def test_an_info_rule_notifies_once_and_resolves_quietly(
+    stub: ControlStub, db_engine: AsyncEngine, httpserver: HTTPServer
+) -> None:
+    await upsert(
+        stub,
+        severity=control_pb2.ALERT_SEVERITY_INFO,
+        for_duration=minutes(0),
+        channels=[control_pb2.CHANNEL_SLACK],
+    )
+    await set_backlog(db_engine, 5000)
+    assert (await evaluate(stub)).notifications_sent == 1
+    await set_backlog(db_engine, 0)
+    resolved = await evaluate(stub)
+    assert [a.state for a in resolved.alerts] == [RESOLVED]
+    assert resolved.notifications_sent == 0
+    assert [m["text"].split("]")[0] for m in posted(httpserver, SLACK)] == ["[INFO"]

@@ -85,7 +85,19 @@ def test_repeat_after_the_interval_and_nothing_while_silenced() -> None:
     )
     assert later is not None
     assert later.alert.state is AlertState.RESOLVED
-    assert later.notify is None
+    # Notified before the silence: the resolve still closes the incident that opened.
+    assert later.notify is NotificationKind.RESOLVED
+    never_told = step(rule, None, 5000, now=T0, is_silenced=True)
+    assert never_told is not None
+    assert never_told.notify is None
+    quiet_end = step(rule, never_told.alert, 1, now=T0 + timedelta(hours=1), is_silenced=True)
+    quieter = step(
+        rule, quiet_end.alert if quiet_end else None, 1, now=T0 + timedelta(hours=2),
+        is_silenced=True,
+    )  # fmt: skip
+    assert quieter is not None
+    assert quieter.alert.state is AlertState.RESOLVED
+    assert quieter.notify is None
 
 
 def test_no_data_never_starts_an_alert() -> None:
