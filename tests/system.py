@@ -90,7 +90,7 @@ class System:
         """Starts the named services (all when none is named) and waits until they serve."""
         chosen = names or SERVICES
         for name in chosen:
-            self._spawn(self.services[name])
+            self.spawn(name)
         for name in chosen:
             self.wait_serving(name)
 
@@ -101,10 +101,6 @@ class System:
             assert service.process is not None
             service.process.send_signal(signal.SIGKILL)
             service.process.wait(timeout=30)
-
-    def restart(self, name: str) -> None:
-        self.kill(name)
-        self.start(name)
 
     def stop(self) -> None:
         for service in self.services.values():
@@ -140,7 +136,11 @@ class System:
             return "(no log)"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
-    def _spawn(self, service: ServiceProcess) -> None:
+    def spawn(self, name: str) -> None:
+        """Starts a service's process without waiting for it. Call it from the thread that
+        lives as long as the test session (never a worker thread): PR_SET_PDEATHSIG fires
+        when the *thread* that forked the child ends."""
+        service = self.services[name]
         env = {
             key: value
             for key, value in os.environ.items()
