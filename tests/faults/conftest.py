@@ -149,6 +149,14 @@ async def stubs(system: System) -> AsyncIterator[Stubs]:
     await made.close()
 
 
+async def until(condition: object, limit_seconds: float = 90.0, what: str = "") -> None:
+    """Waits (bounded) until a plain predicate holds; what a fault test waits for."""
+    deadline = time.monotonic() + limit_seconds
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, what or "the load made no progress"
+        await asyncio.sleep(0.05)
+
+
 async def retried(call: object, errors: Counter[str], *, limit_seconds: float = 90.0) -> object:
     """Calls until it succeeds, counting the status codes of the failures in between."""
     deadline = time.monotonic() + limit_seconds

@@ -34,6 +34,7 @@ from tests.faults.conftest import (
     record_findings,
     report,
     stored_event_ids,
+    until,
 )
 from tests.integration.scratch_cluster import ScratchCluster
 from tests.system import System
@@ -41,13 +42,6 @@ from tests.system import System
 pytestmark = pytest.mark.faults
 
 DOWN_SECONDS = 3.0
-
-
-async def _until(condition: object, limit_seconds: float = 90.0, what: str = "") -> None:
-    deadline = time.monotonic() + limit_seconds
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.05)
 
 
 def _account(figure: Figure, load: FeedbackLoad, stored: list[str]) -> None:
@@ -70,13 +64,13 @@ async def test_postgres_restart_under_load_unavailable_never_internal(
     readers = Readers(stubs, repository, team)
     watch = HealthWatch(system)
     running = [asyncio.ensure_future(t.run()) for t in (load, readers, watch)]
-    await _until(lambda: len(load.acknowledged) >= 100, what="the load started")
+    await until(lambda: len(load.acknowledged) >= 100, what="the load started")
     await asyncio.to_thread(cluster.stop, "fast")
     await asyncio.sleep(DOWN_SECONDS)
     acknowledged_while_down = len(load.acknowledged)
     await asyncio.to_thread(cluster.start)
     up_at = time.monotonic()
-    await _until(
+    await until(
         lambda: (
             len(load.acknowledged) > acknowledged_while_down
             and all(seen[-1] == SERVING for seen in watch.seen.values())
@@ -84,7 +78,7 @@ async def test_postgres_restart_under_load_unavailable_never_internal(
         what="writes succeed again and every service says SERVING",
     )
     figure.recover_seconds = time.monotonic() - up_at
-    await _until(lambda: len(load.acknowledged) >= min(len(ids), acknowledged_while_down + 100))
+    await until(lambda: len(load.acknowledged) >= min(len(ids), acknowledged_while_down + 100))
     for task in (load, readers, watch):
         task.stop.set()
     await asyncio.gather(*running)

@@ -29,6 +29,7 @@ from tests.faults.conftest import (
     record_findings,
     report,
     stored_event_ids,
+    until,
 )
 from tests.integration.feedback.conftest import event, finding_input
 from tests.system import System
@@ -37,13 +38,6 @@ pytestmark = pytest.mark.faults
 
 FINDINGS = 1000
 ACKS_AROUND_FAULT = 100
-
-
-async def _until(condition: object, limit_seconds: float = 90.0) -> None:
-    deadline = time.monotonic() + limit_seconds
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "the load made no progress"
-        await asyncio.sleep(0.05)
 
 
 async def _team_positive(stubs: Stubs, team: str) -> int:
@@ -73,7 +67,7 @@ async def test_kill_9_under_load_loses_and_doubles_nothing(
     load = FeedbackLoad(stubs, f"kill-{victim}-{suffix}", ids)
     readers = Readers(stubs, repository, team)
     running = [asyncio.ensure_future(load.run()), asyncio.ensure_future(readers.run())]
-    await _until(lambda: len(load.acknowledged) >= ACKS_AROUND_FAULT)
+    await until(lambda: len(load.acknowledged) >= ACKS_AROUND_FAULT)
     pid = system.services[victim].pid
     killed_at = time.monotonic()
     system.kill(victim)
@@ -82,7 +76,7 @@ async def test_kill_9_under_load_loses_and_doubles_nothing(
     await asyncio.to_thread(system.wait_serving, victim)
     assert system.services[victim].pid != pid
     back = len(load.acknowledged)
-    await _until(lambda: len(load.acknowledged) >= min(len(ids), back + ACKS_AROUND_FAULT))
+    await until(lambda: len(load.acknowledged) >= min(len(ids), back + ACKS_AROUND_FAULT))
     figure.recover_seconds = time.monotonic() - killed_at
     load.stop.set()
     readers.stop.set()
