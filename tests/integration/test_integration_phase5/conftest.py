@@ -236,12 +236,6 @@ class Seeded:
     outcomes: dict[int, Outcome]
     """Finding id → outcome by the documented rule, computed here from what was sent."""
 
-    def team_of(self, finding_id: int) -> str:
-        for review, ids in zip(self.history.reviews, self.finding_ids, strict=True):
-            if finding_id in ids:
-                return review.team
-        raise KeyError(finding_id)
-
     @property
     def teams(self) -> list[str]:
         return sorted({r.team for r in self.history.reviews})
