@@ -1,5 +1,5 @@
 """The ``reviewlearn`` command: ``up``, ``serve``, ``migrate``, ``demo``, ``evaluate``,
-``validate``, ``kill-switch``, ``gates``."""
+``validate``, ``kill-switch``, ``gates``, ``jobs``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from services.cli.embedded import (
     load_or_create_tokens,
     state_dir,
 )
+from services.cli.jobs import jobs_app
 from services.cli.supervisor import (
     DEFAULT_GRPC_PORTS,
     DEFAULT_METRICS_PORTS,
@@ -42,6 +43,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+app.add_typer(jobs_app, name="jobs")
 console = Console(stderr=True)
 
 
@@ -103,6 +105,9 @@ async def _up(host: str, grpc_ports: dict[str, int], metrics_ports: dict[str, in
                 "REVIEWLEARN_TOKENS": tokens.as_env(),
                 "REVIEWLEARN_PAGE_TOKEN_KEY": load_or_create_page_token_key(state_dir()),
                 "REVIEWLEARN_HOST": host,
+                # The embedded default runs the batch jobs itself (Kubernetes: CronJobs).
+                "REVIEWLEARN_JOB_SCHEDULER_ENABLED": "true",
+                "REVIEWLEARN_INSIGHTS_ADDRESS": f"{host}:{grpc_ports['insights']}",
             }
         )
         await supervisor.start(grpc_ports, metrics_ports)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 
+from google.protobuf import struct_pb2
 from reviewlearn.common.v1 import common_pb2
 from reviewlearn.learning.v1 import learning_pb2
 
 from services.learning.domain.evaluation import Evaluation
+from services.learning.domain.jobs import Frequency
 from services.learning.domain.metrics import MetricView, RateView
 from services.learning.domain.model import SLOTS, ModelSummary
 from services.learning.domain.ranking import (
@@ -29,6 +31,7 @@ from services.learning.usecases.rank_suggestions import (
     RankRequest,
 )
 from services.learning.usecases.read_metrics import ScopeName, ThresholdView
+from services.learning.usecases.run_jobs import JobRunView, RunJobsRequest
 from shared.convert import finding_from_pb, timestamp_from_pb, timestamp_to_pb
 from shared.db.models import PatternRow
 from shared.errors import FieldViolation, InvalidArgument, Violations
@@ -393,3 +396,64 @@ def pattern_to_pb(row: PatternRow, scope: ScopeName) -> learning_pb2.Pattern:
         last_seen=timestamp_to_pb(row.last_seen),
         p_value=row.p_value,
     )
+
+
+MAX_JOB_REPOSITORIES = 10_000
+
+
+def run_jobs_request_from_pb(request: learning_pb2.RunJobsRequest, caller: str) -> RunJobsRequest:
+    violations = Violations()
+    frequency: Frequency | None = None
+    if request.frequency != common_pb2.JOB_FREQUENCY_UNSPECIFIED:
+        try:
+            frequency = Frequency(request.frequency)
+        except ValueError:
+            violations.add("frequency", f"unknown frequency {request.frequency}")
+    urls = [url.strip() for url in request.repository_urls]
+    if any(not url for url in urls):
+        violations.add("repository_urls", "must not contain an empty URL")
+    if len(urls) > MAX_JOB_REPOSITORIES:
+        violations.add("repository_urls", f"at most {MAX_JOB_REPOSITORIES:,} repositories")
+    scheduled = None
+    if request.HasField("scheduled_time"):
+        scheduled = timestamp_from_pb(request.scheduled_time, "scheduled_time", violations)
+    violations.raise_if_any()
+    return RunJobsRequest(
+        request_id=request.request_id or None,
+        frequency=frequency,
+        job_names=tuple(name.strip() for name in request.job_names),
+        repositories=tuple(dict.fromkeys(urls)) if urls else None,
+        scheduled_time=scheduled,
+        caller=caller,
+    )
+
+
+def job_run_to_pb(view: JobRunView) -> learning_pb2.JobRun:
+    record = view.record
+    summary = struct_pb2.Struct()
+    summary.update(record.summary)
+    run = learning_pb2.JobRun(
+        run_id=record.run_id,
+        job_name=record.job_name,
+        frequency=record.frequency,  # type: ignore[arg-type]
+        status=int(record.status),  # type: ignore[arg-type]
+        attempts=record.attempts,
+        error=record.error,
+        summary=summary,
+        duration_seconds=record.duration_seconds,
+        repositories_done=list(record.repositories_done),
+        repositories_failed=[
+            learning_pb2.RepositoryFailure(repository_url=url, reason=reason)
+            for url, reason in record.repositories_failed
+        ],
+        reason=record.reason,
+        holder=record.holder,
+        already_ran=view.already_ran,
+    )
+    run.start_time.CopyFrom(timestamp_to_pb(record.started_at))
+    run.scheduled_time.CopyFrom(timestamp_to_pb(record.scheduled_for))
+    if record.finished_at is not None:
+        run.end_time.CopyFrom(timestamp_to_pb(record.finished_at))
+    if record.check_passed is not None:
+        run.check_passed = record.check_passed
+    return run

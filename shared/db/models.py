@@ -338,20 +338,40 @@ class PatternRow(Base):
 
 
 class JobRun(Base):
+    """One run of a batch job per (job, scheduled slot); written by the learning service, read
+    by the control plane's rollout criteria and alerts (columns in docs/PHASE_5_ARCHITECTURE.md).
+    ``status`` holds reviewlearn.learning.v1.JobStatus values."""
+
     __tablename__ = "job_runs"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     job_name: Mapped[str] = mapped_column(String(100))
     frequency: Mapped[int] = mapped_column(SmallInteger)
-    status: Mapped[int] = mapped_column(SmallInteger)
+    # The learning service always sets it; the default (distinct per statement) is for rows
+    # written by hand, such as tests of the readers.
+    scheduled_for: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("clock_timestamp()")
+    )
+    status: Mapped[int] = mapped_column(SmallInteger, index=True)
     request_id: Mapped[str | None] = mapped_column(String(200), index=True)
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     error: Mapped[str] = mapped_column(Text, server_default="")
+    reason: Mapped[str] = mapped_column(Text, server_default="")
+    holder: Mapped[str] = mapped_column(Text, server_default="")
     summary: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    repositories_done: Mapped[list[str]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    repositories_failed: Mapped[list[dict[str, str]]] = mapped_column(
+        JSONB, server_default=text("'[]'::jsonb")
+    )
+    check_passed: Mapped[bool | None] = mapped_column(Boolean)
+    duration_seconds: Mapped[float] = mapped_column(Double, server_default=text("0"))
     started_at: Mapped[datetime] = created_at_column()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (Index("ix_job_runs_job_name_started_at", "job_name", "started_at"),)
+    __table_args__ = (
+        Index("ix_job_runs_job_name_started_at", "job_name", "started_at"),
+        UniqueConstraint("job_name", "scheduled_for", name="uq_job_runs_job_name_scheduled_for"),
+    )
 
 
 class IdempotentResponse(Base):
