@@ -40,6 +40,9 @@ FAST_LOOPS = {
     "REVIEWLEARN_ROLLUP_POLL_SECONDS": "3600",
     "REVIEWLEARN_PATHS_REFRESH_SECONDS": "3600",
     "REVIEWLEARN_GRACE_PERIOD_SECONDS": "1",
+    # A failing batch job retries at once instead of after 5 s, 10 s, ...
+    "REVIEWLEARN_JOB_RETRY_INITIAL_SECONDS": "0.05",
+    "REVIEWLEARN_JOB_RETRY_JITTER_SECONDS": "0",
     "REVIEWLEARN_LOG_LEVEL": "WARNING",
 }
 
@@ -153,6 +156,8 @@ class System:
                 "REVIEWLEARN_TOKENS": TOKENS_ENV,
                 "REVIEWLEARN_HOST": "127.0.0.1",
                 "REVIEWLEARN_LOG_JSON": "false",
+                # Learning's insights jobs call this system's insights, not a default port.
+                "REVIEWLEARN_INSIGHTS_ADDRESS": self.address("insights"),
                 f"REVIEWLEARN_{service.name.upper()}_GRPC_PORT": str(service.grpc_port),
                 f"REVIEWLEARN_{service.name.upper()}_METRICS_PORT": str(service.metrics_port),
             }

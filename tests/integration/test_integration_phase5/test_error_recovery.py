@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime, timedelta
+
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2
 from reviewlearn.common.v1 import common_pb2
 from reviewlearn.feedback.v1 import feedback_pb2
@@ -158,19 +162,48 @@ class TestErrorRecoveryAndResilience:
         assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert any("confidence" in field for field in violations(error))
 
-    @pytest.mark.skip(reason="needs RunJobs (issue 11)")
-    async def test_batch_job_partial_failure_recovery(self, clients: Clients) -> None:
-        """A job family where one job fails: the others succeed, the failure is recorded with
-        its error and attempts, and a retry with a new request id runs the failed job again."""
-        response = await clients.learning.RunJobs(
-            learning_pb2.RunJobsRequest(
-                request_id="partial", frequency=common_pb2.JOB_FREQUENCY_HOURLY
-            ),
-            metadata=auth("operator"),
+    async def test_batch_job_partial_failure_recovery(self, clients: Clients, names: Names) -> None:
+        ids = [f.finding_id for f in (await clients.record(names, findings(6))).findings]
+        await clients.react(reactions(names, ids, APPLIED))
+        missing = names.other_repository("never-recorded")
+        slot = datetime(2026, 1, 5, 10, 30, tzinfo=UTC)
+
+        async def run(repositories: list[str], when: datetime) -> learning_pb2.JobRun:
+            scheduled = Timestamp()
+            scheduled.FromDatetime(when)
+            response = await clients.learning.RunJobs(
+                learning_pb2.RunJobsRequest(
+                    request_id=uuid.uuid4().hex,
+                    job_names=["calculate_roi"],
+                    repository_urls=repositories,
+                    scheduled_time=scheduled,
+                ),
+                metadata=auth("operator"),
+            )
+            assert len(response.runs) == 1
+            return response.runs[0]
+
+        # One repository of the run fails (the insights service answers NOT_FOUND for it) ...
+        partial = await run([names.repository, missing], slot)
+        assert partial.status == learning_pb2.JOB_STATUS_PARTIAL
+        assert list(partial.repositories_done) == [names.repository]
+        assert [f.repository_url for f in partial.repositories_failed] == [missing]
+        assert "NOT_FOUND" in partial.repositories_failed[0].reason
+        assert partial.attempts == 3  # retried before giving up on it
+        # ... the same slot again runs nothing: it ran once ...
+        again = await run([names.repository, missing], slot)
+        assert again.already_ran
+        assert again.run_id == partial.run_id
+        # ... and the next slot, without the bad repository, succeeds.
+        recovered = await run([names.repository], slot + timedelta(hours=1))
+        assert recovered.status == learning_pb2.JOB_STATUS_SUCCEEDED
+        assert list(recovered.repositories_done) == [names.repository]
+        history = await clients.learning.ListJobRuns(
+            learning_pb2.ListJobRunsRequest(job_name="calculate_roi"), metadata=auth("reader")
         )
-        statuses = {run.job_name: run.status for run in response.runs}
-        assert learning_pb2.JOB_STATUS_FAILED in statuses.values()
-        assert learning_pb2.JOB_STATUS_SUCCEEDED in statuses.values()
+        statuses = {run.run_id: run.status for run in history.runs}
+        assert statuses[partial.run_id] == learning_pb2.JOB_STATUS_PARTIAL
+        assert statuses[recovered.run_id] == learning_pb2.JOB_STATUS_SUCCEEDED
 
     async def test_database_reconnect_preserves_state(
         self, clients: Clients, names: Names, system: System
