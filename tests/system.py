@@ -23,10 +23,26 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.cli.supervisor import SERVICES, _die_with_parent
+from services.cli.supervisor import SERVICES
 from tests.conftest import TOKENS_ENV, free_port
 
 START_LIMIT_SECONDS = 90.0
+
+# Children die with the test process (PR_SET_PDEATHSIG, kept across exec). Set by a fresh
+# interpreter that then execs the real program, not by a ``preexec_fn``: a service restarted
+# mid-test is forked from a process whose gRPC threads hold locks, and Python code run between
+# fork and exec there can crash the child (it did: SIGSEGV before exec).
+_LAUNCHER = (
+    "import ctypes, os, signal, sys; "
+    "ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM); "
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)
+
+
+def orphan_proof(argv: list[str]) -> list[str]:
+    """``argv`` run so that it gets SIGTERM when the test process dies, even by SIGKILL."""
+    return [sys.executable, "-c", _LAUNCHER, *argv]
+
 
 # Quick background loops, so that what the tests wait for happens within a second or two.
 FAST_LOOPS = {
@@ -126,7 +142,11 @@ class System:
         started = time.monotonic()
         while True:
             if not service.running():
-                raise RuntimeError(f"the {name} service exited:\n{self.log_tail(name)}")
+                assert service.process is not None
+                raise RuntimeError(
+                    f"the {name} service exited with {service.process.returncode}:\n"
+                    f"{self.log_tail(name)}"
+                )
             if health(service.address) == health_pb2.HealthCheckResponse.SERVING:
                 return time.monotonic() - started
             if time.monotonic() - started > limit_seconds:
@@ -167,11 +187,10 @@ class System:
         env.update(self.env)
         log = service.log_path.open("ab")
         service.process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli.app", "serve", service.name],
+            orphan_proof([sys.executable, "-m", "services.cli.app", "serve", service.name]),
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
         )
         log.close()
         service.starts += 1
@@ -218,19 +237,20 @@ class RedisServer:
 
     def start(self) -> None:
         self._process = subprocess.Popen(
-            [
-                self._binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
+            orphan_proof(
+                [
+                    self._binary,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ]
+            ),
             stdout=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + 10
         while not _accepts(self.port):
