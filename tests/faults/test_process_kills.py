@@ -94,7 +94,8 @@ async def test_kill_9_under_load_loses_and_doubles_nothing(
     checked = fold_equals_recompute(system)
     figure.note = (
         f"{readers.answered} reads answered; learning positive {metric.positive}/"
-        f"{len(load.applied)}; fold = recompute: {checked.returncode == 0}"
+        f"{len(load.applied)}; fold = recompute: {checked.returncode == 0}; "
+        "recover = kill to SERVING again (0.5 s of it left dead on purpose)"
     )
     report(figure)
 
