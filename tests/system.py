@@ -196,6 +196,19 @@ class System:
         service.starts += 1
 
 
+def fold_equals_recompute(system: System) -> subprocess.CompletedProcess[str]:
+    """The learning service's own check (what ``reviewlearn validate`` runs): are the folded
+    counts what a full recompute from the feedback log gives? Exit code 0 when they are."""
+    return subprocess.run(
+        [sys.executable, "-m", "services.learning.validate"],
+        env={**os.environ, "REVIEWLEARN_DATABASE_URL": system.database_url},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
 def health(address: str, service: str = "") -> int:
     """The grpc.health.v1 status of a server, or -1 when it does not answer."""
     with grpc.insecure_channel(address) as channel:

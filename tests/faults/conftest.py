@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -327,18 +326,6 @@ async def folded(stubs: Stubs, repository: str, events: int) -> learning_pb2.Lea
                 raise
         assert time.monotonic() < deadline, f"learning never folded {events} events"
         await asyncio.sleep(0.2)
-
-
-def fold_equals_recompute(system: System) -> subprocess.CompletedProcess[str]:
-    """The learning service's own check (``reviewlearn validate``): fold = full recompute."""
-    return subprocess.run(
-        [sys.executable, "-m", "services.learning.validate"],
-        env={**os.environ, "REVIEWLEARN_DATABASE_URL": system.database_url},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
 
 
 async def health_status(address: str) -> int:

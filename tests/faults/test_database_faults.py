@@ -29,7 +29,6 @@ from tests.faults.conftest import (
     HealthWatch,
     Readers,
     Stubs,
-    fold_equals_recompute,
     folded,
     record_findings,
     report,
@@ -37,7 +36,7 @@ from tests.faults.conftest import (
     until,
 )
 from tests.integration.scratch_cluster import ScratchCluster
-from tests.system import System
+from tests.system import System, fold_equals_recompute
 
 pytestmark = pytest.mark.faults
 

@@ -24,7 +24,6 @@ from tests.faults.conftest import (
     Figure,
     Readers,
     Stubs,
-    fold_equals_recompute,
     folded,
     record_findings,
     report,
@@ -32,7 +31,7 @@ from tests.faults.conftest import (
     until,
 )
 from tests.integration.feedback.conftest import event, finding_input
-from tests.system import System
+from tests.system import System, fold_equals_recompute
 
 pytestmark = pytest.mark.faults
 

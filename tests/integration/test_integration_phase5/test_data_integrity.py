@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -27,23 +24,11 @@ from tests.integration.test_integration_phase5.conftest import (
     repository_scope,
     team_scope,
 )
-from tests.system import System
+from tests.system import System, fold_equals_recompute
 
 APPLIED = common_pb2.FEEDBACK_KIND_APPLIED
 REJECTED = common_pb2.FEEDBACK_KIND_REJECTED
 DISMISSED = common_pb2.FEEDBACK_KIND_DISMISSED
-
-
-def fold_equals_recompute(system: System) -> subprocess.CompletedProcess[str]:
-    """The learning service's own check: are the folded counts a full recompute's?"""
-    return subprocess.run(
-        [sys.executable, "-m", "services.learning.validate"],
-        env={**os.environ, "REVIEWLEARN_DATABASE_URL": system.database_url},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
 
 
 async def _feedback_of(clients: Clients, finding_id: int) -> list[feedback_pb2.FeedbackRecord]:
