@@ -292,12 +292,15 @@ async def stored_event_ids(stubs: Stubs, repository: str) -> list[str]:
     ids: list[str] = []
     token = ""
     while True:
-        page = await stubs.feedback.ListFeedback(
-            feedback_pb2.ListFeedbackRequest(
-                repository_url=repository, page_size=1000, page_token=token
+        request = feedback_pb2.ListFeedbackRequest(
+            repository_url=repository, page_size=1000, page_token=token
+        )
+        # Retried: the channel may still be in reconnect backoff after a fault.
+        page: feedback_pb2.ListFeedbackResponse = await retried(  # type: ignore[assignment]
+            lambda request=request: stubs.feedback.ListFeedback(  # type: ignore[misc]
+                request, metadata=auth("reader"), timeout=RPC_TIMEOUT
             ),
-            metadata=auth("reader"),
-            timeout=RPC_TIMEOUT,
+            Counter(),
         )
         ids += [r.event.event_id for r in page.feedback]
         token = page.next_page_token

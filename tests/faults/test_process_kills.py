@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 
 import grpc
 import pytest
@@ -27,6 +28,7 @@ from tests.faults.conftest import (
     folded,
     record_findings,
     report,
+    retried,
     stored_event_ids,
     until,
 )
@@ -39,20 +41,28 @@ FINDINGS = 1000
 ACKS_AROUND_FAULT = 100
 
 
-async def _team_positive(stubs: Stubs, team: str) -> int:
-    await stubs.insights.RefreshInsights(
-        insights_pb2.RefreshInsightsRequest(request_id=uuid.uuid4().hex, parts=["rollups"]),
-        metadata=auth("operator"),
-        timeout=RPC_TIMEOUT,
-    )
-    response = await stubs.insights.GetTeamMetrics(
-        insights_pb2.GetTeamMetricsRequest(
-            scope=common_pb2.Scope(type=common_pb2.SCOPE_TYPE_TEAM, id=team)
+async def _team_positive(stubs: Stubs, team: str, errors: Counter[str]) -> int:
+    # Retried: a client channel that saw the service down stays in reconnect backoff for a
+    # while after it is back, failing fast with UNAVAILABLE (gRPC's client behaviour).
+    await retried(
+        lambda: stubs.insights.RefreshInsights(
+            insights_pb2.RefreshInsightsRequest(request_id=uuid.uuid4().hex, parts=["rollups"]),
+            metadata=auth("operator"),
+            timeout=RPC_TIMEOUT,
         ),
-        metadata=auth("reader"),
-        timeout=RPC_TIMEOUT,
+        errors,
     )
-    return int(response.metrics.positive)
+    response = await retried(
+        lambda: stubs.insights.GetTeamMetrics(
+            insights_pb2.GetTeamMetricsRequest(
+                scope=common_pb2.Scope(type=common_pb2.SCOPE_TYPE_TEAM, id=team)
+            ),
+            metadata=auth("reader"),
+            timeout=RPC_TIMEOUT,
+        ),
+        errors,
+    )
+    return int(response.metrics.positive)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("victim", SERVICES)
@@ -110,7 +120,7 @@ async def test_kill_9_under_load_loses_and_doubles_nothing(
         len(acknowledged) - len(load.applied),
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert await _team_positive(stubs, team) == len(load.applied)
+    assert await _team_positive(stubs, team, Counter()) == len(load.applied)
 
 
 async def test_control_down_the_others_keep_their_gate_snapshot_and_serve(
