@@ -184,3 +184,12 @@ def test_the_metric_names_read_from_the_code_are_the_ones_scraped(loaded: LiveSy
     assert len(scraped) >= 20
     assert scraped - exported_series() == set()
     assert {"gate_snapshot_version", "api_request_rate_total"} <= scraped
+
+
+def test_contracts_fail_when_a_service_is_not_served(loaded: LiveSystem) -> None:
+    console = Console(record=True, width=200)
+    code = check_contracts([loaded.address("feedback")], auth("operator"), console)
+    assert code == 1
+    assert "not served at any target: reviewlearn.control.v1.ControlService" in (
+        console.export_text()
+    )
