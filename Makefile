@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 PROTO_FILES := $(wildcard protos/reviewlearn/*/v1/*.proto)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test check lint format typecheck imports proto proto-check bench demo clean \
+.PHONY: help run test check lint format typecheck imports proto proto-check alerts-check bench demo clean \
 	manifests grafana
 
 help: ## Show the targets
@@ -27,7 +27,7 @@ demo: $(STAMP) ## Load a synthetic review history into the running system and sh
 test: $(STAMP) ## Run the test suite against a real PostgreSQL (and Redis when available)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-check: lint typecheck imports proto-check manifests ## Lint, format check, mypy strict, import contracts, fresh protos, manifests
+check: lint typecheck imports proto-check alerts-check manifests ## Lint, format check, mypy strict, import contracts, fresh protos, Prometheus rules, manifests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -56,6 +56,11 @@ proto-check: $(STAMP) ## Fail if the committed generated code is not what the pr
 	for f in $$(cd $$tmp && find . -name '*.py' -o -name '*.pyi'); do \
 		cmp -s $$tmp/$$f protos/$$f || { echo "stale generated code: protos/$$f (run make proto)"; rm -rf $$tmp; exit 1; }; \
 	done; rm -rf $$tmp; echo "generated code is fresh"
+
+alerts-check: $(STAMP) ## Fail if deploy/'s Prometheus rules differ from the alert catalogue; promtool check + test
+	$(BIN)/python -m services.control.prometheus_export --check
+	.ci/promtool check rules deploy/prometheus/reviewlearn-alerts.yaml
+	.ci/promtool test rules deploy/prometheus/reviewlearn-alerts.test.yaml
 
 bench: $(STAMP) ## Run the benchmarks (needs PostgreSQL; prints numbers and ratios, asserts nothing about speed)
 	$(BIN)/python -m pytest tests/benchmarks -m benchmark -s -p no:cacheprovider $(PYTEST_ARGS)

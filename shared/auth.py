@@ -50,6 +50,10 @@ class TokenRegistry:
                 found = Principal(role=role, token_id=f"{role.value}:{digest}")
         return found
 
+    def token_of(self, role: Role) -> str | None:
+        """A token of the role (the first configured), for a service calling another."""
+        return next((token for token, granted in self._tokens.items() if granted is role), None)
+
     def as_env(self) -> str:
         return ",".join(f"{role.value}={token}" for token, role in self._tokens.items())
 

@@ -99,6 +99,16 @@ class ServiceSettings(BaseSettings):
     replica_id: str = ""
     """Identifies this process in heartbeats; defaults to service@host:pid:random."""
 
+    uvloop: bool = True
+    """Run the event loop on uvloop (when installed): less CPU per RPC; false for asyncio's."""
+    workers: int = Field(1, ge=1, le=64)
+    """Processes ``reviewlearn serve`` runs for this service, sharing its gRPC port
+    (SO_REUSEPORT), each with its own event loop and database pool; in Kubernetes, the pod's CPU
+    limit. See docs/operations.md, "Workers"."""
+    worker_index: int | None = Field(None, ge=0)
+    """Set by ``reviewlearn serve --workers`` in each worker (0-based): the worker binds the gRPC
+    port with SO_REUSEPORT. Not for hand configuration."""
+
     gate_poll_seconds: float = Field(5.0, gt=0)
     """Fallback check for a new gate version when no notification arrives (Unleash polls 15 s)."""
     gate_stale_seconds: float = Field(15.0, gt=0)

@@ -1,5 +1,5 @@
 """The ``reviewlearn`` command: ``up``, ``serve``, ``migrate``, ``demo``, ``evaluate``,
-``validate``, ``kill-switch``, ``gates``, ``loadtest``."""
+``validate``, ``kill-switch``, ``gates``, ``jobs``, ``alerts``, ``loadtest``."""
 
 from __future__ import annotations
 
@@ -18,12 +18,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from services.cli.alerts import alerts_app
 from services.cli.embedded import (
     EmbeddedPostgres,
     load_or_create_page_token_key,
     load_or_create_tokens,
     state_dir,
 )
+from services.cli.jobs import jobs_app
 from services.cli.loadtest import loadtest_command
 from services.cli.supervisor import (
     DEFAULT_GRPC_PORTS,
@@ -31,6 +33,7 @@ from services.cli.supervisor import (
     SERVICES,
     Supervisor,
 )
+from services.cli.workers import run_workers, worker_settings
 from shared.auth import Role, TokenRegistry, parse_tokens
 from shared.db import migrate as migrations
 
@@ -42,7 +45,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+app.add_typer(jobs_app, name="jobs")
 console = Console(stderr=True)
+app.add_typer(alerts_app, name="alerts")
 
 
 def _database_url() -> tuple[str, EmbeddedPostgres | None]:
@@ -103,6 +108,11 @@ async def _up(host: str, grpc_ports: dict[str, int], metrics_ports: dict[str, in
                 "REVIEWLEARN_TOKENS": tokens.as_env(),
                 "REVIEWLEARN_PAGE_TOKEN_KEY": load_or_create_page_token_key(state_dir()),
                 "REVIEWLEARN_HOST": host,
+                # The embedded default runs the batch jobs itself (Kubernetes: CronJobs).
+                "REVIEWLEARN_JOB_SCHEDULER_ENABLED": os.environ.get(
+                    "REVIEWLEARN_JOB_SCHEDULER_ENABLED", "true"
+                ),
+                "REVIEWLEARN_INSIGHTS_ADDRESS": f"{host}:{grpc_ports['insights']}",
             }
         )
         await supervisor.start(grpc_ports, metrics_ports)
@@ -188,6 +198,12 @@ def _token_items(tokens: TokenRegistry) -> list[tuple[str, Role]]:
 @app.command()
 def serve(
     service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}")],
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=64, help="Processes sharing the port (default REVIEWLEARN_WORKERS)."
+        ),
+    ] = None,
 ) -> None:
     """Run one service in the foreground (for containers); configured by REVIEWLEARN_* vars."""
     if service not in SERVICES:
@@ -195,6 +211,10 @@ def serve(
             f"[red]unknown service {service!r}; choose one of {', '.join(SERVICES)}[/red]"
         )
         raise typer.Exit(2)
+    settings = worker_settings(service)
+    count = workers or settings.workers
+    if count > 1:
+        raise typer.Exit(asyncio.run(run_workers(service, settings, count)))
     # exec, so the service is PID 1's direct child and receives SIGTERM itself.
     os.execv(sys.executable, [sys.executable, "-m", f"services.{service}"])
 

@@ -35,23 +35,9 @@ OK = 0
 FAILED = 1
 COULD_NOT_CHECK = 75
 
-PENDING_IMPLEMENTATION: frozenset[str] = frozenset(
-    {
-        # Alerts (the alerting issue) and batch jobs (the batch-jobs issue) are being built in
-        # parallel: until they land these answer UNIMPLEMENTED, which is not yet a failure.
-        # Empty this set when they have landed; an implemented method passes either way.
-        "reviewlearn.control.v1.ControlService/ListAlertRules",
-        "reviewlearn.control.v1.ControlService/UpsertAlertRule",
-        "reviewlearn.control.v1.ControlService/EvaluateAlerts",
-        "reviewlearn.control.v1.ControlService/ListActiveAlerts",
-        "reviewlearn.control.v1.ControlService/ListAlertHistory",
-        "reviewlearn.control.v1.ControlService/CreateSilence",
-        "reviewlearn.control.v1.ControlService/ExpireSilence",
-        "reviewlearn.control.v1.ControlService/SendTestNotification",
-        "reviewlearn.learning.v1.LearningService/RunJobs",
-        "reviewlearn.learning.v1.LearningService/ListJobRuns",
-    }
-)
+# Every declared RPC is implemented since wave 2 landed; a method listed here (while its
+# issue is being built) may answer UNIMPLEMENTED without failing the check.
+PENDING_IMPLEMENTATION: frozenset[str] = frozenset()
 """Methods allowed to answer UNIMPLEMENTED (``service/method``)."""
 
 _NONE = object()

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from google.protobuf.duration_pb2 import Duration
 from reviewlearn.common.v1 import common_pb2
 from reviewlearn.control.v1 import control_pb2
 
+from services.control.domain.alert_catalogue import SignalSpec
+from services.control.domain.alerts import (
+    LABEL_PATTERN,
+    Alert,
+    AlertRule,
+    AlertState,
+    Channel,
+    Severity,
+    Silence,
+)
 from services.control.domain.changes import (
+    MAX_REASON_CHARS,
     Action,
     GateChange,
     GateClear,
@@ -33,6 +44,7 @@ from services.control.domain.rollout import (
 from services.control.usecases.audit import AuditQuery, AuditRecord
 from shared.convert import timestamp_from_pb, timestamp_to_pb
 from shared.errors import Violations
+from shared.finding_input import check_text
 from shared.gates.model import Feature, GateDecision, GateSnapshot, Switch
 from shared.gates.store import FEATURE_CODES, FEATURE_OF_CODE
 
@@ -407,4 +419,156 @@ def health_to_pb(
     )
     if health.last_learning_update is not None:
         message.last_learning_update.CopyFrom(timestamp_to_pb(health.last_learning_update))
+    return message
+
+
+# ------------------------------------------------------------------ alerts
+
+_CHANNEL_OF_PB = {
+    control_pb2.CHANNEL_PAGERDUTY: Channel.PAGERDUTY,
+    control_pb2.CHANNEL_SLACK: Channel.SLACK,
+    control_pb2.CHANNEL_EMAIL: Channel.EMAIL,
+    control_pb2.CHANNEL_LOG: Channel.LOG,
+}
+_PB_OF_CHANNEL = {channel: value for value, channel in _CHANNEL_OF_PB.items()}
+
+
+def channel_from_pb(value: int, field: str, violations: Violations) -> Channel | None:
+    channel: Channel | None = _CHANNEL_OF_PB.get(value)  # type: ignore[call-overload]
+    if channel is None:
+        violations.add(field, "must be one of CHANNEL_PAGERDUTY, _SLACK, _EMAIL, _LOG")
+    return channel
+
+
+def _duration_to_pb(value: timedelta) -> Duration:
+    duration = Duration()
+    duration.FromTimedelta(value)
+    return duration
+
+
+def alert_rule_from_pb(rule: control_pb2.AlertRule, violations: Violations) -> AlertRule | None:
+    """The rule as sent; the domain (validate_rule) judges its values."""
+    durations = {}
+    for name in ("for_duration", "repeat_interval", "keep_firing_for"):
+        durations[name] = duration_from_pb(
+            getattr(rule, name), f"rule.{name}", violations, present=rule.HasField(name)
+        )
+    channels = [
+        channel_from_pb(c, f"rule.channels[{i}]", violations) for i, c in enumerate(rule.channels)
+    ]
+    if rule.severity not in (1, 2, 3):
+        violations.add("rule.severity", "must be CRITICAL, WARNING or INFO")
+    if violations:
+        return None
+    repeat = durations["repeat_interval"]
+    return AlertRule(
+        name=rule.name,
+        signal=rule.signal,
+        comparison=rule.comparison,
+        threshold=rule.threshold,
+        for_duration=durations["for_duration"] or timedelta(0),
+        keep_firing_for=durations["keep_firing_for"] or timedelta(0),
+        repeat_interval=repeat if repeat is not None else timedelta(hours=4),
+        severity=Severity(rule.severity),
+        channels=tuple(c for c in channels if c is not None),
+        enabled=rule.enabled,
+        description=rule.description,
+        labels=dict(rule.labels),
+        annotations=dict(rule.annotations),
+        safeguard=rule.safeguard,
+    )
+
+
+def alert_rule_to_pb(rule: AlertRule) -> control_pb2.AlertRule:
+    return control_pb2.AlertRule(
+        name=rule.name,
+        signal=rule.signal,
+        comparison=rule.comparison,
+        threshold=rule.threshold,
+        for_duration=_duration_to_pb(rule.for_duration),
+        severity=control_pb2.AlertSeverity.ValueType(int(rule.severity)),
+        channels=[_PB_OF_CHANNEL[c] for c in rule.channels],
+        repeat_interval=_duration_to_pb(rule.repeat_interval),
+        enabled=rule.enabled,
+        description=rule.description,
+        keep_firing_for=_duration_to_pb(rule.keep_firing_for),
+        labels=dict(rule.labels),
+        annotations=dict(rule.annotations),
+        safeguard=rule.safeguard,
+    )
+
+
+def signal_to_pb(spec: SignalSpec) -> control_pb2.AlertSignal:
+    return control_pb2.AlertSignal(name=spec.name, description=spec.description, unit=spec.unit)
+
+
+def alert_to_pb(
+    alert: Alert, rule: AlertRule | None, previous: AlertState | None = None
+) -> control_pb2.Alert:
+    message = control_pb2.Alert(
+        alert_id=alert.alert_id,
+        rule_name=alert.rule_name,
+        state=control_pb2.AlertState.ValueType(int(alert.state)),
+        severity=control_pb2.AlertSeverity.ValueType(int(alert.severity)),
+        value=alert.value if alert.value is not None else 0.0,
+        active_since=timestamp_to_pb(alert.active_since),
+        silenced=alert.silenced,
+        notifications=alert.notifications,
+    )
+    if alert.fired_at is not None:
+        message.fired_time.CopyFrom(timestamp_to_pb(alert.fired_at))
+    if alert.resolved_at is not None:
+        message.resolved_time.CopyFrom(timestamp_to_pb(alert.resolved_at))
+    if alert.last_notified_at is not None:
+        message.last_notify_time.CopyFrom(timestamp_to_pb(alert.last_notified_at))
+    if previous is not None:
+        message.previous_state = control_pb2.AlertState.ValueType(int(previous))
+    if rule is not None:
+        message.labels.update(rule.all_labels())
+        message.summary = rule.summary(alert.value)
+    return message
+
+
+def signal_value_to_pb(name: str, value: float | None) -> control_pb2.SignalValue:
+    return control_pb2.SignalValue(
+        name=name, value=value if value is not None else 0.0, known=value is not None
+    )
+
+
+def silence_request_from_pb(
+    request: control_pb2.CreateSilenceRequest,
+) -> tuple[list[str], dict[str, str], timedelta, str]:
+    violations = Violations()
+    check_mutation(
+        violations, request_id=request.request_id, reason=request.comment, reason_required=False
+    )
+    duration = duration_from_pb(
+        request.duration, "duration", violations, present=request.HasField("duration")
+    )
+    if duration is None and not violations:
+        violations.add("duration", "is required")
+    for key, value in request.matchers.items():
+        if not LABEL_PATTERN.match(key):
+            violations.add(f"matchers[{key}]", "not a valid label name")
+        check_text(violations, f"matchers[{key}]", value, max_chars=MAX_REASON_CHARS)
+    for index, name in enumerate(request.rule_names):
+        check_text(violations, f"rule_names[{index}]", name, max_chars=200)
+    violations.raise_if_any()
+    assert duration is not None
+    return list(request.rule_names), dict(request.matchers), duration, request.comment.strip()
+
+
+def silence_to_pb(silence: Silence, *, now: datetime) -> control_pb2.Silence:
+    message = control_pb2.Silence(
+        silence_id=silence.silence_id,
+        rule_names=list(silence.rule_names),
+        start_time=timestamp_to_pb(silence.starts_at),
+        end_time=timestamp_to_pb(silence.ends_at),
+        created_by=silence.created_by,
+        comment=silence.comment,
+        matchers=dict(silence.matchers),
+        active=silence.active(now),
+    )
+    if silence.expired_at is not None:
+        message.expire_time.CopyFrom(timestamp_to_pb(silence.expired_at))
     return message

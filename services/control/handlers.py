@@ -1,9 +1,4 @@
-"""gRPC transport of the control plane: convert the request, call the use case, convert back.
-
-The alert RPCs belong to the alerting issue and answer UNIMPLEMENTED until it lands; the
-heartbeats and samples they will read are already recorded (``replica_heartbeats``,
-``replica_samples``).
-"""
+"""gRPC transport of the control plane: convert the request, call the use case, convert back."""
 
 from __future__ import annotations
 
@@ -15,18 +10,20 @@ from typing import Any
 from reviewlearn.control.v1 import control_pb2, control_pb2_grpc
 
 from services.control import convert
+from services.control.domain.changes import check_mutation
 from services.control.domain.replicas import propagation_of
+from services.control.usecases.alerts import AlertService
 from services.control.usecases.audit import AuditLog
 from services.control.usecases.gates import GateCommands
 from services.control.usecases.health import SystemHealthCheck
 from services.control.usecases.propagation import PropagationTracker
 from services.control.usecases.rollout import RolloutService
 from shared.errors import Violations
+from shared.finding_input import check_text
 from shared.gates.client import GateClient
 from shared.gates.model import GateSnapshot
 from shared.pagination import PageTokens, page_size
 from shared.rpc.interceptors import current_principal
-from shared.rpc.server import answer_unimplemented
 
 log = logging.getLogger("reviewlearn.control")
 
@@ -50,8 +47,10 @@ class ControlHandlers(control_pb2_grpc.ControlServiceServicer):
         audit: AuditLog,
         health: SystemHealthCheck,
         pages: PageTokens,
+        alerts: AlertService,
     ) -> None:
         self._pages = pages
+        self._alerts = alerts
         self._rollout = rollout
         self._audit = audit
         self._health = health
@@ -202,6 +201,117 @@ class ControlHandlers(control_pb2_grpc.ControlServiceServicer):
             all_met=all(c.met for c in criteria if c.blocking),
         )
 
+    # ------------------------------------------------------------------ alerts
+
+    async def ListAlertRules(
+        self, request: control_pb2.ListAlertRulesRequest, context: Any
+    ) -> control_pb2.ListAlertRulesResponse:
+        rules = await self._alerts.rules()
+        return control_pb2.ListAlertRulesResponse(
+            rules=[convert.alert_rule_to_pb(r) for r in rules],
+            signals=[convert.signal_to_pb(s) for s in self._alerts.signals],
+        )
+
+    async def UpsertAlertRule(
+        self, request: control_pb2.UpsertAlertRuleRequest, context: Any
+    ) -> control_pb2.UpsertAlertRuleResponse:
+        violations = Violations()
+        check_mutation(violations, request_id=request.request_id, reason="", reason_required=False)
+        rule = convert.alert_rule_from_pb(request.rule, violations)
+        violations.raise_if_any()
+        assert rule is not None
+        stored, created = await self._alerts.upsert_rule(
+            rule, request_id=request.request_id or None, actor=_actor()
+        )
+        return control_pb2.UpsertAlertRuleResponse(
+            rule=convert.alert_rule_to_pb(stored), created=created
+        )
+
+    async def EvaluateAlerts(
+        self, request: control_pb2.EvaluateAlertsRequest, context: Any
+    ) -> control_pb2.EvaluateAlertsResponse:
+        evaluation = await self._alerts.evaluate(wait=True)
+        assert evaluation is not None  # waiting for the lock always evaluates
+        return control_pb2.EvaluateAlertsResponse(
+            alerts=[
+                convert.alert_to_pb(t.alert, evaluation.rules.get(t.alert.rule_name), t.previous)
+                for t in evaluation.transitions
+            ],
+            notifications_sent=evaluation.delivery.sent,
+            notifications_failed=evaluation.delivery.failed,
+            signals=[convert.signal_value_to_pb(n, v) for n, v in evaluation.values.items()],
+        )
+
+    async def ListActiveAlerts(
+        self, request: control_pb2.ListActiveAlertsRequest, context: Any
+    ) -> control_pb2.ListActiveAlertsResponse:
+        alerts, rules = await self._alerts.alerts(active_only=True, before_id=None, limit=None)
+        return control_pb2.ListActiveAlertsResponse(
+            alerts=[convert.alert_to_pb(a, rules.get(a.rule_name)) for a in alerts]
+        )
+
+    async def ListAlertHistory(
+        self, request: control_pb2.ListAlertHistoryRequest, context: Any
+    ) -> control_pb2.ListAlertHistoryResponse:
+        violations = Violations()
+        check_text(violations, "rule_name", request.rule_name, max_chars=200)
+        violations.raise_if_any()
+        key = f"alert-history:{request.rule_name}"
+        before = self._pages.decode(request.page_token, key, int)
+        size = page_size(request.page_size)
+        alerts, rules = await self._alerts.alerts(
+            rule_name=request.rule_name, active_only=False, before_id=before, limit=size + 1
+        )
+        response = control_pb2.ListAlertHistoryResponse(
+            alerts=[convert.alert_to_pb(a, rules.get(a.rule_name)) for a in alerts[:size]]
+        )
+        if len(alerts) > size:
+            response.next_page_token = self._pages.encode(key, alerts[size - 1].alert_id)
+        return response
+
+    async def CreateSilence(
+        self, request: control_pb2.CreateSilenceRequest, context: Any
+    ) -> control_pb2.CreateSilenceResponse:
+        rule_names, matchers, duration, comment = convert.silence_request_from_pb(request)
+        silence = await self._alerts.create_silence(
+            rule_names=rule_names,
+            matchers=matchers,
+            duration=duration,
+            comment=comment,
+            request_id=request.request_id or None,
+            actor=_actor(),
+        )
+        now = silence.starts_at
+        return control_pb2.CreateSilenceResponse(silence=convert.silence_to_pb(silence, now=now))
+
+    async def ExpireSilence(
+        self, request: control_pb2.ExpireSilenceRequest, context: Any
+    ) -> control_pb2.ExpireSilenceResponse:
+        silence = await self._alerts.expire_silence(request.silence_id, actor=_actor())
+        now = silence.expired_at or silence.ends_at
+        return control_pb2.ExpireSilenceResponse(silence=convert.silence_to_pb(silence, now=now))
+
+    async def ListSilences(
+        self, request: control_pb2.ListSilencesRequest, context: Any
+    ) -> control_pb2.ListSilencesResponse:
+        now, silences = await self._alerts.silences(include_expired=request.include_expired)
+        return control_pb2.ListSilencesResponse(
+            silences=[convert.silence_to_pb(s, now=now) for s in silences]
+        )
+
+    async def SendTestNotification(
+        self, request: control_pb2.SendTestNotificationRequest, context: Any
+    ) -> control_pb2.SendTestNotificationResponse:
+        violations = Violations()
+        channel = convert.channel_from_pb(request.channel, "channel", violations)
+        check_text(violations, "message", request.message, max_chars=1000)
+        violations.raise_if_any()
+        assert channel is not None
+        delivered, attempts, detail = await self._alerts.send_test(channel, request.message)
+        return control_pb2.SendTestNotificationResponse(
+            delivered=delivered, detail=detail, attempts=attempts
+        )
+
     # ------------------------------------------------------------------ audit and health
 
     async def ListAuditEvents(
@@ -224,6 +334,3 @@ class ControlHandlers(control_pb2_grpc.ControlServiceServicer):
     ) -> control_pb2.GetSystemHealthResponse:
         health, replicas = await self._health.assess()
         return convert.health_to_pb(health, replicas)
-
-
-answer_unimplemented(ControlHandlers, SERVICE, pending="a later change of the control plane")

@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+import httpx
+from pydantic import SecretStr
 from reviewlearn.control.v1 import control_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.control.announcer import GateAnnouncer
+from services.control.domain.alerts import Channel
+from services.control.domain.changes import KillSwitchChange
 from services.control.domain.health import HealthLimits, Status
 from services.control.handlers import SERVICE, ControlHandlers
+from services.control.instruments import AlertInstruments
+from services.control.notifiers import (
+    EmailNotifier,
+    LogNotifier,
+    Notifier,
+    PagerDutyNotifier,
+    SlackNotifier,
+    SmtpConfig,
+)
 from services.control.settings import ControlSettings
-from services.control.storage.unit import replica_reads, transactions
+from services.control.storage.unit import ControlUnit, replica_reads, transactions
+from services.control.usecases.alert_delivery import NotificationDispatcher, RetryPolicy
+from services.control.usecases.alerts import ALERTING_ACTOR, AlertPolicy, AlertService
 from services.control.usecases.audit import AuditLog
 from services.control.usecases.gates import GateCommands
 from services.control.usecases.health import SystemHealthCheck
@@ -33,6 +49,8 @@ from shared.rpc.server import ServiceBinding
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+Transactions = Callable[[], AbstractAsyncContextManager[ControlUnit]]
+
 
 def _redis(url: str | None) -> Redis | None:
     if not url:
@@ -40,6 +58,79 @@ def _redis(url: str | None) -> Redis | None:
     from redis.asyncio import Redis  # only when configured: the client costs startup time
 
     return Redis.from_url(url)
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def _notifiers(settings: ControlSettings, client: httpx.AsyncClient) -> dict[Channel, Notifier]:
+    return {
+        Channel.PAGERDUTY: PagerDutyNotifier(
+            client=client,
+            url=settings.alert_pagerduty_url,
+            routing_key=_secret(settings.alert_pagerduty_routing_key),
+        ),
+        Channel.SLACK: SlackNotifier(
+            client=client, webhook_url=_secret(settings.alert_slack_webhook_url)
+        ),
+        Channel.EMAIL: EmailNotifier(
+            SmtpConfig(
+                host=settings.alert_smtp_host,
+                port=settings.alert_smtp_port,
+                sender=settings.alert_smtp_from,
+                recipients=tuple(a.strip() for a in settings.alert_smtp_to.split(",") if a.strip()),
+                username=settings.alert_smtp_username,
+                password=_secret(settings.alert_smtp_password),
+                starttls=settings.alert_smtp_starttls,
+                timeout=settings.alert_http_timeout_seconds,
+            )
+        ),
+        Channel.LOG: LogNotifier(),
+    }
+
+
+def build_alerts(
+    settings: ControlSettings, units: Transactions, gates: GateCommands
+) -> tuple[AlertService, httpx.AsyncClient]:
+    """The alerting part: the evaluator, the outbox dispatcher and the channels' senders."""
+    client = httpx.AsyncClient(timeout=settings.alert_http_timeout_seconds)
+    instruments = AlertInstruments(fresh_seconds=3 * settings.alert_evaluation_seconds + 5)
+    dispatcher = NotificationDispatcher(
+        transactions=units,
+        notifiers=_notifiers(settings, client),
+        policy=RetryPolicy(
+            max_attempts=settings.alert_max_attempts,
+            base_seconds=settings.alert_retry_base_seconds,
+            max_seconds=settings.alert_retry_max_seconds,
+            lease=timedelta(seconds=settings.alert_delivery_lease_seconds),
+        ),
+        counters=instruments,
+    )
+
+    async def engage_kill_switch(change: KillSwitchChange) -> object:
+        return await gates.set_kill_switch(change, actor=ALERTING_ACTOR)
+
+    service = AlertService(
+        transactions=units,
+        dispatcher=dispatcher,
+        observer=instruments,
+        engage_kill_switch=engage_kill_switch,
+        policy=AlertPolicy(
+            live_seconds=settings.replica_gone_seconds,
+            signal_window=timedelta(seconds=settings.alert_signal_window_seconds),
+            job_window=timedelta(hours=settings.alert_job_window_hours),
+            info_window=timedelta(hours=settings.alert_info_window_hours),
+            integrity_jobs=settings.integrity_job_names,
+            resolve_channels=frozenset(
+                Channel(c.strip())
+                for c in settings.alert_resolve_channels.split(",")
+                if c.strip() in Channel._value2member_map_
+            ),
+            safeguard_action=settings.alert_safeguard_action,
+        ),
+    )
+    return service, client
 
 
 def build_server(settings: ControlSettings, *, engine: AsyncEngine | None = None) -> ServiceRuntime:
@@ -79,9 +170,12 @@ def build_server(settings: ControlSettings, *, engine: AsyncEngine | None = None
         )
 
     retention = Retention(transactions=units, keep=timedelta(days=settings.sample_retention_days))
+    gates = GateCommands(transactions=units, after_commit=announcer)
+    alerts, http_client = build_alerts(settings, units, gates)
 
-    handlers = ControlHandlers(  # type: ignore[abstract]
-        gates=GateCommands(transactions=units, after_commit=announcer),
+    handlers = ControlHandlers(
+        gates=gates,
+        alerts=alerts,
         gate_client=gate_client,
         snapshots=snapshots,
         propagation=tracker,
@@ -113,6 +207,14 @@ def build_server(settings: ControlSettings, *, engine: AsyncEngine | None = None
             )
         ],
         http_routes={"/health/learning": health_document},
-        background=[Periodic("control-retention", retention.prune, interval=3600.0)],
-        cleanups=[redis.aclose] if redis is not None else [],
+        background=[
+            Periodic("control-retention", retention.prune, interval=3600.0),
+            Periodic(
+                "control-alerts",
+                alerts.tick,
+                interval=settings.alert_evaluation_seconds,
+                run_at_start=False,
+            ),
+        ],
+        cleanups=[http_client.aclose, *([redis.aclose] if redis is not None else [])],
     )

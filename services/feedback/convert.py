@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from reviewlearn.common.v1 import common_pb2
 from reviewlearn.feedback.v1 import feedback_pb2
 
 from services.feedback.domain import (
+    BatchOutcome,
+    FeedbackBatch,
     FeedbackDraft,
     ItemResult,
     ItemStatus,
     RecordedReview,
     ReviewDraft,
+    to_micros,
 )
 from services.feedback.repository import FeedbackRow, FindingView
-from shared.convert import finding_from_pb, timestamp_from_pb, timestamp_to_pb
+from shared.convert import MAX_NANOS, finding_from_pb, timestamp_from_pb, timestamp_to_pb
 from shared.errors import Violations
 from shared.outcome import FeedbackKind
 
 _KINDS = {int(kind): kind for kind in FeedbackKind}
+_KIND_PROBLEM = ("kind", "must be one of FEEDBACK_KIND_APPLIED … FEEDBACK_KIND_NOT_HELPFUL")
+# Timestamps in this range (1970 … 9999) convert on the fast path; any other goes through
+# timestamp_from_pb, which words the problem.
+_MAX_FAST_SECONDS = 253_402_300_799
 
 _ITEM_CODES = {
     ItemStatus.CONFLICT: (6, "EVENT_ID_CONFLICT"),
@@ -56,6 +65,68 @@ def feedback_from_pb(
     )
 
 
+def feedback_batch_from_pb(events: Iterable[feedback_pb2.FeedbackEvent]) -> FeedbackBatch:
+    """Decodes a batch in one pass into COPY records; what cannot be decoded becomes a problem."""
+    batch = FeedbackBatch()
+    append = batch.events.append
+    problems = batch.problems
+    for position, event in enumerate(events):
+        kind = int(event.kind)
+        if kind not in _KINDS:
+            kind = 0
+            problems[position] = [_KIND_PROBLEM]
+        stamp = event.occurred_at
+        seconds, nanos = stamp.seconds, stamp.nanos
+        if 0 < seconds <= _MAX_FAST_SECONDS and 0 <= nanos <= MAX_NANOS:
+            occurred_us = seconds * 1_000_000 + nanos // 1000
+        else:
+            violations = Violations()
+            occurred_us = to_micros(timestamp_from_pb(stamp, "occurred_at", violations))
+            if violations:
+                problems.setdefault(position, []).extend(
+                    (v.field, v.description) for v in violations.items
+                )
+        append(
+            (
+                position,
+                event.event_id.strip(),
+                event.finding_id,
+                kind,
+                event.actor_id.strip(),
+                event.comment,
+                occurred_us,
+            )
+        )
+    return batch
+
+
+def batch_outcome_to_pb(outcome: BatchOutcome) -> feedback_pb2.BatchRecordFeedbackResponse:
+    stored = outcome.count(ItemStatus.STORED)
+    duplicates = outcome.count(ItemStatus.DUPLICATE)
+    response = feedback_pb2.BatchRecordFeedbackResponse(
+        stored_count=stored,
+        duplicate_count=duplicates,
+        failed_count=len(outcome.statuses) - stored - duplicates,
+    )
+    # add() builds each result in place, twice as fast as constructing a list of messages.
+    add = response.results.add
+    index = outcome.first_index
+    for position, (event_id, status, feedback_id) in enumerate(
+        zip(outcome.event_ids, outcome.statuses, outcome.feedback_ids, strict=True)
+    ):
+        if status == ItemStatus.STORED:
+            add(index=index + position, event_id=event_id, feedback_id=feedback_id)
+        elif status == ItemStatus.DUPLICATE:
+            add(index=index + position, event_id=event_id, feedback_id=feedback_id, duplicate=True)
+        else:
+            add(
+                index=index + position,
+                event_id=event_id,
+                error=item_error_to_pb(outcome.item(position)),
+            )
+    return response
+
+
 def recorded_review_to_pb(review: RecordedReview) -> feedback_pb2.RecordFindingsResponse:
     return feedback_pb2.RecordFindingsResponse(
         review_id=review.review_id,
@@ -70,18 +141,6 @@ def recorded_review_to_pb(review: RecordedReview) -> feedback_pb2.RecordFindings
             for f in review.findings
         ],
     )
-
-
-def item_result_to_pb(result: ItemResult) -> feedback_pb2.FeedbackItemResult:
-    item = feedback_pb2.FeedbackItemResult(
-        index=result.index,
-        event_id=result.event_id,
-        feedback_id=result.feedback_id,
-        duplicate=result.status == ItemStatus.DUPLICATE,
-    )
-    if result.status in _ITEM_CODES:
-        item.error.CopyFrom(item_error_to_pb(result))
-    return item
 
 
 def item_error_to_pb(result: ItemResult) -> common_pb2.ItemError:

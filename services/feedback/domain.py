@@ -3,9 +3,9 @@ rules a request must meet before anything is stored. Pure: no gRPC, no SQL."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from shared.errors import Violations
 from shared.finding_input import FindingDraft, Limits, check_text, validate_finding
@@ -39,6 +39,95 @@ class FeedbackDraft:
             and self.actor_id == other.actor_id
             and self.comment == other.comment
             and self.occurred_at == other.occurred_at
+        )
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+StagedEvent = tuple[int, str, int, int, str, str, int]
+"""(position, event_id, finding_id, kind, actor_id, comment, occurred_at in µs since the epoch)."""
+
+
+def to_micros(moment: datetime) -> int:
+    return (moment - EPOCH) // _MICROSECOND
+
+
+@dataclass
+class FeedbackBatch:
+    """A batch of feedback events as plain tuples, exactly the records COPY sends.
+
+    Thousands of events are decoded, validated and copied into the database without building a
+    draft, a violations list or a datetime per event: those were most of the old path's time
+    (see docs/architecture.md, "Feedback ingestion"). The kind is 0 where the wire value is not a
+    kind; ``problems`` says so.
+    """
+
+    events: list[StagedEvent] = field(default_factory=list)
+    problems: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
+    """What decoding found wrong, by position: (field below the event, description)."""
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    @property
+    def event_ids(self) -> list[str]:
+        return [event[1] for event in self.events]
+
+    @property
+    def kinds(self) -> list[int]:
+        return [event[3] for event in self.events]
+
+    def append(self, draft: FeedbackDraft) -> None:
+        self.events.append(
+            (
+                len(self.events),
+                draft.event_id,
+                draft.finding_id,
+                int(draft.kind),
+                draft.actor_id,
+                draft.comment,
+                to_micros(draft.occurred_at),
+            )
+        )
+
+    def draft(self, position: int) -> FeedbackDraft:
+        _, event_id, finding_id, kind, actor_id, comment, occurred_us = self.events[position]
+        return FeedbackDraft(
+            event_id=event_id,
+            finding_id=finding_id,
+            kind=FeedbackKind(kind) if kind else FeedbackKind.DISMISSED,
+            actor_id=actor_id,
+            comment=comment,
+            occurred_at=EPOCH + timedelta(microseconds=occurred_us),
+        )
+
+
+@dataclass
+class BatchOutcome:
+    """What happened to each event of a batch, as columns in the batch's order."""
+
+    first_index: int
+    event_ids: list[str]
+    statuses: list[str]
+    feedback_ids: list[int]
+    recorded_ats: list[datetime | None]
+    errors: dict[int, tuple[str, tuple[tuple[str, str], ...]]]
+    """Position → (message, field violations) of every item that was not stored."""
+
+    def count(self, status: str) -> int:
+        return self.statuses.count(status)
+
+    def item(self, position: int) -> ItemResult:
+        message, violations = self.errors.get(position, ("", ()))
+        return ItemResult(
+            index=self.first_index + position,
+            event_id=self.event_ids[position],
+            status=self.statuses[position],
+            feedback_id=self.feedback_ids[position],
+            message=message,
+            violations=violations,
+            recorded_at=self.recorded_ats[position],
         )
 
 
@@ -147,6 +236,53 @@ def validate_feedback(
     )
     check_text(violations, f"{prefix}.comment", draft.comment, max_chars=limits.max_text_chars)
     check_timestamp(violations, f"{prefix}.occurred_at", draft.occurred_at, now=now, limits=limits)
+
+
+def validate_feedback_batch(
+    batch: FeedbackBatch,
+    prefix: Callable[[int], str],
+    limits: Limits,
+    *,
+    now: datetime,
+) -> dict[int, tuple[tuple[str, str], ...]]:
+    """The violations of every invalid event, by position; valid events are not in the answer.
+
+    One cheap pass over the batch finds the suspect events; only those go through
+    ``validate_feedback``, so the messages are exactly the single-event ones. ``prefix`` names an
+    event's position in the request (``events[7]``).
+    """
+    latest = to_micros(now + limits.future_tolerance)
+    oldest = to_micros(limits.oldest_event)
+    max_id = limits.max_id_chars
+    max_text = limits.max_text_chars
+    problems = batch.problems
+    suspects = [
+        position
+        for position, event_id, finding_id, _, actor_id, comment, occurred_us in batch.events
+        if not (
+            event_id
+            and len(event_id) <= max_id
+            and finding_id > 0
+            and actor_id
+            and len(actor_id) <= max_id
+            and len(comment) <= max_text
+            and oldest <= occurred_us <= latest
+            and "\x00" not in event_id
+            and "\x00" not in actor_id
+            and "\x00" not in comment
+        )
+        or position in problems
+    ]
+    invalid: dict[int, tuple[tuple[str, str], ...]] = {}
+    for position in suspects:
+        name = prefix(position)
+        violations = Violations()
+        for below, description in problems.get(position, ()):
+            violations.add(f"{name}.{below}", description)
+        validate_feedback(batch.draft(position), name, limits, violations, now=now)
+        if violations:
+            invalid[position] = tuple((v.field, v.description) for v in violations.items)
+    return invalid
 
 
 def validate_batch_size(events: Sequence[object], limits: Limits) -> None:

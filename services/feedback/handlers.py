@@ -10,7 +10,7 @@ from typing import Any
 from reviewlearn.feedback.v1 import feedback_pb2, feedback_pb2_grpc
 
 from services.feedback import convert
-from services.feedback.domain import FeedbackDraft, ItemStatus, validate_batch_size
+from services.feedback.domain import ItemStatus, validate_batch_size
 from services.feedback.ingestion import FeedbackIngestion
 from shared.convert import timestamp_to_pb
 from shared.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound, Violations
@@ -79,35 +79,30 @@ class FeedbackHandlers(feedback_pb2_grpc.FeedbackServiceServicer):
         self, request: feedback_pb2.BatchRecordFeedbackRequest, context: Any
     ) -> feedback_pb2.BatchRecordFeedbackResponse:
         validate_batch_size(request.events, self._ingestion.limits)
-        results = await self._ingestion.record_feedback(_drafts(request.events, "events"))
-        return feedback_pb2.BatchRecordFeedbackResponse(
-            results=[convert.item_result_to_pb(r) for r in results],
-            stored_count=sum(r.status == ItemStatus.STORED for r in results),
-            duplicate_count=sum(r.status == ItemStatus.DUPLICATE for r in results),
-            failed_count=sum(
-                r.status not in (ItemStatus.STORED, ItemStatus.DUPLICATE) for r in results
-            ),
+        outcome = await self._ingestion.record_feedback(
+            convert.feedback_batch_from_pb(request.events)
         )
+        return convert.batch_outcome_to_pb(outcome)
 
     async def StreamFeedback(
         self, request_iterator: AsyncIterator[feedback_pb2.StreamFeedbackRequest], context: Any
     ) -> feedback_pb2.StreamFeedbackResponse:
         response = feedback_pb2.StreamFeedbackResponse()
         async for offset, chunk in _chunks(request_iterator):
-            results = await self._ingestion.record_feedback(
-                _drafts([message.event for message in chunk], "events", offset=offset),
+            outcome = await self._ingestion.record_feedback(
+                convert.feedback_batch_from_pb(message.event for message in chunk),
                 first_index=offset,
             )
-            response.received_count += len(results)
-            for result in results:
-                if result.status == ItemStatus.STORED:
-                    response.stored_count += 1
-                elif result.status == ItemStatus.DUPLICATE:
-                    response.duplicate_count += 1
-                else:
-                    response.failed_count += 1
-                    if len(response.errors) < MAX_STREAM_ERRORS_REPORTED:
-                        response.errors.append(convert.item_error_to_pb(result))
+            stored = outcome.count(ItemStatus.STORED)
+            duplicates = outcome.count(ItemStatus.DUPLICATE)
+            response.received_count += len(chunk)
+            response.stored_count += stored
+            response.duplicate_count += duplicates
+            response.failed_count += len(chunk) - stored - duplicates
+            for position in sorted(outcome.errors):
+                if len(response.errors) >= MAX_STREAM_ERRORS_REPORTED:
+                    break
+                response.errors.append(convert.item_error_to_pb(outcome.item(position)))
         return response
 
     async def ListFeedback(
@@ -146,16 +141,6 @@ def _caller() -> str:
     """Who is calling (the auth interceptor set it): scopes request ids, names audit actors."""
     principal = current_principal.get()
     return principal.token_id if principal else ANONYMOUS
-
-
-def _drafts(events: Any, field: str, *, offset: int = 0) -> list[tuple[FeedbackDraft, Violations]]:
-    drafts = []
-    for index, event in enumerate(events):
-        violations = Violations()
-        drafts.append(
-            (convert.feedback_from_pb(event, f"{field}[{offset + index}]", violations), violations)
-        )
-    return drafts
 
 
 async def _chunks(

@@ -19,6 +19,8 @@ from tenacity import AsyncRetrying
 
 from services.feedback.coalescer import Coalescer
 from services.feedback.domain import (
+    BatchOutcome,
+    FeedbackBatch,
     FeedbackDraft,
     ItemResult,
     ItemStatus,
@@ -26,11 +28,18 @@ from services.feedback.domain import (
     RecordedReview,
     ReviewDraft,
     validate_feedback,
+    validate_feedback_batch,
     validate_review,
 )
 from services.feedback.instruments import FeedbackInstruments
 from services.feedback.notifier import ChangeNotifier
-from services.feedback.repository import FeedbackRepository, FeedbackRow, FindingView, StoredEvent
+from services.feedback.repository import (
+    FeedbackRepository,
+    FeedbackRow,
+    FindingView,
+    StagedStatus,
+    StoredEvent,
+)
 from shared.db.failures import write_retries
 from shared.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Violations
 from shared.finding_input import Limits, check_text
@@ -173,43 +182,29 @@ class FeedbackIngestion:
     # ---------------------------------------------------------------------------- feedback
 
     async def record_feedback(
-        self, items: Sequence[tuple[FeedbackDraft, Violations]], *, first_index: int = 0
-    ) -> list[ItemResult]:
-        """Stores every valid event of a batch; each item gets its own result.
+        self, batch: FeedbackBatch, *, field: str = "events", first_index: int = 0
+    ) -> BatchOutcome:
+        """Stores every valid event of a batch; each event gets its own result.
 
-        ``first_index`` numbers the items of a chunk of a longer stream, so that results and
-        field paths name positions in the whole stream.
+        ``first_index`` numbers the events of a chunk of a longer stream, so that results and
+        field paths (``events[1234].actor_id``) name positions in the whole stream.
         """
         started = time.perf_counter()
-        results: list[ItemResult | None] = [None] * len(items)
-        valid: list[tuple[int, FeedbackDraft]] = []
-        now = self._clock()
-        for position, (draft, violations) in enumerate(items):
-            index = first_index + position
-            validate_feedback(draft, f"events[{index}]", self._limits, violations, now=now)
-            if violations:
-                results[position] = ItemResult(
-                    index=index,
-                    event_id=draft.event_id,
-                    status=ItemStatus.INVALID,
-                    message="; ".join(f"{v.field}: {v.description}" for v in violations.items),
-                    violations=tuple((v.field, v.description) for v in violations.items),
-                )
-            else:
-                valid.append((index, draft))
-        if valid:
-            async for attempt in _retrying():
-                with attempt:
-                    stored = await self._store_feedback(valid)
-            for result in stored:
-                results[result.index - first_index] = result
-        final = [r for r in results if r is not None]
-        self._instruments.record_batch(final, [draft for draft, _ in items], first_index)
+        invalid = validate_feedback_batch(
+            batch,
+            lambda position: f"{field}[{first_index + position}]",
+            self._limits,
+            now=self._clock(),
+        )
+        async for attempt in _retrying():
+            with attempt:
+                outcome = await self._store(batch, invalid, first_index=first_index)
+        self._instruments.record(batch.kinds, outcome.statuses)
         self._instruments.ingestion_duration.record(
             time.perf_counter() - started, {"method": "batch"}
         )
-        self._changed(events=sum(r.status == ItemStatus.STORED for r in final))
-        return final
+        self._changed(events=outcome.count(ItemStatus.STORED))
+        return outcome
 
     async def record_event(self, draft: FeedbackDraft, violations: Violations) -> ItemResult:
         """One event (RecordFeedback): validated here, stored together with concurrent calls."""
@@ -219,52 +214,88 @@ class FeedbackIngestion:
                 index=0,
                 event_id=draft.event_id,
                 status=ItemStatus.INVALID,
-                message="; ".join(f"{v.field}: {v.description}" for v in violations.items),
+                message=_joined(tuple((v.field, v.description) for v in violations.items)),
                 violations=tuple((v.field, v.description) for v in violations.items),
             )
-            self._instruments.record_batch([result], [draft])
+            self._instruments.record([int(draft.kind)], [result.status])
             return result
         return await self._single_events.submit(draft)
 
     async def _store_coalesced(self, drafts: Sequence[FeedbackDraft]) -> list[ItemResult]:
         started = time.perf_counter()
+        batch = FeedbackBatch()
+        for draft in drafts:
+            batch.append(draft)
         async for attempt in _retrying():
             with attempt:
-                results = await self._store_feedback(list(enumerate(drafts)))
-        self._instruments.record_batch(results, drafts)
+                outcome = await self._store(batch, {}, first_index=0)
+        self._instruments.record(batch.kinds, outcome.statuses)
         self._instruments.ingestion_duration.record(
             time.perf_counter() - started, {"method": "single"}
         )
-        self._changed(events=sum(r.status == ItemStatus.STORED for r in results))
-        return results
+        self._changed(events=outcome.count(ItemStatus.STORED))
+        return [outcome.item(position) for position in range(len(drafts))]
 
-    async def _store_feedback(self, valid: Sequence[tuple[int, FeedbackDraft]]) -> list[ItemResult]:
+    async def _store(
+        self,
+        batch: FeedbackBatch,
+        invalid: dict[int, tuple[tuple[str, str], ...]],
+        *,
+        first_index: int,
+    ) -> BatchOutcome:
+        """One transaction: COPY the valid events in, store them, read back what happened."""
+        count = len(batch)
+        outcome = BatchOutcome(
+            first_index=first_index,
+            event_ids=batch.event_ids,
+            statuses=[ItemStatus.INVALID] * count,
+            feedback_ids=[0] * count,
+            recorded_ats=[None] * count,
+            errors={position: (_joined(found), found) for position, found in invalid.items()},
+        )
+        events = (
+            [event for event in batch.events if event[0] not in invalid]
+            if invalid
+            else batch.events
+        )
+        if not events:
+            return outcome
         async with self._sessions.begin() as session:
             repo = FeedbackRepository(session)
-            inserted = await repo.insert_feedback([draft for _, draft in valid])
-            # The first item with an event id inserted now was stored; any other item is a
-            # re-send (duplicate or conflict) or names a finding that does not exist.
-            stored_now: set[int] = set()
-            seen: set[str] = set()
-            for index, draft in valid:
-                if draft.event_id in inserted and draft.event_id not in seen:
-                    stored_now.add(index)
-                seen.add(draft.event_id)
-            earlier = await repo.stored_events(
-                [draft.event_id for index, draft in valid if index not in stored_now]
+            statuses, ids, times = await repo.store_batch(events)
+            unsettled = [
+                event[0]
+                for event, status in zip(events, statuses, strict=True)
+                if status == StagedStatus.UNSETTLED
+            ]
+            earlier = (
+                await repo.stored_events([batch.events[position][1] for position in unsettled])
+                if unsettled
+                else {}
             )
-        return [
-            ItemResult(
-                index,
-                draft.event_id,
-                ItemStatus.STORED,
-                feedback_id=inserted[draft.event_id][0],
-                recorded_at=inserted[draft.event_id][1],
-            )
-            if index in stored_now
-            else _resent_or_missing(index, draft, earlier.get(draft.event_id))
-            for index, draft in valid
-        ]
+        if not invalid and statuses.count(StagedStatus.STORED) == count:
+            # The common case, a batch of new events: the answer is the database's as it is.
+            outcome.statuses = [ItemStatus.STORED] * count
+            outcome.feedback_ids = ids  # type: ignore[assignment]
+            outcome.recorded_ats = times
+            return outcome
+        for event, status, feedback_id, recorded_at in zip(
+            events, statuses, ids, times, strict=True
+        ):
+            position = event[0]
+            if status == StagedStatus.UNSETTLED:
+                result = _resent_or_missing(position, batch.draft(position), earlier.get(event[1]))
+                outcome.statuses[position] = result.status
+                outcome.feedback_ids[position] = result.feedback_id
+                outcome.recorded_ats[position] = result.recorded_at
+            else:
+                outcome.statuses[position] = _STATUSES[status]
+                if status in (StagedStatus.STORED, StagedStatus.DUPLICATE):
+                    outcome.feedback_ids[position] = feedback_id or 0
+                    outcome.recorded_ats[position] = recorded_at
+            if outcome.statuses[position] not in (ItemStatus.STORED, ItemStatus.DUPLICATE):
+                outcome.errors[position] = _error(outcome.statuses[position], event[1], event[2])
+        return outcome
 
     # ---------------------------------------------------------------------------- reads
 
@@ -342,16 +373,33 @@ def _replayed(first: bytes) -> RecordedReview:
     )
 
 
+_STATUSES = {
+    StagedStatus.STORED: ItemStatus.STORED,
+    StagedStatus.DUPLICATE: ItemStatus.DUPLICATE,
+    StagedStatus.CONFLICT: ItemStatus.CONFLICT,
+    StagedStatus.NOT_FOUND: ItemStatus.NOT_FOUND,
+}
+
+
+def _joined(violations: tuple[tuple[str, str], ...]) -> str:
+    return "; ".join(f"{field}: {description}" for field, description in violations)
+
+
+def _error(status: str, event_id: str, finding_id: int) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """The message and field violations of an event that was not stored."""
+    if status == ItemStatus.NOT_FOUND:
+        return f"finding {finding_id} does not exist", (("finding_id", f"no finding {finding_id}"),)
+    return (
+        f"event_id {event_id!r} was already recorded with different content; "
+        "use a new event_id for a new event",
+        (),
+    )
+
+
 def _resent_or_missing(index: int, draft: FeedbackDraft, earlier: StoredEvent | None) -> ItemResult:
     if earlier is None:
-        return ItemResult(
-            index,
-            draft.event_id,
-            ItemStatus.NOT_FOUND,
-            message=f"finding {draft.finding_id} does not exist",
-            violations=(("finding_id", f"no finding {draft.finding_id}"),),
-        )
-    if earlier.draft.same_content(draft):
+        status = ItemStatus.NOT_FOUND
+    elif earlier.draft.same_content(draft):
         return ItemResult(
             index,
             draft.event_id,
@@ -359,15 +407,10 @@ def _resent_or_missing(index: int, draft: FeedbackDraft, earlier: StoredEvent | 
             feedback_id=earlier.feedback_id,
             recorded_at=earlier.recorded_at,
         )
-    return ItemResult(
-        index,
-        draft.event_id,
-        ItemStatus.CONFLICT,
-        message=(
-            f"event_id {draft.event_id!r} was already recorded with different content; "
-            "use a new event_id for a new event"
-        ),
-    )
+    else:
+        status = ItemStatus.CONFLICT
+    message, violations = _error(status, draft.event_id, draft.finding_id)
+    return ItemResult(index, draft.event_id, status, message=message, violations=violations)
 
 
 def _snapshot(view: FindingView) -> dict[str, Any]:

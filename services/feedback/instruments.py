@@ -7,7 +7,10 @@ from collections.abc import Sequence
 
 from opentelemetry import metrics
 
-from services.feedback.domain import FeedbackDraft, ItemResult, ItemStatus
+from services.feedback.domain import ItemStatus
+from shared.outcome import FeedbackKind
+
+_KIND_NAMES = {int(kind): kind.name.lower() for kind in FeedbackKind}
 
 
 class FeedbackInstruments:
@@ -41,16 +44,12 @@ class FeedbackInstruments:
     def success_rate(self) -> float:
         return self.accepted / self.received if self.received else 1.0
 
-    def record_batch(
-        self, results: Sequence[ItemResult], drafts: Sequence[FeedbackDraft], first_index: int = 0
-    ) -> None:
-        counts: Counter[tuple[str, str]] = Counter()
-        for result in results:
-            # An invalid item's kind may itself be what is invalid.
-            valid = result.status != ItemStatus.INVALID
-            kind = drafts[result.index - first_index].kind.name.lower() if valid else "unknown"
-            counts[(kind, result.status)] += 1
+    def record(self, kinds: Sequence[int], statuses: Sequence[str]) -> None:
+        """Counts a batch's events by kind and result (``kinds[i]`` is the i-th event's)."""
+        counts = Counter(zip(kinds, statuses, strict=True))
         for (kind, status), count in counts.items():
-            self.ingestion_rate.add(count, {"kind": kind, "result": status})
-        self.received += len(results)
-        self.accepted += sum(r.status in (ItemStatus.STORED, ItemStatus.DUPLICATE) for r in results)
+            # An invalid item's kind may itself be what is invalid.
+            name = "unknown" if status == ItemStatus.INVALID else _KIND_NAMES[kind]
+            self.ingestion_rate.add(count, {"kind": name, "result": status})
+        self.received += len(statuses)
+        self.accepted += statuses.count(ItemStatus.STORED) + statuses.count(ItemStatus.DUPLICATE)

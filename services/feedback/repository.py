@@ -7,13 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.types import BigInteger, DateTime, SmallInteger, Text
 
-from services.feedback.domain import FeedbackDraft
+from services.feedback.domain import FeedbackDraft, StagedEvent
 from shared.db.models import (
     Feedback,
     Finding,
@@ -65,29 +63,123 @@ class StoredEvent:
     recorded_at: datetime
 
 
-# One statement stores a whole batch. The join skips events whose finding does not exist (the
-# caller reports them as NOT_FOUND) and takes the repository id for the denormalised column;
-# ON CONFLICT skips event ids already stored (the caller tells duplicates from conflicts).
-_INSERT_FEEDBACK = text(
-    """
-    INSERT INTO suggestion_feedback
-        (event_id, finding_id, repository_id, kind, actor_id, comment, occurred_at)
-    SELECT e.event_id, e.finding_id, f.repository_id, e.kind, e.actor_id, e.comment, e.occurred_at
-    FROM unnest(:event_ids, :finding_ids, :kinds, :actor_ids, :comments, :occurred_ats)
-        WITH ORDINALITY AS e(event_id, finding_id, kind, actor_id, comment, occurred_at, position)
-    JOIN findings f ON f.id = e.finding_id
-    ORDER BY e.position
-    ON CONFLICT (event_id) DO NOTHING
-    RETURNING id, event_id, recorded_at
-    """
-).bindparams(
-    bindparam("event_ids", type_=ARRAY(Text)),
-    bindparam("finding_ids", type_=ARRAY(BigInteger)),
-    bindparam("kinds", type_=ARRAY(SmallInteger)),
-    bindparam("actor_ids", type_=ARRAY(Text)),
-    bindparam("comments", type_=ARRAY(Text)),
-    bindparam("occurred_ats", type_=ARRAY(DateTime(timezone=True))),
+# A batch is copied into this connection-local table (COPY is the cheapest way in), then one
+# statement stores it from there. ON COMMIT DELETE ROWS empties it at the end of every
+# transaction, committed or not, so a pooled connection carries nothing over to its next batch.
+# Connection-local means session pooling: behind a transaction-pooling proxy (PgBouncer in
+# transaction mode) the COPY and the statement could land on different server connections.
+STAGING_TABLE = "feedback_batch_staging"
+_STAGING_COLUMNS = (
+    "position",
+    "event_id",
+    "finding_id",
+    "kind",
+    "actor_id",
+    "comment",
+    "occurred_us",
 )
+_CREATE_STAGING = text(
+    f"""
+    CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING_TABLE} (
+        position integer NOT NULL,
+        event_id text NOT NULL,
+        finding_id bigint NOT NULL,
+        kind smallint NOT NULL,
+        actor_id text NOT NULL,
+        comment text NOT NULL,
+        occurred_us bigint NOT NULL
+    ) ON COMMIT DELETE ROWS
+    """
+)
+
+
+class StagedStatus:
+    """What the set-based statement says of each staged event (its ``status`` column)."""
+
+    STORED = 0
+    DUPLICATE = 1
+    CONFLICT = 2
+    NOT_FOUND = 3
+    UNSETTLED = 4
+    """Its finding exists and its event id was not stored, yet nothing was inserted: a concurrent
+    batch stored the event id after this statement's snapshot. Looked up again by the caller."""
+
+
+# One statement stores the staged batch and says what happened to each event. The first event
+# of each event id whose finding exists is inserted (in the batch's order); every other event is
+# compared with what its event id holds now — inserted by this statement or stored before it —
+# to tell a duplicate (same content) from a conflict; an event whose id holds nothing and whose
+# finding does not exist is not found. The repository id is the finding's (denormalised).
+# The look-ups are LATERAL with LIMIT 1 (which keeps the planner from flattening them into
+# joins) so that they are index probes whatever it guesses of the never-analysed staging table:
+# a hash join would scan the whole feedback log and every finding for each batch.
+_STORE_FROM = f"""
+    WITH staged AS (
+        SELECT s.position, s.event_id, s.finding_id, s.kind, s.actor_id, s.comment,
+               timestamptz 'epoch' + s.occurred_us * interval '1 microsecond' AS occurred_at,
+               f.repository_id
+        FROM {{source}}
+        LEFT JOIN LATERAL (
+            SELECT repository_id FROM findings WHERE findings.id = s.finding_id LIMIT 1
+        ) f ON true
+    ),
+    chosen AS (
+        SELECT DISTINCT ON (event_id) *
+        FROM staged
+        WHERE repository_id IS NOT NULL
+        ORDER BY event_id, position
+    ),
+    inserted AS (
+        INSERT INTO suggestion_feedback
+            (event_id, finding_id, repository_id, kind, actor_id, comment, occurred_at)
+        SELECT event_id, finding_id, repository_id, kind, actor_id, comment, occurred_at
+        FROM chosen
+        ORDER BY position
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING id, event_id, recorded_at
+    ),
+    now_stored AS (
+        SELECT c.position, c.event_id, c.finding_id, c.kind, c.actor_id, c.comment,
+               c.occurred_at, i.id, i.recorded_at
+        FROM chosen c
+        JOIN inserted i ON i.event_id = c.event_id
+    )
+    SELECT
+        array_agg(CASE
+            WHEN n.position = s.position THEN {StagedStatus.STORED}
+            WHEN n.event_id IS NOT NULL THEN
+                CASE WHEN (n.finding_id, n.kind, n.actor_id, n.comment, n.occurred_at)
+                        = (s.finding_id, s.kind, s.actor_id, s.comment, s.occurred_at)
+                    THEN {StagedStatus.DUPLICATE} ELSE {StagedStatus.CONFLICT} END
+            WHEN e.id IS NOT NULL THEN
+                CASE WHEN (e.finding_id, e.kind, e.actor_id, e.comment, e.occurred_at)
+                        = (s.finding_id, s.kind, s.actor_id, s.comment, s.occurred_at)
+                    THEN {StagedStatus.DUPLICATE} ELSE {StagedStatus.CONFLICT} END
+            WHEN s.repository_id IS NULL THEN {StagedStatus.NOT_FOUND}
+            ELSE {StagedStatus.UNSETTLED}
+        END ORDER BY s.position),
+        array_agg(coalesce(n.id, e.id) ORDER BY s.position),
+        array_agg(coalesce(n.recorded_at, e.recorded_at) ORDER BY s.position)
+    FROM staged s
+    LEFT JOIN now_stored n ON n.event_id = s.event_id
+    LEFT JOIN LATERAL (
+        SELECT id, finding_id, kind, actor_id, comment, occurred_at, recorded_at
+        FROM suggestion_feedback
+        WHERE suggestion_feedback.event_id = s.event_id AND n.event_id IS NULL
+        LIMIT 1
+    ) e ON true
+    """
+_STORE_STAGED = _STORE_FROM.format(source=f"{STAGING_TABLE} s")
+# A small batch (a group commit of unary calls) skips the staging table: the same statement
+# reads the events from arrays, and alone it is its own transaction — one round trip instead of
+# BEGIN, CREATE, COPY, the statement and COMMIT, which is most of a small batch's time.
+_STORE_ARRAYS = _STORE_FROM.format(
+    source="unnest($1::integer[], $2::text[], $3::bigint[], $4::smallint[], $5::text[], "
+    "$6::text[], $7::bigint[]) AS s(position, event_id, finding_id, kind, actor_id, comment, "
+    "occurred_us)"
+)
+ARRAYS_AT_MOST = 64
+"""Batches up to this size are stored from arrays; larger ones through COPY."""
 
 
 class FeedbackRepository:
@@ -247,24 +339,32 @@ class FeedbackRepository:
 
     # ------------------------------------------------------------------------------ feedback
 
-    async def insert_feedback(
-        self, drafts: Sequence[FeedbackDraft]
-    ) -> dict[str, tuple[int, datetime]]:
-        """Stores new events; returns event_id → (feedback id, record time) of rows new now."""
-        if not drafts:
-            return {}
-        result = await self._session.execute(
-            _INSERT_FEEDBACK,
-            {
-                "event_ids": [d.event_id for d in drafts],
-                "finding_ids": [d.finding_id for d in drafts],
-                "kinds": [int(d.kind) for d in drafts],
-                "actor_ids": [d.actor_id for d in drafts],
-                "comments": [d.comment for d in drafts],
-                "occurred_ats": [d.occurred_at for d in drafts],
-            },
-        )
-        return {str(event_id): (int(fid), recorded_at) for fid, event_id, recorded_at in result}
+    async def store_batch(
+        self, events: Sequence[StagedEvent]
+    ) -> tuple[list[int], list[int | None], list[datetime | None]]:
+        """COPYs the events into the staging table and stores them with one statement.
+
+        Returns, in the order of the events' positions: each one's StagedStatus, the feedback
+        id its event id holds (stored now or before) and that row's record time.
+        """
+        connection = await self._session.connection()
+        raw = await connection.get_raw_connection()
+        driver: Any = raw.driver_connection
+        if len(events) <= ARRAYS_AT_MOST:
+            # One statement: inside the transaction if one has begun, else (as when it comes
+            # first) its own implicit one; atomic for the batch either way.
+            statuses, feedback_ids, recorded_ats = await driver.fetchrow(
+                _STORE_ARRAYS, *zip(*events, strict=True)
+            )
+            return list(statuses), list(feedback_ids), list(recorded_ats)
+        # The first statement also opens the transaction, which the COPY (on the driver's own
+        # connection, beneath SQLAlchemy) must run inside.
+        await self._session.execute(_CREATE_STAGING)
+        await driver.copy_records_to_table(STAGING_TABLE, records=events, columns=_STAGING_COLUMNS)
+        # Straight on the driver too: three arrays decode in C, where SQLAlchemy would build
+        # and process a row object per event.
+        statuses, feedback_ids, recorded_ats = await driver.fetchrow(_STORE_STAGED)
+        return list(statuses), list(feedback_ids), list(recorded_ats)
 
     async def stored_events(self, event_ids: Sequence[str]) -> dict[str, StoredEvent]:
         if not event_ids:

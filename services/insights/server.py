@@ -169,7 +169,10 @@ def build_server(
 
     async def health_metrics() -> dict[str, Any]:
         return {
-            "insights_cache_hit_rate": round(instruments.hit_rate, 4),
+            # None before any lookup: an idle cache is not a cold one (the hit-rate alert).
+            "insights_cache_hit_rate": round(instruments.hit_rate, 4)
+            if instruments.hits + instruments.misses
+            else None,
             "last_rollup_fold": str(await folder.last_fold()),
         }
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+from google.protobuf import struct_pb2
 from reviewlearn.common.v1 import common_pb2
 from reviewlearn.learning.v1 import learning_pb2
 
 from services.learning.domain.evaluation import Evaluation
+from services.learning.domain.jobs import Frequency
 from services.learning.domain.metrics import MetricView, RateView
 from services.learning.domain.model import SLOTS, ModelSummary
 from services.learning.domain.ranking import (
@@ -29,6 +32,7 @@ from services.learning.usecases.rank_suggestions import (
     RankRequest,
 )
 from services.learning.usecases.read_metrics import ScopeName, ThresholdView
+from services.learning.usecases.run_jobs import JobRunView, RunJobsRequest
 from shared.convert import finding_from_pb, timestamp_from_pb, timestamp_to_pb
 from shared.db.models import PatternRow
 from shared.errors import FieldViolation, InvalidArgument, Violations
@@ -89,19 +93,25 @@ def rank_request_from_pb(request: learning_pb2.RankSuggestionsRequest) -> RankRe
             diversity=options.diversity,
             exploration=options.exploration,
             seed=options.seed,
+            explain=options.explain if options.HasField("explain") else True,
         ),
     )
 
 
-def _ref(candidate: Candidate) -> learning_pb2.FindingRef:
-    return learning_pb2.FindingRef(
-        index=candidate.index,
-        finding_id=candidate.finding_id,
-        client_finding_id=candidate.client_finding_id,
-    )
+def _ref(candidate: Candidate) -> dict[str, int | str]:
+    return {
+        "index": candidate.index,
+        "finding_id": candidate.finding_id,
+        "client_finding_id": candidate.client_finding_id,
+    }
 
 
-def rank_outcome_to_pb(outcome: RankOutcome) -> learning_pb2.RankSuggestionsResponse:
+def rank_outcome_to_pb(
+    outcome: RankOutcome, *, explain: bool = True
+) -> learning_pb2.RankSuggestionsResponse:
+    """The answer, built in place: each ranked finding from plain values in one ``add`` and its
+    terms merged from bytes encoded once per distinct term (see ``_Explainer``). ``explain=False``
+    leaves the explanations out (the lean answer: order, scores and suppression)."""
     response = learning_pb2.RankSuggestionsResponse(
         learning_applied=outcome.learning_applied,
         not_applied_reason=outcome.not_applied_reason,
@@ -113,100 +123,151 @@ def rank_outcome_to_pb(outcome: RankOutcome) -> learning_pb2.RankSuggestionsResp
         hidden_count=outcome.hidden,
         expected_useful_hidden=outcome.expected_useful_hidden,
     )
-    explain = _Explainer(outcome) if outcome.explanations is not None else None
-    response.findings.extend(ranked_to_pb(outcome, i, explain) for i in outcome.order)
+    explainer = _Explainer(outcome) if explain and outcome.explanations is not None else None
+    add = response.findings.add
+    candidates = outcome.candidates
+    unspecified = learning_pb2.SUPPRESSION_REASON_UNSPECIFIED
+    for i in outcome.order:
+        candidate = candidates[i]
+        suppressed = outcome.suppressed[i]
+        fields: dict[str, object] = {
+            "ref": _ref(candidate),
+            "fingerprint": candidate.fingerprint,
+            "rank": outcome.rank[i],
+            "score": outcome.score[i],
+            "calibrated_probability": outcome.probability[i],
+            "suppressed": suppressed,
+            "suppression_reason": _REASONS.get(outcome.reason[i], unspecified),
+            "suppression_detail": outcome.detail(i) if suppressed else "",
+            "flagged": outcome.flagged[i],
+            "rule_id": candidate.rule_id,
+            "category": candidate.category,
+        }
+        duplicate = outcome.duplicate_of[i]
+        if duplicate >= 0:
+            fields["duplicate_of"] = _ref(candidates[duplicate])
+        if explainer is None:
+            add(**fields)
+            continue
+        fields["explanation"] = explainer.fields(i, candidate, suppressed)
+        add(**fields).explanation.MergeFromString(explainer.terms[i])
     return response
 
 
 class _Explainer:
-    """Builds the explanation messages of one ranking, reading each column once."""
+    """The explanations of one ranking, with the work done once per distinct term.
+
+    Every term is categorical (confidence is binned), so a (slot, column) pair — a level of a
+    term — has one contribution, one label and one evidence count wherever it appears. Each
+    distinct pair is encoded once, as the bytes of an Explanation holding just that term, and its
+    words for the summary are formatted once; a finding's terms are then the concatenation of its
+    pairs' bytes (merging concatenated encodings appends to a repeated field), and its summary a
+    join of cached words. Which terms each finding has, and its three largest, come from NumPy.
+    """
 
     def __init__(self, outcome: RankOutcome) -> None:
         e = outcome.explanations
         assert e is not None
+        self._outcome = outcome
         self._e = e
-        self._model = e.state.model
+        model = e.state.model
         prediction = e.prediction
-        self._contributions = prediction.contributions.tolist()
-        self._columns = prediction.columns.tolist()
-        self._logit = prediction.logit.tolist()
-        self._base_evidence = (self._model.acted_on, self._model.samples)
-        self._evidence: dict[tuple[int, int], tuple[int, int]] = {}
-        self._labels: dict[tuple[int, str, str, int, float], str] = {}
-
-    def __call__(
-        self, outcome: RankOutcome, i: int, candidate: Candidate, suppressed: bool
-    ) -> learning_pb2.Explanation:
-        e, model = self._e, self._model
-        contributions, columns = self._contributions[i], self._columns[i]
-        terms = []
-        for slot, (contribution, column) in enumerate(zip(contributions, columns, strict=True)):
-            if slot and column < 0 and contribution == 0.0:
-                continue  # a level the model never saw, or a path kind this file is not
-            key = (slot, column)
-            evidence = self._evidence.get(key)
-            if evidence is None:
-                evidence = self._base_evidence if slot == 0 else model.evidence(slot, column)
-                self._evidence[key] = evidence
-            terms.append(
-                learning_pb2.TermContribution(
-                    term=SLOTS[slot],
-                    key=model.term_label(
-                        slot,
-                        category=candidate.category,
-                        rule_id=candidate.rule_id,
-                        severity=candidate.severity,
-                        confidence=candidate.confidence,
-                    ),
-                    contribution=contribution,
-                    acted_on=evidence[0],
-                    outcomes=evidence[1],
-                )
+        contributions = prediction.contributions
+        columns = prediction.columns
+        n, slots = contributions.shape
+        # A level the model never saw (or a path kind the file is not) contributes nothing and
+        # is left out; the base (slot 0) is always there.
+        present = ~((columns < 0) & (contributions == 0.0))
+        present[:, 0] = True
+        # Per slot, the bytes and words of each finding's level there ("" where absent).
+        slot_bytes = np.full((n, slots), b"", dtype=object)
+        slot_words = np.full((n, slots), "", dtype=object)
+        for slot in range(slots):
+            rows = np.flatnonzero(present[:, slot])
+            if rows.size == 0:
+                continue
+            levels, first, inverse = np.unique(
+                columns[rows, slot], return_index=True, return_inverse=True
             )
-        explanation = learning_pb2.Explanation(
-            raw_confidence=candidate.confidence,
-            calibrated_probability=outcome.probability[i],
-            diversity_penalty=e.diversity_penalty[i],
-            explored=e.explored[i],
-            terms=terms,
-            logit=self._logit[i],
-            upper_bound=e.upper[i],
-            hide_below=e.floor[i],
-            severity_value=e.severity_value[i],
-            probation_scope=e.probation_evidence[i],
-        )
+            encoded: list[bytes] = []
+            words: list[str] = []
+            for column, row in zip(levels.tolist(), rows[first].tolist(), strict=True):
+                candidate = outcome.candidates[row]
+                contribution = float(contributions[row, slot])
+                acted_on, outcomes = model.evidence(slot, column)
+                label = model.term_label(
+                    slot,
+                    category=candidate.category,
+                    rule_id=candidate.rule_id,
+                    severity=candidate.severity,
+                    confidence=candidate.confidence,
+                )
+                encoded.append(
+                    learning_pb2.Explanation(
+                        terms=[
+                            learning_pb2.TermContribution(
+                                term=SLOTS[slot],
+                                key=label,
+                                contribution=contribution,
+                                acted_on=acted_on,
+                                outcomes=outcomes,
+                            )
+                        ]
+                    ).SerializeToString()
+                )
+                words.append(
+                    f"{_TERM_WORDS.get(SLOTS[slot], SLOTS[slot] + ' {key}').format(key=label)} "
+                    f"{contribution:+.2f} (acted on {acted_on} of {outcomes})"
+                )
+            slot_bytes[rows, slot] = np.array(encoded, dtype=object)[inverse]
+            slot_words[rows, slot] = np.array(words, dtype=object)[inverse]
+        self.terms: list[bytes] = [b"".join(row) for row in slot_bytes.tolist()]
+        # The three largest terms after the base, ties in slot order (a stable sort).
+        size = np.where(present, np.abs(contributions), -1.0)
+        size[:, 0] = -1.0
+        top = np.argsort(-size, axis=1, kind="stable")[:, :3]
+        top_present = np.take_along_axis(present, top, axis=1)
+        top_present[:, :] &= np.take_along_axis(size, top, axis=1) >= 0.0
+        self._words = slot_words
+        self._top = top.tolist()
+        self._top_present = top_present.tolist()
+        self._logit = prediction.logit.tolist()
+
+    def fields(self, i: int, candidate: Candidate, suppressed: bool) -> dict[str, object]:
+        e, outcome = self._e, self._outcome
+        fields: dict[str, object] = {
+            "raw_confidence": candidate.confidence,
+            "calibrated_probability": outcome.probability[i],
+            "diversity_penalty": e.diversity_penalty[i],
+            "explored": e.explored[i],
+            "logit": self._logit[i],
+            "upper_bound": e.upper[i],
+            "hide_below": e.floor[i],
+            "severity_value": e.severity_value[i],
+            "probation_scope": e.probation_evidence[i],
+        }
         if not suppressed:
             # The sentence only for shown findings: suppressed ones carry their detail.
-            explanation.summary = _summary(outcome, i, terms)
-        return explanation
+            fields["summary"] = self._summary(i)
+        return fields
 
-
-def ranked_to_pb(
-    outcome: RankOutcome, i: int, explain: _Explainer | None = None
-) -> learning_pb2.RankedFinding:
-    candidate = outcome.candidates[i]
-    suppressed = outcome.suppressed[i]
-    ranked = learning_pb2.RankedFinding(
-        ref=_ref(candidate),
-        fingerprint=candidate.fingerprint,
-        rank=outcome.rank[i],
-        score=outcome.score[i],
-        calibrated_probability=outcome.probability[i],
-        suppressed=suppressed,
-        suppression_reason=_REASONS.get(
-            outcome.reason[i], learning_pb2.SUPPRESSION_REASON_UNSPECIFIED
-        ),
-        suppression_detail=outcome.detail(i) if suppressed else "",
-        flagged=outcome.flagged[i],
-        rule_id=candidate.rule_id,
-        category=candidate.category,
-    )
-    duplicate = outcome.duplicate_of[i]
-    if duplicate >= 0:
-        ranked.duplicate_of.CopyFrom(_ref(outcome.candidates[duplicate]))
-    if explain is not None:
-        ranked.explanation.CopyFrom(explain(outcome, i, candidate, suppressed))
-    return ranked
+    def _summary(self, i: int) -> str:
+        """'P(acted on) 0.42: base rate -0.85 (acted on 4210 of 10004); rule X in this
+        repository +1.20 (acted on 18 of 21); ...' with the three largest terms after the base."""
+        words = self._words[i]
+        parts = [words[0]]
+        parts.extend(
+            words[slot]
+            for slot, present in zip(self._top[i], self._top_present[i], strict=True)
+            if present
+        )
+        outcome = self._outcome
+        score, probability = outcome.score[i], outcome.probability[i]
+        return (
+            f"P(acted on) {probability:.2f}: "
+            + "; ".join(parts)
+            + (f"; score {score:.3f}" if abs(score - probability) > 1e-12 else "")
+        )
 
 
 _TERM_WORDS = {
@@ -219,23 +280,6 @@ _TERM_WORDS = {
     "path:generated": "generated code",
     "path:vendored": "vendored code",
 }
-
-
-def _summary(outcome: RankOutcome, i: int, terms: list[learning_pb2.TermContribution]) -> str:
-    """'P(acted on) 0.42: base rate -0.85 (4210/10004); rule X in this repository +1.20
-    (18/21); ...' with the three largest terms after the base."""
-    base, rest = terms[0], sorted(terms[1:], key=lambda t: -abs(t.contribution))[:3]
-    parts = [
-        f"{_TERM_WORDS.get(t.term, t.term + ' {key}').format(key=t.key)} "
-        f"{t.contribution:+.2f} (acted on {t.acted_on} of {t.outcomes})"
-        for t in (base, *rest)
-    ]
-    score = outcome.score[i]
-    return (
-        f"P(acted on) {outcome.probability[i]:.2f}: "
-        + "; ".join(parts)
-        + (f"; score {score:.3f}" if abs(score - outcome.probability[i]) > 1e-12 else "")
-    )
 
 
 def rate_to_pb(rate: RateView) -> common_pb2.Rate:
@@ -393,3 +437,64 @@ def pattern_to_pb(row: PatternRow, scope: ScopeName) -> learning_pb2.Pattern:
         last_seen=timestamp_to_pb(row.last_seen),
         p_value=row.p_value,
     )
+
+
+MAX_JOB_REPOSITORIES = 10_000
+
+
+def run_jobs_request_from_pb(request: learning_pb2.RunJobsRequest, caller: str) -> RunJobsRequest:
+    violations = Violations()
+    frequency: Frequency | None = None
+    if request.frequency != common_pb2.JOB_FREQUENCY_UNSPECIFIED:
+        try:
+            frequency = Frequency(request.frequency)
+        except ValueError:
+            violations.add("frequency", f"unknown frequency {request.frequency}")
+    urls = [url.strip() for url in request.repository_urls]
+    if any(not url for url in urls):
+        violations.add("repository_urls", "must not contain an empty URL")
+    if len(urls) > MAX_JOB_REPOSITORIES:
+        violations.add("repository_urls", f"at most {MAX_JOB_REPOSITORIES:,} repositories")
+    scheduled = None
+    if request.HasField("scheduled_time"):
+        scheduled = timestamp_from_pb(request.scheduled_time, "scheduled_time", violations)
+    violations.raise_if_any()
+    return RunJobsRequest(
+        request_id=request.request_id or None,
+        frequency=frequency,
+        job_names=tuple(name.strip() for name in request.job_names),
+        repositories=tuple(dict.fromkeys(urls)) if urls else None,
+        scheduled_time=scheduled,
+        caller=caller,
+    )
+
+
+def job_run_to_pb(view: JobRunView) -> learning_pb2.JobRun:
+    record = view.record
+    summary = struct_pb2.Struct()
+    summary.update(record.summary)
+    run = learning_pb2.JobRun(
+        run_id=record.run_id,
+        job_name=record.job_name,
+        frequency=record.frequency,  # type: ignore[arg-type]
+        status=int(record.status),  # type: ignore[arg-type]
+        attempts=record.attempts,
+        error=record.error,
+        summary=summary,
+        duration_seconds=record.duration_seconds,
+        repositories_done=list(record.repositories_done),
+        repositories_failed=[
+            learning_pb2.RepositoryFailure(repository_url=url, reason=reason)
+            for url, reason in record.repositories_failed
+        ],
+        reason=record.reason,
+        holder=record.holder,
+        already_ran=view.already_ran,
+    )
+    run.start_time.CopyFrom(timestamp_to_pb(record.started_at))
+    run.scheduled_time.CopyFrom(timestamp_to_pb(record.scheduled_for))
+    if record.finished_at is not None:
+        run.end_time.CopyFrom(timestamp_to_pb(record.finished_at))
+    if record.check_passed is not None:
+        run.check_passed = record.check_passed
+    return run

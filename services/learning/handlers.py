@@ -7,17 +7,18 @@ from typing import Any
 from reviewlearn.learning.v1 import learning_pb2, learning_pb2_grpc
 
 from services.learning import convert
+from services.learning.domain.jobs import JobStatus
 from services.learning.usecases.evaluate_model import EvaluateModel
 from services.learning.usecases.fit_model import FitModel, TuneRequest
 from services.learning.usecases.mine_patterns import PATTERN_TYPES
 from services.learning.usecases.rank_suggestions import RankSuggestions
 from services.learning.usecases.read_metrics import ReadLearning
 from services.learning.usecases.rollback_model import RollbackModel
+from services.learning.usecases.run_jobs import JobRunView, RunJobs
 from shared.convert import timestamp_to_pb
 from shared.errors import FieldViolation, InvalidArgument
 from shared.pagination import PageTokens, page_size
 from shared.rpc.interceptors import current_principal
-from shared.rpc.server import answer_unimplemented
 
 SERVICE = learning_pb2.DESCRIPTOR.services_by_name["LearningService"]
 
@@ -31,6 +32,7 @@ class LearningHandlers(learning_pb2_grpc.LearningServiceServicer):
         fitter: FitModel,
         evaluator: EvaluateModel,
         rollback: RollbackModel,
+        jobs: RunJobs,
         pages: PageTokens,
     ) -> None:
         self._ranker = ranker
@@ -38,15 +40,15 @@ class LearningHandlers(learning_pb2_grpc.LearningServiceServicer):
         self._fitter = fitter
         self._evaluator = evaluator
         self._rollback = rollback
+        self._jobs = jobs
         self._pages = pages
 
     async def RankSuggestions(
         self, request: learning_pb2.RankSuggestionsRequest, context: Any
     ) -> learning_pb2.RankSuggestionsResponse:
-        outcome = await self._ranker.rank(
-            convert.rank_request_from_pb(request), time_remaining=context.time_remaining()
-        )
-        return convert.rank_outcome_to_pb(outcome)
+        ranking = convert.rank_request_from_pb(request)
+        outcome = await self._ranker.rank(ranking, time_remaining=context.time_remaining())
+        return convert.rank_outcome_to_pb(outcome, explain=ranking.options.explain)
 
     async def GetLearningMetrics(
         self, request: learning_pb2.GetLearningMetricsRequest, context: Any
@@ -148,5 +150,37 @@ class LearningHandlers(learning_pb2_grpc.LearningServiceServicer):
         active, previous = await self._rollback.rollback(version=request.version or None)
         return learning_pb2.RollbackModelResponse(active_version=active, previous_version=previous)
 
+    async def RunJobs(
+        self, request: learning_pb2.RunJobsRequest, context: Any
+    ) -> learning_pb2.RunJobsResponse:
+        principal = current_principal.get()
+        caller = principal.token_id if principal else "unknown"
+        outcome = await self._jobs.run(convert.run_jobs_request_from_pb(request, caller))
+        return learning_pb2.RunJobsResponse(
+            runs=[convert.job_run_to_pb(view) for view in outcome.runs],
+            replayed=outcome.replayed,
+        )
 
-answer_unimplemented(LearningHandlers, SERVICE, pending="the batch-jobs issue (RunJobs)")
+    async def ListJobRuns(
+        self, request: learning_pb2.ListJobRunsRequest, context: Any
+    ) -> learning_pb2.ListJobRunsResponse:
+        status = None
+        if request.status != learning_pb2.JOB_STATUS_UNSPECIFIED:
+            try:
+                status = JobStatus(request.status)
+            except ValueError:
+                raise InvalidArgument(
+                    [FieldViolation("status", "is not a known job status")]
+                ) from None
+        query = f"jobs:{request.job_name}:{request.status}"
+        before = self._pages.decode(request.page_token, query, int)
+        size = page_size(request.page_size)
+        records = await self._jobs.runs(
+            job_name=request.job_name or None, status=status, before_id=before, limit=size + 1
+        )
+        response = learning_pb2.ListJobRunsResponse(
+            runs=[convert.job_run_to_pb(JobRunView(r)) for r in records[:size]]
+        )
+        if len(records) > size:
+            response.next_page_token = self._pages.encode(query, records[size - 1].run_id)
+        return response

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reviewlearn.learning.v1 import learning_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.learning.gates import LearningGate
 from services.learning.handlers import SERVICE, LearningHandlers
+from services.learning.insights_client import InsightsClient
 from services.learning.instruments import LearningInstruments
 from services.learning.listener import FeedbackListener
 from services.learning.settings import LearningSettings
+from services.learning.storage.job_repository import JobRunRepository, MaintenanceRepository
 from services.learning.storage.model_repository import ModelRepository
 from services.learning.storage.pattern_repository import PatternRepository
 from services.learning.storage.ranking_repository import RankingRepository
 from services.learning.storage.read_repository import EvaluationRepository, ReadRepository
 from services.learning.storage.state_repository import StateRepository
 from services.learning.storage.transactions import transactional
+from services.learning.usecases.batch_jobs import BatchJobs
 from services.learning.usecases.current_state import CurrentState
 from services.learning.usecases.evaluate_model import EvaluateModel
 from services.learning.usecases.fit_model import FitModel
@@ -28,16 +34,26 @@ from services.learning.usecases.mine_patterns import MinePatterns
 from services.learning.usecases.rank_suggestions import RankSuggestions
 from services.learning.usecases.read_metrics import ReadLearning
 from services.learning.usecases.rollback_model import RollbackModel
+from services.learning.usecases.run_jobs import RunJobs, RunJobsRequest
+from services.learning.usecases.schedule_jobs import JobScheduler
 from shared.db.engine import create_engine, create_session_factory
 from shared.gates import GateClient
 from shared.periodic import Periodic
 from shared.rpc.runtime import ServiceRuntime
 from shared.rpc.server import ServiceBinding
 
+if TYPE_CHECKING:
+    from services.learning.domain.jobs import Frequency
+    from services.learning.usecases.run_jobs import JobRunView
+
 
 def build_server(
-    settings: LearningSettings, *, engine: AsyncEngine | None = None
+    settings: LearningSettings,
+    *,
+    engine: AsyncEngine | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> ServiceRuntime:
+    """``clock`` drives the job scheduler (tests move it instead of sleeping)."""
     db = engine or create_engine(settings)
     sessions = create_session_factory(db)
     gates = GateClient.from_settings(settings, engine=db)
@@ -67,29 +83,73 @@ def build_server(
             max_workers=settings.ranking_threads, thread_name_prefix="ranking"
         ),
     )
-    # Abstract only to mypy: answer_unimplemented fills in RunJobs and ListJobRuns.
-    handlers = LearningHandlers(  # type: ignore[abstract]
+    fitter = FitModel(
+        transaction=transactional(sessions, ModelRepository),
+        gate=gate,
+        state=state,
+        instruments=instruments,
+        fit_parameters=fit_parameters,
+        threshold_parameters=settings.threshold_parameters(),
+        keep_models=settings.models_kept,
+    )
+    insights = InsightsClient(
+        address=settings.insights_address,
+        token=settings.insights_bearer(),
+        timeout_seconds=settings.insights_timeout_seconds,
+    )
+    jobs = RunJobs(
+        transaction=transactional(sessions, JobRunRepository),
+        actions=BatchJobs(
+            folder=folder,
+            state=state,
+            miner=miner,
+            tuner=fitter,
+            insights=insights,
+            directory=transactional(sessions, JobRunRepository),
+            maintenance=transactional(sessions, MaintenanceRepository),
+            job_run_retention=timedelta(days=settings.job_run_retention_days),
+        ).actions(),
+        gate=gate,
+        instruments=instruments,
+        retry=settings.job_retry(),
+        holder=f"learning jobs {settings.replica_id or socket.gethostname()}:{os.getpid()}",
+    )
+
+    async def fire(frequency: Frequency, due: datetime) -> tuple[JobRunView, ...]:
+        request = RunJobsRequest(
+            request_id=None,
+            frequency=frequency,
+            job_names=(),
+            repositories=None,
+            scheduled_time=due,
+            caller="scheduler",
+        )
+        return (await jobs.run(request)).runs
+
+    scheduler = (
+        JobScheduler(
+            schedules=settings.job_schedules(),
+            fire=fire,
+            clock=clock or (lambda: datetime.now(UTC)),
+        )
+        if settings.job_scheduler_enabled
+        else None
+    )
+    handlers = LearningHandlers(
         ranker=ranker,
         reads=ReadLearning(
             transaction=transactional(sessions, ReadRepository),
             state=state,
             stale_after=timedelta(hours=settings.threshold_stale_hours),
         ),
-        fitter=FitModel(
-            transaction=transactional(sessions, ModelRepository),
-            gate=gate,
-            state=state,
-            instruments=instruments,
-            fit_parameters=fit_parameters,
-            threshold_parameters=settings.threshold_parameters(),
-            keep_models=settings.models_kept,
-        ),
+        fitter=fitter,
         evaluator=EvaluateModel(
             transaction=transactional(sessions, EvaluationRepository),
             fit_parameters=fit_parameters,
             policy=settings.suppression_policy(),
         ),
         rollback=RollbackModel(transaction=transactional(sessions, ModelRepository), state=state),
+        jobs=jobs,
         pages=settings.page_tokens(),
     )
 
@@ -117,10 +177,16 @@ def build_server(
             "model_version": current.model.version,
             # When feedback was last folded in (not when this process last reloaded).
             "last_learning_update": current.last_fold.isoformat() if current.last_fold else None,
+            "learning_update_p95_seconds": instruments.fold_p95(),
             "confidence_threshold_stale": current.last_tune is None
             or datetime.now(UTC) - current.last_tune
             > timedelta(hours=settings.threshold_stale_hours),
+            "job_scheduler": scheduler.state() if scheduler is not None else "off",
         }
+
+    async def tick() -> None:
+        if scheduler is not None:
+            await scheduler.tick()
 
     return ServiceRuntime(
         settings=settings,
@@ -151,5 +217,20 @@ def build_server(
                 redis_url=settings.redis_url,
                 on_notify=on_notify,
             ),
+            *(
+                # Not at start: under `reviewlearn up` the insights service may not be serving
+                # yet, and a slot that failed stays failed until the next one.
+                [
+                    Periodic(
+                        "learning-job-scheduler",
+                        tick,
+                        interval=settings.job_scheduler_tick_seconds,
+                        run_at_start=False,
+                    )
+                ]
+                if scheduler is not None
+                else []
+            ),
         ],
+        cleanups=[insights.close],
     )

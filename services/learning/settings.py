@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
+from services.learning.domain.jobs import Frequency
 from services.learning.domain.model_fitting import FitParameters
 from services.learning.domain.suppression import SuppressionPolicy
 from services.learning.domain.threshold_fitting import ThresholdParameters
 from services.learning.usecases.rank_suggestions import RankingSettings
+from services.learning.usecases.run_jobs import RetryPolicy
+from shared.auth import Role
 from shared.finding_input import Limits
 from shared.settings import ServiceSettings, port_field
 
@@ -67,6 +70,51 @@ class LearningSettings(ServiceSettings):
     pattern_alpha: float = Field(0.01, gt=0, lt=1)
     pattern_emerging_ratio: float = Field(2.0, gt=1)
     pattern_window_days: int = Field(28, ge=1)
+
+    # ------------------------------------------------------------------ batch jobs
+    job_attempts: int = Field(3, ge=1, le=10)
+    """Attempts per job run; repositories still failing after the last leave the run partial."""
+    job_retry_initial_seconds: float = Field(5.0, ge=0)
+    """Backoff before the second attempt; doubles each attempt (plus jitter), up to the max."""
+    job_retry_max_seconds: float = Field(60.0, ge=0)
+    job_retry_jitter_seconds: float = Field(2.0, ge=0)
+    job_run_retention_days: float = Field(90.0, gt=0)
+    """cleanup_orphaned_records deletes job runs older than this."""
+    insights_address: str = "127.0.0.1:50053"
+    """Where the insights service listens, for the insights-owned jobs (RefreshInsights)."""
+    insights_token: SecretStr | None = None
+    """Bearer token for RefreshInsights (operator); unset: the first operator token of
+    ``tokens`` (every service is given the same ones)."""
+    insights_timeout_seconds: float = Field(600.0, gt=0)
+    job_scheduler_enabled: bool = False
+    """Run the jobs on their cron times in this process: ``reviewlearn up`` turns it on (the
+    embedded default); off in Kubernetes, where the CronJobs call RunJobs."""
+    job_scheduler_tick_seconds: float = Field(30.0, gt=0)
+    """How often the scheduler looks at the clock."""
+    job_schedule_hourly: str = "5 * * * *"
+    job_schedule_daily: str = "30 2 * * *"
+    job_schedule_weekly: str = "0 4 * * 1"
+    """Cron expressions (UTC) of the hourly, daily and weekly jobs (the CronJobs use the same)."""
+
+    def job_retry(self) -> RetryPolicy:
+        return RetryPolicy(
+            attempts=self.job_attempts,
+            initial_seconds=self.job_retry_initial_seconds,
+            max_seconds=self.job_retry_max_seconds,
+            jitter_seconds=self.job_retry_jitter_seconds,
+        )
+
+    def job_schedules(self) -> dict[Frequency, str]:
+        return {
+            Frequency.HOURLY: self.job_schedule_hourly,
+            Frequency.DAILY: self.job_schedule_daily,
+            Frequency.WEEKLY: self.job_schedule_weekly,
+        }
+
+    def insights_bearer(self) -> str | None:
+        if self.insights_token is not None and self.insights_token.get_secret_value():
+            return self.insights_token.get_secret_value()
+        return self.token_registry().token_of(Role.OPERATOR)
 
     def fit_parameters(self) -> FitParameters:
         return FitParameters(

@@ -338,20 +338,40 @@ class PatternRow(Base):
 
 
 class JobRun(Base):
+    """One run of a batch job per (job, scheduled slot); written by the learning service, read
+    by the control plane's rollout criteria and alerts (columns in docs/PHASE_5_ARCHITECTURE.md).
+    ``status`` holds reviewlearn.learning.v1.JobStatus values."""
+
     __tablename__ = "job_runs"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     job_name: Mapped[str] = mapped_column(String(100))
     frequency: Mapped[int] = mapped_column(SmallInteger)
-    status: Mapped[int] = mapped_column(SmallInteger)
+    # The learning service always sets it; the default (distinct per statement) is for rows
+    # written by hand, such as tests of the readers.
+    scheduled_for: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("clock_timestamp()")
+    )
+    status: Mapped[int] = mapped_column(SmallInteger, index=True)
     request_id: Mapped[str | None] = mapped_column(String(200), index=True)
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     error: Mapped[str] = mapped_column(Text, server_default="")
+    reason: Mapped[str] = mapped_column(Text, server_default="")
+    holder: Mapped[str] = mapped_column(Text, server_default="")
     summary: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    repositories_done: Mapped[list[str]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    repositories_failed: Mapped[list[dict[str, str]]] = mapped_column(
+        JSONB, server_default=text("'[]'::jsonb")
+    )
+    check_passed: Mapped[bool | None] = mapped_column(Boolean)
+    duration_seconds: Mapped[float] = mapped_column(Double, server_default=text("0"))
     started_at: Mapped[datetime] = created_at_column()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (Index("ix_job_runs_job_name_started_at", "job_name", "started_at"),)
+    __table_args__ = (
+        Index("ix_job_runs_job_name_started_at", "job_name", "started_at"),
+        UniqueConstraint("job_name", "scheduled_for", name="uq_job_runs_job_name_scheduled_for"),
+    )
 
 
 class IdempotentResponse(Base):
@@ -753,6 +773,11 @@ class AlertRuleRow(Base):
     enabled: Mapped[bool] = mapped_column(Boolean)
     description: Mapped[str] = mapped_column(Text, server_default="")
     updated_at: Mapped[datetime] = created_at_column()
+    keep_firing_seconds: Mapped[int] = mapped_column(Integer, server_default="0")
+    labels: Mapped[dict[str, str]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    annotations: Mapped[dict[str, str]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    # A critical safeguard that fires refuses AdvanceRollout (services/control/usecases/alerts).
+    safeguard: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
     __table_args__ = (
         CheckConstraint("comparison IN ('<', '<=', '>', '>=')", name="comparison_valid"),
@@ -766,14 +791,27 @@ class AlertEvent(Base):
     rule_name: Mapped[str] = mapped_column(ForeignKey("alert_rules.name", ondelete="CASCADE"))
     state: Mapped[int] = mapped_column(SmallInteger)
     severity: Mapped[int] = mapped_column(SmallInteger)
-    value: Mapped[float] = mapped_column(Double)
+    # None when the signal had no data at the last evaluation.
+    value: Mapped[float | None] = mapped_column(Double)
     active_since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     fired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     notifications: Mapped[int] = mapped_column(Integer, server_default="0")
+    # When a firing alert's condition last stopped holding (keep_firing_for counts from it).
+    cleared_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    silenced: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
-    __table_args__ = (Index("ix_alert_events_rule_name_state", "rule_name", "state"),)
+    __table_args__ = (
+        Index("ix_alert_events_rule_name_state", "rule_name", "state"),
+        # At most one pending or firing alert per rule, whichever replica evaluated.
+        Index(
+            "ux_alert_events_active_rule",
+            "rule_name",
+            unique=True,
+            postgresql_where=text("state IN (1, 2)"),
+        ),
+    )
 
 
 class AlertSilence(Base):
@@ -786,6 +824,54 @@ class AlertSilence(Base):
     created_by: Mapped[str] = mapped_column(String(200))
     comment: Mapped[str] = mapped_column(Text, server_default="")
     expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Label equality matchers (alertname, severity and the rule's labels); all must hold.
+    matchers: Mapped[dict[str, str]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+
+
+class AlertNotification(Base):
+    """The transactional outbox of alert notifications: written in the evaluation's transaction,
+    delivered after it commits by whichever replica claims the row (``claimed_until`` lease)."""
+
+    __tablename__ = "alert_notifications"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    # None for SendTestNotification.
+    alert_id: Mapped[int | None] = mapped_column(
+        ForeignKey("alert_events.id", ondelete="CASCADE"), index=True
+    )
+    rule_name: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # 0 pending, 1 delivered, 2 failed (services/control/domain/alert_delivery.py)
+    status: Mapped[int] = mapped_column(SmallInteger, server_default="0")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_error: Mapped[str] = mapped_column(Text, server_default="")
+    created_at: Mapped[datetime] = created_at_column()
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_alert_notifications_pending", "id", postgresql_where=text("status = 0")),
+    )
+
+
+class AlertNotificationAttempt(Base):
+    """Every delivery attempt of a notification and its outcome."""
+
+    __tablename__ = "alert_notification_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    notification_id: Mapped[int] = mapped_column(
+        ForeignKey("alert_notifications.id", ondelete="CASCADE"), index=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    attempted_at: Mapped[datetime] = created_at_column()
+    # "delivered", "retry" (5xx, timeout, connection refused), "failed" (permanent)
+    outcome: Mapped[str] = mapped_column(String(16))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[str] = mapped_column(Text, server_default="")
+    duration_seconds: Mapped[float] = mapped_column(Double)
 
 
 class ReplicaHeartbeat(Base):

@@ -120,7 +120,10 @@ class RpcHost:
                 ("grpc.keepalive_time_ms", settings.keepalive_time_ms),
                 ("grpc.keepalive_timeout_ms", settings.keepalive_timeout_ms),
                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
-                ("grpc.so_reuseport", 0),
+                # Off unless this is one of several workers (reviewlearn serve --workers):
+                # then the kernel spreads new connections over the workers sharing the port;
+                # otherwise a second server on a port in use must fail, not share it.
+                ("grpc.so_reuseport", 0 if settings.worker_index is None else 1),
             ],
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )

@@ -23,6 +23,7 @@ import grpc.aio
 import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy.engine import make_url
 
 from tests.conftest import free_port
 
@@ -40,6 +41,7 @@ CHANNEL_OPTIONS = (
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 15.0
 LONG_BENCHMARK_DUMP_SECONDS = 900
+BENCH_WORKERS = 2
 
 
 @dataclass(frozen=True)
@@ -49,9 +51,15 @@ class ServerProcess:
     address: str
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the server process has used so far (all its threads)."""
-        times = psutil.Process(self.pid).cpu_times()
-        return float(times.user + times.system)
+        """User + system CPU time the server has used so far (all its threads, and its worker
+        processes when it runs several)."""
+        process = psutil.Process(self.pid)
+        total = 0.0
+        for member in [process, *process.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = member.cpu_times()
+                total += times.user + times.system
+        return total
 
 
 def percentile(sorted_values: Sequence[float], fraction: float) -> float:
@@ -140,6 +148,38 @@ async def feedback_server(database_url: str) -> AsyncIterator[ServerProcess]:
         "REVIEWLEARN_GRACE_PERIOD_SECONDS": "1",
     }
     async with server_process("feedback", ["-m", "services.feedback"], port=port, env=env) as s:
+        yield s
+
+
+@pytest.fixture
+async def feedback_workers_server(database_url: str) -> AsyncIterator[ServerProcess]:
+    """``reviewlearn serve feedback --workers 2``: two processes on one port, as deployed on a
+    pod with a CPU limit of 2."""
+    port = free_port()
+    env = _clean_environment() | {
+        "REVIEWLEARN_DATABASE_URL": database_url,
+        "REVIEWLEARN_TOKENS": f"ingest={BENCH_TOKEN}",
+        "REVIEWLEARN_FEEDBACK_GRPC_PORT": str(port),
+        "REVIEWLEARN_FEEDBACK_METRICS_PORT": str(free_port()),
+        "REVIEWLEARN_LOG_LEVEL": "WARNING",
+        "REVIEWLEARN_GRACE_PERIOD_SECONDS": "1",
+        # Half the default pool per worker: the pod holds what one worker would, and the
+        # benchmark's servers together stay well within a shared PostgreSQL's connections.
+        "REVIEWLEARN_DB_POOL_SIZE": "5",
+        "REVIEWLEARN_DB_MAX_OVERFLOW": "5",
+    }
+    args = ["-m", "services.cli.app", "serve", "feedback", "--workers", str(BENCH_WORKERS)]
+    async with server_process("feedback ×2", args, port=port, env=env) as s:
+        yield s
+
+
+@pytest.fixture
+async def copy_reference_server(database_url: str) -> AsyncIterator[ServerProcess]:
+    """The naive COPY reference (tests/benchmarks/copy_reference.py) on the test database."""
+    port = free_port()
+    url = make_url(database_url).set(drivername="postgresql").render_as_string(False)
+    args = ["-m", "tests.benchmarks.copy_reference", "--port", str(port), "--database-url", url]
+    async with server_process("copy reference", args, port=port, env=_clean_environment()) as s:
         yield s
 
 

@@ -12,7 +12,6 @@ load generator exactly as a service does::
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import Any
 
 import grpc
@@ -23,6 +22,7 @@ from reviewlearn.feedback.v1 import feedback_pb2
 from reviewlearn.insights.v1 import insights_pb2
 from reviewlearn.learning.v1 import learning_pb2
 
+from shared.rpc.entrypoint import run_event_loop
 from shared.rpc.server import run_until_signalled
 
 SERVICE_NAME = "reviewlearn.feedback.v1.FeedbackService"
@@ -51,11 +51,9 @@ ECHO_TERMS = (
 )
 
 
-def _echo_terms(finding: common_pb2.FindingInput) -> list[learning_pb2.TermContribution]:
+def _echo_terms(finding: common_pb2.FindingInput) -> list[dict[str, object]]:
     return [
-        learning_pb2.TermContribution(
-            term=term, key=finding.rule_id, contribution=0.1, acted_on=18, outcomes=21
-        )
+        {"term": term, "key": finding.rule_id, "contribution": 0.1, "acted_on": 18, "outcomes": 21}
         for term in ECHO_TERMS
     ]
 
@@ -88,45 +86,62 @@ async def rank_suggestions(
     # One ranked finding per input in input order, with the fields the service fills and an
     # explanation whose summary is as long as the service's, so that building and encoding the
     # response costs the ceiling what it costs the service; nothing is scored or deduplicated.
+    if request.options.HasField("explain") and not request.options.explain:
+        return _lean_ranking(request)
     offset = len(request.finding_ids)
-    ranked = [
-        learning_pb2.RankedFinding(
-            ref=learning_pb2.FindingRef(index=index, finding_id=finding_id),
+    # Built in place, as cheaply as protobuf allows (the service builds its answer this way too),
+    # so the ceiling is not flattered by slow construction.
+    response = learning_pb2.RankSuggestionsResponse(learning_applied=True, model_version="echo")
+    add = response.findings.add
+    for index, finding_id in enumerate(request.finding_ids):
+        add(
+            ref={"index": index, "finding_id": finding_id},
             rank=index + 1,
             score=0.5,
             calibrated_probability=0.5,
-            explanation=learning_pb2.Explanation(summary=ECHO_SUMMARY),
+            explanation={"summary": ECHO_SUMMARY},
         )
-        for index, finding_id in enumerate(request.finding_ids)
-    ]
-    ranked.extend(
-        learning_pb2.RankedFinding(
-            ref=learning_pb2.FindingRef(
-                index=offset + position, client_finding_id=finding.client_finding_id
-            ),
+    for position, finding in enumerate(request.findings):
+        add(
+            ref={"index": offset + position, "client_finding_id": finding.client_finding_id},
             fingerprint="0" * 32,
             rank=offset + position + 1,
             score=finding.confidence,
             calibrated_probability=finding.confidence,
             rule_id=finding.rule_id,
             category=finding.category,
-            explanation=learning_pb2.Explanation(
-                raw_confidence=finding.confidence,
-                calibrated_probability=finding.confidence,
-                terms=_echo_terms(finding),
-                logit=0.0,
-                upper_bound=0.9,
-                hide_below=0.2,
-                severity_value=1.0,
-                probation_scope="repository",
-                summary=ECHO_SUMMARY,
-            ),
+            explanation={
+                "raw_confidence": finding.confidence,
+                "calibrated_probability": finding.confidence,
+                "terms": _echo_terms(finding),
+                "logit": 0.0,
+                "upper_bound": 0.9,
+                "hide_below": 0.2,
+                "severity_value": 1.0,
+                "probation_scope": "repository",
+                "summary": ECHO_SUMMARY,
+            },
         )
-        for position, finding in enumerate(request.findings)
-    )
-    return learning_pb2.RankSuggestionsResponse(
-        findings=ranked, learning_applied=True, model_version="echo"
-    )
+    return response
+
+
+def _lean_ranking(
+    request: learning_pb2.RankSuggestionsRequest,
+) -> learning_pb2.RankSuggestionsResponse:
+    """The lean answer's shape (RankOptions.explain=false): no explanations."""
+    response = learning_pb2.RankSuggestionsResponse(learning_applied=True, model_version="echo")
+    add = response.findings.add
+    for position, finding in enumerate(request.findings):
+        add(
+            ref={"index": position, "client_finding_id": finding.client_finding_id},
+            fingerprint="0" * 32,
+            rank=position + 1,
+            score=finding.confidence,
+            calibrated_probability=finding.confidence,
+            rule_id=finding.rule_id,
+            category=finding.category,
+        )
+    return response
 
 
 def _echo_report() -> insights_pb2.GetInsightsReportResponse:
@@ -259,7 +274,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     arguments = parser.parse_args()
-    asyncio.run(run_until_signalled(EchoServer(host=arguments.host, port=arguments.port)))
+    run_event_loop(run_until_signalled(EchoServer(host=arguments.host, port=arguments.port)))
 
 
 if __name__ == "__main__":

@@ -29,8 +29,24 @@ class Action:
     SET_KILL_SWITCH = "kill_switch.set"
     ADVANCE_ROLLOUT = "rollout.advance"
     ROLLBACK_ROLLOUT = "rollout.rollback"
+    PAUSE_ROLLOUT = "rollout.pause"
+    RESUME_ROLLOUT = "rollout.resume"
+    UPSERT_ALERT_RULE = "alert_rule.upsert"
+    CREATE_SILENCE = "silence.create"
+    EXPIRE_SILENCE = "silence.expire"
 
-    ALL = (SET_GATE, CLEAR_GATE, SET_KILL_SWITCH, ADVANCE_ROLLOUT, ROLLBACK_ROLLOUT)
+    ALL = (
+        SET_GATE,
+        CLEAR_GATE,
+        SET_KILL_SWITCH,
+        ADVANCE_ROLLOUT,
+        ROLLBACK_ROLLOUT,
+        PAUSE_ROLLOUT,
+        RESUME_ROLLOUT,
+        UPSERT_ALERT_RULE,
+        CREATE_SILENCE,
+        EXPIRE_SILENCE,
+    )
 
 
 @dataclass(frozen=True)

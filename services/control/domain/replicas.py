@@ -26,6 +26,7 @@ class ReplicaView:
     pool_capacity: int = 0
     rss_bytes: int = 0
     signals: Mapping[str, Any] = field(default_factory=dict)
+    memory_limit_bytes: int | None = None
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ class ReplicaRepository:
                 pool_capacity=row.ReplicaHeartbeat.pool_capacity,
                 rss_bytes=row.ReplicaHeartbeat.rss_bytes,
                 signals=row.ReplicaHeartbeat.signals or {},
+                memory_limit_bytes=row.ReplicaHeartbeat.memory_limit_bytes,
             )
             for row in rows
         ]

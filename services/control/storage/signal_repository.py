@@ -13,7 +13,7 @@ from services.control.domain.health import ServiceWindow
 from services.control.domain.rollout import Measurements
 from shared.heartbeat.stats import BUCKET_COUNT, quantile_seconds
 
-SUCCEEDED, FAILED = 2, 3  # reviewlearn.learning.v1.JobStatus
+SUCCEEDED, FAILED, PARTIAL = 2, 3, 5  # reviewlearn.learning.v1.JobStatus (job_runs.status)
 
 
 class SignalRepository:
@@ -48,19 +48,23 @@ class SignalRepository:
         jobs = (
             await self._session.execute(
                 text(
+                    # a partial run (some repositories failed) is not a success; an
+                    # integrity run counts as failed when its check found a problem
                     "SELECT "
-                    "count(*) FILTER (WHERE status IN (:ok, :failed) "
+                    "count(*) FILTER (WHERE status IN (:ok, :failed, :partial) "
                     "  AND NOT job_name = ANY(:integrity)), "
                     "count(*) FILTER (WHERE status = :ok AND NOT job_name = ANY(:integrity)), "
-                    "count(*) FILTER (WHERE status IN (:ok, :failed) "
+                    "count(*) FILTER (WHERE status IN (:ok, :failed, :partial) "
                     "  AND job_name = ANY(:integrity)), "
-                    "count(*) FILTER (WHERE status = :failed AND job_name = ANY(:integrity)) "
+                    "count(*) FILTER (WHERE (status = :failed OR check_passed IS FALSE) "
+                    "  AND job_name = ANY(:integrity)) "
                     "FROM job_runs WHERE started_at >= :since"
                 ),
                 {
                     "since": since,
                     "ok": SUCCEEDED,
                     "failed": FAILED,
+                    "partial": PARTIAL,
                     "integrity": list(integrity_jobs),
                 },
             )

@@ -7,6 +7,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.control.storage.alert_repository import AlertRepository
+from services.control.storage.alert_signal_repository import AlertSignalRepository
 from services.control.storage.audit_repository import AuditRepository
 from services.control.storage.gate_repository import GateRepository
 from services.control.storage.replica_repository import ReplicaRepository
@@ -24,6 +26,8 @@ class ControlUnit:
         self.rollout = RolloutRepository(session)
         self.signals = SignalRepository(session)
         self.requests = RequestLedger(session)
+        self.alerts = AlertRepository(session)
+        self.alert_signals = AlertSignalRepository(session)
 
 
 def transactions(

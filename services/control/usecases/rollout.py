@@ -24,6 +24,7 @@ from services.control.domain.rollout import (
     refuse_advance,
     what_if,
 )
+from services.control.usecases.alerts import refuse_while_safeguards_fire
 from services.control.usecases.gates import (
     AfterCommit,
     AuditEntry,
@@ -55,6 +56,10 @@ class SignalRepository(Protocol):
     ) -> Measurements: ...
 
 
+class SafeguardRepository(Protocol):
+    async def firing_safeguards(self) -> list[str]: ...
+
+
 class RolloutUnit(Protocol):
     @property
     def gates(self) -> GateRepository: ...
@@ -66,6 +71,8 @@ class RolloutUnit(Protocol):
     def rollout(self) -> RolloutRepository: ...
     @property
     def signals(self) -> SignalRepository: ...
+    @property
+    def alerts(self) -> SafeguardRepository: ...
 
 
 Transactions = Callable[[], AbstractAsyncContextManager[RolloutUnit]]
@@ -222,6 +229,7 @@ class RolloutService:
                     [Criterion.from_json(c) for c in stored["criteria"]],
                     replayed=True,
                 )
+            refuse_while_safeguards_fire(await unit.alerts.firing_safeguards())
             current = await unit.rollout.current()
             rollout = rollout_of(current, self._policy.salt)
             target = next_phase(rollout)

@@ -76,6 +76,7 @@ class Folder:
         result = FoldResult(counts, time.perf_counter() - started)
         if counts.findings or counts.events or counts.changes:
             self._instruments.update_duration.record(result.seconds, {"kind": "fold"})
+            self._instruments.recent_folds.append(result.seconds)
             self._instruments.events_folded.add(counts.events)
             fields = {
                 "findings": counts.findings,

@@ -78,6 +78,8 @@ class RankOptions:
     diversity: float = 0.0
     exploration: bool = False
     seed: int = 0
+    explain: bool = True
+    """Whether the answer carries each finding's explanation (the lean answer does not)."""
 
 
 @dataclass(frozen=True)

@@ -1106,6 +1106,46 @@ Global___EvaluateRolloutCriteriaResponse: _TypeAlias = EvaluateRolloutCriteriaRe
 class AlertRule(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class AnnotationsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     SIGNAL_FIELD_NUMBER: _builtins.int
     COMPARISON_FIELD_NUMBER: _builtins.int
@@ -1116,6 +1156,10 @@ class AlertRule(_message.Message):
     REPEAT_INTERVAL_FIELD_NUMBER: _builtins.int
     ENABLED_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    KEEP_FIRING_FOR_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    ANNOTATIONS_FIELD_NUMBER: _builtins.int
+    SAFEGUARD_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     signal: _builtins.str
     """The signal evaluated, e.g. "learning_job_failure_rate"."""
@@ -1124,6 +1168,10 @@ class AlertRule(_message.Message):
     severity: Global___AlertSeverity.ValueType
     enabled: _builtins.bool
     description: _builtins.str
+    safeguard: _builtins.bool
+    """While a critical safeguard fires, AdvanceRollout is refused (and, per the control service's
+    settings, the rollout pauses or the kill switch engages).
+    """
     @_builtins.property
     def for_duration(self) -> _duration_pb2.Duration:
         """How long the condition must hold before the alert fires."""
@@ -1132,6 +1180,20 @@ class AlertRule(_message.Message):
     def channels(self) -> _containers.RepeatedScalarFieldContainer[Global___Channel.ValueType]: ...
     @_builtins.property
     def repeat_interval(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def keep_firing_for(self) -> _duration_pb2.Duration:
+        """A firing alert resolves only after its condition stayed false this long (against flapping)."""
+
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Extra labels (matched by silences, sent to every channel and exported to Prometheus);
+        "alertname" and "severity" are set by the rule itself.
+        """
+
+    @_builtins.property
+    def annotations(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """"summary" and "runbook_url" at least; "{{ value }}" in the summary is the observed value."""
+
     def __init__(
         self,
         *,
@@ -1145,18 +1207,98 @@ class AlertRule(_message.Message):
         repeat_interval: _duration_pb2.Duration | None = ...,
         enabled: _builtins.bool = ...,
         description: _builtins.str = ...,
+        keep_firing_for: _duration_pb2.Duration | None = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        annotations: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        safeguard: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["for_duration", b"for_duration", "repeat_interval", b"repeat_interval"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["for_duration", b"for_duration", "keep_firing_for", b"keep_firing_for", "repeat_interval", b"repeat_interval"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "comparison", b"comparison", "description", b"description", "enabled", b"enabled", "for_duration", b"for_duration", "name", b"name", "repeat_interval", b"repeat_interval", "severity", b"severity", "signal", b"signal", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "channels", b"channels", "comparison", b"comparison", "description", b"description", "enabled", b"enabled", "for_duration", b"for_duration", "keep_firing_for", b"keep_firing_for", "labels", b"labels", "name", b"name", "repeat_interval", b"repeat_interval", "safeguard", b"safeguard", "severity", b"severity", "signal", b"signal", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AlertRule: _TypeAlias = AlertRule  # noqa: Y015
 
 @_typing.final
+class AlertSignal(_message.Message):
+    """A signal rules may evaluate, computed from what every replica recorded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    description: _builtins.str
+    unit: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        unit: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AlertSignal: _TypeAlias = AlertSignal  # noqa: Y015
+
+@_typing.final
+class SignalValue(_message.Message):
+    """One signal's value at an evaluation; known=false when the system recorded nothing to compute
+    it from (a rule on it does not fire).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    KNOWN_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    value: _builtins.float
+    known: _builtins.bool
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        value: _builtins.float = ...,
+        known: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["known", b"known", "name", b"name", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignalValue: _TypeAlias = SignalValue  # noqa: Y015
+
+@_typing.final
 class Alert(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     ALERT_ID_FIELD_NUMBER: _builtins.int
     RULE_NAME_FIELD_NUMBER: _builtins.int
@@ -1168,12 +1310,20 @@ class Alert(_message.Message):
     RESOLVED_TIME_FIELD_NUMBER: _builtins.int
     SILENCED_FIELD_NUMBER: _builtins.int
     LAST_NOTIFY_TIME_FIELD_NUMBER: _builtins.int
+    PREVIOUS_STATE_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    NOTIFICATIONS_FIELD_NUMBER: _builtins.int
     alert_id: _builtins.int
     rule_name: _builtins.str
     state: Global___AlertState.ValueType
     severity: Global___AlertSeverity.ValueType
     value: _builtins.float
     silenced: _builtins.bool
+    previous_state: Global___AlertState.ValueType
+    """In EvaluateAlertsResponse: the state before this evaluation (UNSPECIFIED for a new alert)."""
+    summary: _builtins.str
+    notifications: _builtins.int
     @_builtins.property
     def active_since(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1182,6 +1332,10 @@ class Alert(_message.Message):
     def resolved_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def last_notify_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The rule's labels with alertname and severity."""
+
     def __init__(
         self,
         *,
@@ -1195,10 +1349,14 @@ class Alert(_message.Message):
         resolved_time: _timestamp_pb2.Timestamp | None = ...,
         silenced: _builtins.bool = ...,
         last_notify_time: _timestamp_pb2.Timestamp | None = ...,
+        previous_state: Global___AlertState.ValueType = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        summary: _builtins.str = ...,
+        notifications: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["active_since", b"active_since", "fired_time", b"fired_time", "last_notify_time", b"last_notify_time", "resolved_time", b"resolved_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_since", b"active_since", "alert_id", b"alert_id", "fired_time", b"fired_time", "last_notify_time", b"last_notify_time", "resolved_time", b"resolved_time", "rule_name", b"rule_name", "severity", b"severity", "silenced", b"silenced", "state", b"state", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_since", b"active_since", "alert_id", b"alert_id", "fired_time", b"fired_time", "labels", b"labels", "last_notify_time", b"last_notify_time", "notifications", b"notifications", "previous_state", b"previous_state", "resolved_time", b"resolved_time", "rule_name", b"rule_name", "severity", b"severity", "silenced", b"silenced", "state", b"state", "summary", b"summary", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1224,16 +1382,22 @@ class ListAlertRulesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RULES_FIELD_NUMBER: _builtins.int
+    SIGNALS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___AlertRule]: ...
+    @_builtins.property
+    def signals(self) -> _containers.RepeatedCompositeFieldContainer[Global___AlertSignal]:
+        """The signals a rule may name."""
+
     def __init__(
         self,
         *,
         rules: _abc.Iterable[Global___AlertRule] | None = ...,
+        signals: _abc.Iterable[Global___AlertSignal] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["rules", b"rules"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rules", b"rules", "signals", b"signals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1302,22 +1466,35 @@ Global___EvaluateAlertsRequest: _TypeAlias = EvaluateAlertsRequest  # noqa: Y015
 
 @_typing.final
 class EvaluateAlertsResponse(_message.Message):
+    """Evaluates every enabled rule now (waiting for a periodic evaluation on another replica to end
+    first), then delivers the notifications it queued.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ALERTS_FIELD_NUMBER: _builtins.int
     NOTIFICATIONS_SENT_FIELD_NUMBER: _builtins.int
+    NOTIFICATIONS_FAILED_FIELD_NUMBER: _builtins.int
+    SIGNALS_FIELD_NUMBER: _builtins.int
     notifications_sent: _builtins.int
+    notifications_failed: _builtins.int
     @_builtins.property
-    def alerts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Alert]: ...
+    def alerts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Alert]:
+        """The transitions of this evaluation: alerts whose state changed (previous_state is set)."""
+
+    @_builtins.property
+    def signals(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignalValue]: ...
     def __init__(
         self,
         *,
         alerts: _abc.Iterable[Global___Alert] | None = ...,
         notifications_sent: _builtins.int = ...,
+        notifications_failed: _builtins.int = ...,
+        signals: _abc.Iterable[Global___SignalValue] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "notifications_sent", b"notifications_sent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "notifications_failed", b"notifications_failed", "notifications_sent", b"notifications_sent", "signals", b"signals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1360,6 +1537,8 @@ Global___ListActiveAlertsResponse: _TypeAlias = ListActiveAlertsResponse  # noqa
 
 @_typing.final
 class ListAlertHistoryRequest(_message.Message):
+    """Every alert (pending, firing, resolved; silenced ones too), newest first."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RULE_NAME_FIELD_NUMBER: _builtins.int
@@ -1410,15 +1589,39 @@ Global___ListAlertHistoryResponse: _TypeAlias = ListAlertHistoryResponse  # noqa
 class Silence(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class MatchersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     SILENCE_ID_FIELD_NUMBER: _builtins.int
     RULE_NAMES_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
     COMMENT_FIELD_NUMBER: _builtins.int
+    MATCHERS_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
     silence_id: _builtins.int
     created_by: _builtins.str
     comment: _builtins.str
+    active: _builtins.bool
     @_builtins.property
     def rule_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Rule names matched; all rules when empty."""
@@ -1427,6 +1630,14 @@ class Silence(_message.Message):
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def matchers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Label matchers (equality), all of which must hold; with rule_names both must match."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """Set when ExpireSilence ended it early."""
+
     def __init__(
         self,
         *,
@@ -1436,10 +1647,13 @@ class Silence(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         created_by: _builtins.str = ...,
         comment: _builtins.str = ...,
+        matchers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        active: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "expire_time", b"expire_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "created_by", b"created_by", "end_time", b"end_time", "rule_names", b"rule_names", "silence_id", b"silence_id", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "comment", b"comment", "created_by", b"created_by", "end_time", b"end_time", "expire_time", b"expire_time", "matchers", b"matchers", "rule_names", b"rule_names", "silence_id", b"silence_id", "start_time", b"start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1449,16 +1663,39 @@ Global___Silence: _TypeAlias = Silence  # noqa: Y015
 class CreateSilenceRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class MatchersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     RULE_NAMES_FIELD_NUMBER: _builtins.int
     DURATION_FIELD_NUMBER: _builtins.int
     COMMENT_FIELD_NUMBER: _builtins.int
+    MATCHERS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     comment: _builtins.str
     @_builtins.property
     def rule_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def duration(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def matchers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
         self,
         *,
@@ -1466,10 +1703,11 @@ class CreateSilenceRequest(_message.Message):
         rule_names: _abc.Iterable[_builtins.str] | None = ...,
         duration: _duration_pb2.Duration | None = ...,
         comment: _builtins.str = ...,
+        matchers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "duration", b"duration", "request_id", b"request_id", "rule_names", b"rule_names"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "duration", b"duration", "matchers", b"matchers", "request_id", b"request_id", "rule_names", b"rule_names"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1535,6 +1773,45 @@ class ExpireSilenceResponse(_message.Message):
 Global___ExpireSilenceResponse: _TypeAlias = ExpireSilenceResponse  # noqa: Y015
 
 @_typing.final
+class ListSilencesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCLUDE_EXPIRED_FIELD_NUMBER: _builtins.int
+    include_expired: _builtins.bool
+    def __init__(
+        self,
+        *,
+        include_expired: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_expired", b"include_expired"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSilencesRequest: _TypeAlias = ListSilencesRequest  # noqa: Y015
+
+@_typing.final
+class ListSilencesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SILENCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def silences(self) -> _containers.RepeatedCompositeFieldContainer[Global___Silence]: ...
+    def __init__(
+        self,
+        *,
+        silences: _abc.Iterable[Global___Silence] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["silences", b"silences"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSilencesResponse: _TypeAlias = ListSilencesResponse  # noqa: Y015
+
+@_typing.final
 class SendTestNotificationRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1562,17 +1839,21 @@ class SendTestNotificationResponse(_message.Message):
 
     DELIVERED_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
     delivered: _builtins.bool
     detail: _builtins.str
+    attempts: _builtins.int
+    """Every attempt is also recorded in alert_notification_attempts."""
     def __init__(
         self,
         *,
         delivered: _builtins.bool = ...,
         detail: _builtins.str = ...,
+        attempts: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivered", b"delivered", "detail", b"detail"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "delivered", b"delivered", "detail", b"detail"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -140,6 +140,11 @@ class ControlServiceStub:
                 request_serializer=reviewlearn_dot_control_dot_v1_dot_control__pb2.ExpireSilenceRequest.SerializeToString,
                 response_deserializer=reviewlearn_dot_control_dot_v1_dot_control__pb2.ExpireSilenceResponse.FromString,
                 _registered_method=True)
+        self.ListSilences = channel.unary_unary(
+                '/reviewlearn.control.v1.ControlService/ListSilences',
+                request_serializer=reviewlearn_dot_control_dot_v1_dot_control__pb2.ListSilencesRequest.SerializeToString,
+                response_deserializer=reviewlearn_dot_control_dot_v1_dot_control__pb2.ListSilencesResponse.FromString,
+                _registered_method=True)
         self.SendTestNotification = channel.unary_unary(
                 '/reviewlearn.control.v1.ControlService/SendTestNotification',
                 request_serializer=reviewlearn_dot_control_dot_v1_dot_control__pb2.SendTestNotificationRequest.SerializeToString,
@@ -294,6 +299,12 @@ class ControlServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSilences(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SendTestNotification(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -415,6 +426,11 @@ def add_ControlServiceServicer_to_server(servicer, server):
                     servicer.ExpireSilence,
                     request_deserializer=reviewlearn_dot_control_dot_v1_dot_control__pb2.ExpireSilenceRequest.FromString,
                     response_serializer=reviewlearn_dot_control_dot_v1_dot_control__pb2.ExpireSilenceResponse.SerializeToString,
+            ),
+            'ListSilences': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSilences,
+                    request_deserializer=reviewlearn_dot_control_dot_v1_dot_control__pb2.ListSilencesRequest.FromString,
+                    response_serializer=reviewlearn_dot_control_dot_v1_dot_control__pb2.ListSilencesResponse.SerializeToString,
             ),
             'SendTestNotification': grpc.unary_unary_rpc_method_handler(
                     servicer.SendTestNotification,
@@ -978,6 +994,33 @@ class ControlService:
             '/reviewlearn.control.v1.ControlService/ExpireSilence',
             reviewlearn_dot_control_dot_v1_dot_control__pb2.ExpireSilenceRequest.SerializeToString,
             reviewlearn_dot_control_dot_v1_dot_control__pb2.ExpireSilenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSilences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reviewlearn.control.v1.ControlService/ListSilences',
+            reviewlearn_dot_control_dot_v1_dot_control__pb2.ListSilencesRequest.SerializeToString,
+            reviewlearn_dot_control_dot_v1_dot_control__pb2.ListSilencesResponse.FromString,
             options,
             channel_credentials,
             insecure,

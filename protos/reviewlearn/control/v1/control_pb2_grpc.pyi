@@ -67,6 +67,7 @@ class ControlServiceStub:
     ListAlertHistory: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListAlertHistoryRequest, _control_pb2.ListAlertHistoryResponse]
     CreateSilence: _grpc.UnaryUnaryMultiCallable[_control_pb2.CreateSilenceRequest, _control_pb2.CreateSilenceResponse]
     ExpireSilence: _grpc.UnaryUnaryMultiCallable[_control_pb2.ExpireSilenceRequest, _control_pb2.ExpireSilenceResponse]
+    ListSilences: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListSilencesRequest, _control_pb2.ListSilencesResponse]
     SendTestNotification: _grpc.UnaryUnaryMultiCallable[_control_pb2.SendTestNotificationRequest, _control_pb2.SendTestNotificationResponse]
     ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListAuditEventsRequest, _control_pb2.ListAuditEventsResponse]
     GetSystemHealth: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetSystemHealthRequest, _control_pb2.GetSystemHealthResponse]
@@ -111,6 +112,7 @@ class ControlServiceAsyncStub(ControlServiceStub):
     ListAlertHistory: _aio.UnaryUnaryMultiCallable[_control_pb2.ListAlertHistoryRequest, _control_pb2.ListAlertHistoryResponse]  # type: ignore[assignment]
     CreateSilence: _aio.UnaryUnaryMultiCallable[_control_pb2.CreateSilenceRequest, _control_pb2.CreateSilenceResponse]  # type: ignore[assignment]
     ExpireSilence: _aio.UnaryUnaryMultiCallable[_control_pb2.ExpireSilenceRequest, _control_pb2.ExpireSilenceResponse]  # type: ignore[assignment]
+    ListSilences: _aio.UnaryUnaryMultiCallable[_control_pb2.ListSilencesRequest, _control_pb2.ListSilencesResponse]  # type: ignore[assignment]
     SendTestNotification: _aio.UnaryUnaryMultiCallable[_control_pb2.SendTestNotificationRequest, _control_pb2.SendTestNotificationResponse]  # type: ignore[assignment]
     ListAuditEvents: _aio.UnaryUnaryMultiCallable[_control_pb2.ListAuditEventsRequest, _control_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
     GetSystemHealth: _aio.UnaryUnaryMultiCallable[_control_pb2.GetSystemHealthRequest, _control_pb2.GetSystemHealthResponse]  # type: ignore[assignment]
@@ -272,6 +274,13 @@ class ControlServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _control_pb2.ExpireSilenceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_control_pb2.ExpireSilenceResponse, _abc.Awaitable[_control_pb2.ExpireSilenceResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListSilences(
+        self,
+        request: _control_pb2.ListSilencesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ListSilencesResponse, _abc.Awaitable[_control_pb2.ListSilencesResponse]]: ...
 
     @_abc_1.abstractmethod
     def SendTestNotification(

@@ -125,8 +125,13 @@ class _JobStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobStatus.V
     JOB_STATUS_RUNNING: _JobStatus.ValueType  # 1
     JOB_STATUS_SUCCEEDED: _JobStatus.ValueType  # 2
     JOB_STATUS_FAILED: _JobStatus.ValueType  # 3
+    """The job failed after its attempts (every repository failed, or the job as a whole), or a
+    data-integrity check found a problem (check_passed false).
+    """
     JOB_STATUS_SKIPPED: _JobStatus.ValueType  # 4
-    """Another replica held the job's lock."""
+    """Not run: another caller holds the job's lock (holder says who), or a gate is off (reason)."""
+    JOB_STATUS_PARTIAL: _JobStatus.ValueType  # 5
+    """Some repositories done, some failed after every attempt (they are retried next run)."""
 
 class JobStatus(_JobStatus, metaclass=_JobStatusEnumTypeWrapper): ...
 
@@ -134,8 +139,13 @@ JOB_STATUS_UNSPECIFIED: JobStatus.ValueType  # 0
 JOB_STATUS_RUNNING: JobStatus.ValueType  # 1
 JOB_STATUS_SUCCEEDED: JobStatus.ValueType  # 2
 JOB_STATUS_FAILED: JobStatus.ValueType  # 3
+"""The job failed after its attempts (every repository failed, or the job as a whole), or a
+data-integrity check found a problem (check_passed false).
+"""
 JOB_STATUS_SKIPPED: JobStatus.ValueType  # 4
-"""Another replica held the job's lock."""
+"""Not run: another caller holds the job's lock (holder says who), or a gate is off (reason)."""
+JOB_STATUS_PARTIAL: JobStatus.ValueType  # 5
+"""Some repositories done, some failed after every attempt (they are retried next run)."""
 Global___JobStatus: _TypeAlias = JobStatus  # noqa: Y015
 
 @_typing.final
@@ -146,6 +156,7 @@ class RankOptions(_message.Message):
     DIVERSITY_FIELD_NUMBER: _builtins.int
     EXPLORATION_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    EXPLAIN_FIELD_NUMBER: _builtins.int
     max_results: _builtins.int
     """At most this many unsuppressed findings are returned in rank order; 0 means all."""
     diversity: _builtins.float
@@ -154,6 +165,12 @@ class RankOptions(_message.Message):
     """Thompson sampling of each rule's acceptance instead of its mean."""
     seed: _builtins.int
     """Seed for exploration; the same inputs and seed give the same output."""
+    explain: _builtins.bool
+    """Unset or true: every ranked finding carries its Explanation. False: the lean answer for
+    bots that only need order and suppression — no explanation (terms, bounds, summary); the
+    rank, score, calibrated_probability, suppression reason and detail, duplicate_of and flag
+    are all still there. With a learned model, about a fifth of the size.
+    """
     def __init__(
         self,
         *,
@@ -161,12 +178,15 @@ class RankOptions(_message.Message):
         diversity: _builtins.float = ...,
         exploration: _builtins.bool = ...,
         seed: _builtins.int = ...,
+        explain: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_explain", b"_explain", "explain", b"explain"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["diversity", b"diversity", "exploration", b"exploration", "max_results", b"max_results", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_explain", b"_explain", "diversity", b"diversity", "explain", b"explain", "exploration", b"exploration", "max_results", b"max_results", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__explain: _TypeAlias = _typing.Literal["explain"]  # noqa: Y015
+    _WhichOneofArgType__explain: _TypeAlias = _typing.Literal["_explain", b"_explain"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__explain) -> _WhichOneofReturnType__explain | None: ...
 
 Global___RankOptions: _TypeAlias = RankOptions  # noqa: Y015
 
@@ -1184,12 +1204,25 @@ class RunJobsRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     FREQUENCY_FIELD_NUMBER: _builtins.int
     JOB_NAMES_FIELD_NUMBER: _builtins.int
+    REPOSITORY_URLS_FIELD_NUMBER: _builtins.int
+    SCHEDULED_TIME_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key: a retried CronJob call with the same id returns the first runs."""
     frequency: _common_pb2.JobFrequency.ValueType
+    """The job family; or leave it unset and name the jobs."""
     @_builtins.property
     def job_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Only these jobs of the family when set."""
+        """Only these jobs (snake_case names, e.g. "validate_data_integrity") when set."""
+
+    @_builtins.property
+    def repository_urls(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these repositories (URLs) for the jobs that work per repository; all when empty."""
+
+    @_builtins.property
+    def scheduled_time(self) -> _timestamp_pb2.Timestamp:
+        """The tick being run (its slot is the hour, day or ISO week that contains it); now when
+        unset. The embedded scheduler passes its cron time.
+        """
 
     def __init__(
         self,
@@ -1197,14 +1230,40 @@ class RunJobsRequest(_message.Message):
         request_id: _builtins.str = ...,
         frequency: _common_pb2.JobFrequency.ValueType = ...,
         job_names: _abc.Iterable[_builtins.str] | None = ...,
+        repository_urls: _abc.Iterable[_builtins.str] | None = ...,
+        scheduled_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scheduled_time", b"scheduled_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["frequency", b"frequency", "job_names", b"job_names", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frequency", b"frequency", "job_names", b"job_names", "repository_urls", b"repository_urls", "request_id", b"request_id", "scheduled_time", b"scheduled_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RunJobsRequest: _TypeAlias = RunJobsRequest  # noqa: Y015
+
+@_typing.final
+class RepositoryFailure(_message.Message):
+    """Why a repository failed (after every attempt of the run)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPOSITORY_URL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    repository_url: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        repository_url: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "repository_url", b"repository_url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RepositoryFailure: _TypeAlias = RepositoryFailure  # noqa: Y015
 
 @_typing.final
 class JobRun(_message.Message):
@@ -1219,18 +1278,45 @@ class JobRun(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
+    SCHEDULED_TIME_FIELD_NUMBER: _builtins.int
+    DURATION_SECONDS_FIELD_NUMBER: _builtins.int
+    REPOSITORIES_DONE_FIELD_NUMBER: _builtins.int
+    REPOSITORIES_FAILED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    HOLDER_FIELD_NUMBER: _builtins.int
+    ALREADY_RAN_FIELD_NUMBER: _builtins.int
+    CHECK_PASSED_FIELD_NUMBER: _builtins.int
     run_id: _builtins.int
     job_name: _builtins.str
     frequency: _common_pb2.JobFrequency.ValueType
     status: Global___JobStatus.ValueType
     attempts: _builtins.int
     error: _builtins.str
+    duration_seconds: _builtins.float
+    reason: _builtins.str
+    """Why a SKIPPED job did not run (a gate, or "already running")."""
+    holder: _builtins.str
+    """Who runs or ran the job: "<replica> (pid <backend pid>)"."""
+    already_ran: _builtins.bool
+    """True when this call ran nothing because the slot had already run: the recorded run."""
+    check_passed: _builtins.bool
+    """Data-integrity checks only: whether every check passed (unset for other jobs)."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
-    def summary(self) -> _struct_pb2.Struct: ...
+    def summary(self) -> _struct_pb2.Struct:
+        """What changed (rows written, events folded, patterns, ...), per job."""
+
+    @_builtins.property
+    def scheduled_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the slot (hour, day or ISO week, UTC) this run is the one run of."""
+
+    @_builtins.property
+    def repositories_done(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def repositories_failed(self) -> _containers.RepeatedCompositeFieldContainer[Global___RepositoryFailure]: ...
     def __init__(
         self,
         *,
@@ -1243,12 +1329,22 @@ class JobRun(_message.Message):
         attempts: _builtins.int = ...,
         error: _builtins.str = ...,
         summary: _struct_pb2.Struct | None = ...,
+        scheduled_time: _timestamp_pb2.Timestamp | None = ...,
+        duration_seconds: _builtins.float = ...,
+        repositories_done: _abc.Iterable[_builtins.str] | None = ...,
+        repositories_failed: _abc.Iterable[Global___RepositoryFailure] | None = ...,
+        reason: _builtins.str = ...,
+        holder: _builtins.str = ...,
+        already_ran: _builtins.bool = ...,
+        check_passed: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time", "summary", b"summary"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_check_passed", b"_check_passed", "check_passed", b"check_passed", "end_time", b"end_time", "scheduled_time", b"scheduled_time", "start_time", b"start_time", "summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "end_time", b"end_time", "error", b"error", "frequency", b"frequency", "job_name", b"job_name", "run_id", b"run_id", "start_time", b"start_time", "status", b"status", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_check_passed", b"_check_passed", "already_ran", b"already_ran", "attempts", b"attempts", "check_passed", b"check_passed", "duration_seconds", b"duration_seconds", "end_time", b"end_time", "error", b"error", "frequency", b"frequency", "holder", b"holder", "job_name", b"job_name", "reason", b"reason", "repositories_done", b"repositories_done", "repositories_failed", b"repositories_failed", "run_id", b"run_id", "scheduled_time", b"scheduled_time", "start_time", b"start_time", "status", b"status", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__check_passed: _TypeAlias = _typing.Literal["check_passed"]  # noqa: Y015
+    _WhichOneofArgType__check_passed: _TypeAlias = _typing.Literal["_check_passed", b"_check_passed"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__check_passed) -> _WhichOneofReturnType__check_passed | None: ...
 
 Global___JobRun: _TypeAlias = JobRun  # noqa: Y015
 

@@ -137,7 +137,12 @@ class LearningServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RunJobs(self, request, context):
-        """Runs a job family now; what Kubernetes CronJobs call.
+        """Runs a job family (or named jobs) for the current scheduled slot; what Kubernetes CronJobs
+        and the embedded scheduler call. Exactly once per (job, slot): a repeat of a slot that ran
+        returns its recorded run (already_ran); a job another caller is running is SKIPPED with
+        the holder; with the batch_jobs feature or the kill switch off every job is SKIPPED with
+        that reason. Each job makes up to 3 attempts; a repository that keeps failing leaves the
+        others done and the run PARTIAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -51,7 +51,13 @@ class LearningServiceStub:
     RollbackModel: _grpc.UnaryUnaryMultiCallable[_learning_pb2.RollbackModelRequest, _learning_pb2.RollbackModelResponse]
     """Makes an earlier fitted model the active one again (the previous one by default)."""
     RunJobs: _grpc.UnaryUnaryMultiCallable[_learning_pb2.RunJobsRequest, _learning_pb2.RunJobsResponse]
-    """Runs a job family now; what Kubernetes CronJobs call."""
+    """Runs a job family (or named jobs) for the current scheduled slot; what Kubernetes CronJobs
+    and the embedded scheduler call. Exactly once per (job, slot): a repeat of a slot that ran
+    returns its recorded run (already_ran); a job another caller is running is SKIPPED with
+    the holder; with the batch_jobs feature or the kill switch off every job is SKIPPED with
+    that reason. Each job makes up to 3 attempts; a repository that keeps failing leaves the
+    others done and the run PARTIAL.
+    """
     ListJobRuns: _grpc.UnaryUnaryMultiCallable[_learning_pb2.ListJobRunsRequest, _learning_pb2.ListJobRunsResponse]
 
 @_typing.type_check_only
@@ -77,7 +83,13 @@ class LearningServiceAsyncStub(LearningServiceStub):
     RollbackModel: _aio.UnaryUnaryMultiCallable[_learning_pb2.RollbackModelRequest, _learning_pb2.RollbackModelResponse]  # type: ignore[assignment]
     """Makes an earlier fitted model the active one again (the previous one by default)."""
     RunJobs: _aio.UnaryUnaryMultiCallable[_learning_pb2.RunJobsRequest, _learning_pb2.RunJobsResponse]  # type: ignore[assignment]
-    """Runs a job family now; what Kubernetes CronJobs call."""
+    """Runs a job family (or named jobs) for the current scheduled slot; what Kubernetes CronJobs
+    and the embedded scheduler call. Exactly once per (job, slot): a repeat of a slot that ran
+    returns its recorded run (already_ran); a job another caller is running is SKIPPED with
+    the holder; with the batch_jobs feature or the kill switch off every job is SKIPPED with
+    that reason. Each job makes up to 3 attempts; a repository that keeps failing leaves the
+    others done and the run PARTIAL.
+    """
     ListJobRuns: _aio.UnaryUnaryMultiCallable[_learning_pb2.ListJobRunsRequest, _learning_pb2.ListJobRunsResponse]  # type: ignore[assignment]
 
 class LearningServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -148,7 +160,13 @@ class LearningServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _learning_pb2.RunJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_learning_pb2.RunJobsResponse, _abc.Awaitable[_learning_pb2.RunJobsResponse]]:
-        """Runs a job family now; what Kubernetes CronJobs call."""
+        """Runs a job family (or named jobs) for the current scheduled slot; what Kubernetes CronJobs
+        and the embedded scheduler call. Exactly once per (job, slot): a repeat of a slot that ran
+        returns its recorded run (already_ran); a job another caller is running is SKIPPED with
+        the holder; with the batch_jobs feature or the kill switch off every job is SKIPPED with
+        that reason. Each job makes up to 3 attempts; a repository that keeps failing leaves the
+        others done and the run PARTIAL.
+        """
 
     @_abc_1.abstractmethod
     def ListJobRuns(
