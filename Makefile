@@ -6,8 +6,8 @@ STAMP := $(VENV)/.installed-stamp
 PROTO_FILES := $(wildcard protos/reviewlearn/*/v1/*.proto)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test check lint format typecheck imports proto proto-check alerts-check bench demo clean \
-	manifests grafana
+.PHONY: help run test check lint format typecheck imports proto proto-check alerts-check bench faults demo \
+	clean manifests grafana
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ alerts-check: $(STAMP) ## Fail if deploy/'s Prometheus rules differ from the ale
 
 bench: $(STAMP) ## Run the benchmarks (needs PostgreSQL; prints numbers and ratios, asserts nothing about speed)
 	$(BIN)/python -m pytest tests/benchmarks -m benchmark -s -p no:cacheprovider $(PYTEST_ARGS)
+
+faults: $(STAMP) ## Kill services, restart PostgreSQL and Redis under load (private servers); prints the figures
+	$(BIN)/python -m pytest tests/faults -m faults -s -p no:cacheprovider $(PYTEST_ARGS)
 
 clean: ## Remove the virtual environment and local state
 	rm -rf $(VENV) .reviewlearn .pytest_cache .mypy_cache .ruff_cache

@@ -243,7 +243,7 @@ class FeedbackIngestion:
         *,
         first_index: int,
     ) -> BatchOutcome:
-        """One transaction: COPY the valid events in, store them, read back what happened."""
+        """One transaction: the valid events in (COPY, or arrays when few), stored, answered."""
         count = len(batch)
         outcome = BatchOutcome(
             first_index=first_index,

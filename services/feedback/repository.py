@@ -171,8 +171,8 @@ _STORE_FROM = f"""
     """
 _STORE_STAGED = _STORE_FROM.format(source=f"{STAGING_TABLE} s")
 # A small batch (a group commit of unary calls) skips the staging table: the same statement
-# reads the events from arrays, and alone it is its own transaction — one round trip instead of
-# BEGIN, CREATE, COPY, the statement and COMMIT, which is most of a small batch's time.
+# reads the events from arrays — BEGIN, the statement and COMMIT instead of BEGIN, CREATE, COPY,
+# the statement and COMMIT; round trips are most of a small batch's time.
 _STORE_ARRAYS = _STORE_FROM.format(
     source="unnest($1::integer[], $2::text[], $3::bigint[], $4::smallint[], $5::text[], "
     "$6::text[], $7::bigint[]) AS s(position, event_id, finding_id, kind, actor_id, comment, "
@@ -348,18 +348,20 @@ class FeedbackRepository:
         id its event id holds (stored now or before) and that row's record time.
         """
         connection = await self._session.connection()
+        if len(events) <= ARRAYS_AT_MOST:
+            # Through SQLAlchemy, not the driver: a connection found dead here must invalidate
+            # the pool, so that the retry gets a live one (test_database_outages).
+            result = await connection.exec_driver_sql(
+                _STORE_ARRAYS, tuple(zip(*events, strict=True))
+            )
+            row: Any = result.one()
+            return list(row[0]), list(row[1]), list(row[2])
+        # The first statement also opens the transaction, which the COPY (on the driver's own
+        # connection, beneath SQLAlchemy) must run inside; being SQLAlchemy's, it also finds a
+        # dead connection the way the retries need.
+        await self._session.execute(_CREATE_STAGING)
         raw = await connection.get_raw_connection()
         driver: Any = raw.driver_connection
-        if len(events) <= ARRAYS_AT_MOST:
-            # One statement: inside the transaction if one has begun, else (as when it comes
-            # first) its own implicit one; atomic for the batch either way.
-            statuses, feedback_ids, recorded_ats = await driver.fetchrow(
-                _STORE_ARRAYS, *zip(*events, strict=True)
-            )
-            return list(statuses), list(feedback_ids), list(recorded_ats)
-        # The first statement also opens the transaction, which the COPY (on the driver's own
-        # connection, beneath SQLAlchemy) must run inside.
-        await self._session.execute(_CREATE_STAGING)
         await driver.copy_records_to_table(STAGING_TABLE, records=events, columns=_STAGING_COLUMNS)
         # Straight on the driver too: three arrays decode in C, where SQLAlchemy would build
         # and process a row object per event.

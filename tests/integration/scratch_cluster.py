@@ -25,7 +25,7 @@ def _bin_dir() -> Path | None:
 
 
 class ScratchCluster:
-    def __init__(self) -> None:
+    def __init__(self, *, max_connections: int = 20) -> None:
         bin_dir = _bin_dir()
         if bin_dir is None:
             raise FileNotFoundError("no PostgreSQL server binaries under /usr/lib/postgresql")
@@ -36,6 +36,7 @@ class ScratchCluster:
         if self._as_postgres:
             shutil.chown(self._root, "postgres", "postgres")
         self.port = free_port()
+        self._max_connections = max_connections
         self._run("initdb", "-D", str(self._data), "-A", "trust", "-U", "postgres", "--no-sync")
 
     @property
@@ -45,7 +46,7 @@ class ScratchCluster:
     def start(self) -> None:
         options = (
             f"-p {self.port} -k {self._root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c max_connections=20"
+            f"-c max_connections={self._max_connections}"
         )
         self._ctl("start", "-w", "-l", str(self._root / "log"), "-o", options)
 
