@@ -11,7 +11,7 @@ import grpc
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from reviewlearn.feedback.v1 import feedback_pb2_grpc
+from reviewlearn.feedback.v1 import feedback_pb2, feedback_pb2_grpc
 from reviewlearn.learning.v1 import learning_pb2, learning_pb2_grpc
 from rich.console import Console
 from sqlalchemy import text
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from services.cli.contracts import check_contracts
 from services.cli.loader import load_history
 from services.cli.synthetic import generate_history
+from shared.rpc.reflection import enable_reflection
 from tests.conftest import auth
 from tests.e2e.live_system import LiveSystem, live_system
 from tests.metric_names import exported_series
@@ -195,3 +196,34 @@ def test_contracts_fail_when_a_service_is_not_served(loaded: LiveSystem) -> None
     assert "not served at any target: reviewlearn.control.v1.ControlService" in (
         console.export_text()
     )
+
+
+class _BrokenFeedback(feedback_pb2_grpc.FeedbackServiceServicer):
+    """A feedback server with the bugs the check exists for: no auth interceptor, an exception
+    that escapes (UNKNOWN), and every other method left unimplemented."""
+
+    async def RecordFindings(self, request: object, context: object) -> object:
+        raise RuntimeError("a bug")
+
+
+async def test_contracts_catch_an_escaped_exception_and_missing_methods() -> None:
+    server = grpc.aio.server()
+    feedback_pb2_grpc.add_FeedbackServiceServicer_to_server(_BrokenFeedback(), server)
+    enable_reflection(
+        [feedback_pb2.DESCRIPTOR.services_by_name["FeedbackService"].full_name], server
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        console = Console(record=True, width=250)
+        code = await asyncio.to_thread(
+            check_contracts, [f"127.0.0.1:{port}"], auth("operator"), console
+        )
+    finally:
+        await server.stop(grace=0)
+    output = console.export_text()
+    assert code == 1
+    assert "RecordFindings (empty): UNKNOWN" in output
+    assert "RecordFindings (no token): UNKNOWN" in output  # nothing asked for a token
+    assert "GetFinding (empty): UNIMPLEMENTED" in output
+    assert "what to do next" in output
