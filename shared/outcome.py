@@ -80,3 +80,14 @@ def outcome_of(events: Iterable[tuple[FeedbackKind | int, datetime, int]]) -> Ou
         if winner is None or key > winner:
             winner, winning_kind = key, kind
     return Outcome.PENDING if winner is None else OUTCOME_OF_KIND[winning_kind]
+
+
+def outcomes_by_finding(
+    events: Iterable[tuple[int, FeedbackKind | int, datetime, int]],
+) -> dict[int, Outcome]:
+    """(finding id, kind, occurred_at, feedback id) rows → the outcome of every finding that
+    has events (a finding without any is pending). The brute-force side of the validations."""
+    grouped: dict[int, list[tuple[FeedbackKind | int, datetime, int]]] = {}
+    for finding_id, kind, occurred_at, feedback_id in events:
+        grouped.setdefault(finding_id, []).append((kind, occurred_at, feedback_id))
+    return {finding_id: outcome_of(rows) for finding_id, rows in grouped.items()}

@@ -176,6 +176,28 @@ def _rows() -> list[tuple[str, list[Any]]]:
                     unit="s",
                 ),
                 _series(
+                    "Batch job duration p95 by job (RunJobs)",
+                    [
+                        _target(
+                            "histogram_quantile(0.95, sum by (le, job) "
+                            f"(rate(learning_jobs_duration_seconds_bucket[{WINDOW}])))",
+                            "{{job}}",
+                        )
+                    ],
+                    unit="s",
+                ),
+                _series(
+                    "Batch job success rate",
+                    [
+                        _target("min by (job) (learning_jobs_success_rate)", "{{job}}"),
+                        _target("min(batch_job_success_rate)", "all jobs", "B"),
+                        _target(
+                            "min(data_integrity_check_pass_rate)", "data-integrity checks", "C"
+                        ),
+                    ],
+                    unit="percentunit",
+                ),
+                _series(
                     "Insights generation (refresh job parts)",
                     [
                         _target(
@@ -257,10 +279,27 @@ def _rows() -> list[tuple[str, list[Any]]]:
                     "Alerts firing",
                     [
                         _target(
+                            "max by (severity) (alerts_firing)", "{{severity}} (control plane)"
+                        ),
+                        _target(
                             'count by (alertname, severity) (ALERTS{alertstate="firing",'
                             'alertname=~"Reviewlearn.*"})',
-                            "{{severity}} {{alertname}}",
-                        )
+                            "{{severity}} {{alertname}} (Prometheus)",
+                            "B",
+                        ),
+                    ],
+                    description="The control plane's own alert rules (ListActiveAlerts) and "
+                    "the PrometheusRule's alerts as Prometheus evaluates them",
+                ),
+                _series(
+                    "Alert notifications",
+                    [
+                        _target(f"sum(increase(alert_notifications_sent_total[{WINDOW}]))", "sent"),
+                        _target(
+                            f"sum(increase(alert_notifications_failed_total[{WINDOW}]))",
+                            "given up",
+                            "B",
+                        ),
                     ],
                 ),
                 _series(

@@ -58,6 +58,16 @@ GUARDED: dict[str, dict[str, object]] = {
 """Field values set on the requests of these writes (``_NONE``: the field cleared); a field a
 proto does not have is ignored, so a renamed field weakens a guard but never breaks the check."""
 
+EXPECTED_SERVICES = frozenset(
+    {
+        "reviewlearn.feedback.v1.FeedbackService",
+        "reviewlearn.learning.v1.LearningService",
+        "reviewlearn.insights.v1.InsightsService",
+        "reviewlearn.control.v1.ControlService",
+    }
+)
+"""Every one must be served at one of the targets."""
+
 SKIPPED_SERVICES = frozenset(
     {"grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection"}
 )
@@ -268,6 +278,7 @@ def check_contracts(addresses: Sequence[str], operator: Metadata, console: Conso
             return COULD_NOT_CHECK
     failed = [c for c in calls if not c.passed]
     methods = {c.method for c in calls}
+    absent = sorted(EXPECTED_SERVICES - {m.partition("/")[0] for m in methods})
     pending = {c.method for c in calls if c.code is grpc.StatusCode.UNIMPLEMENTED and c.passed}
     table = Table(title=f"contracts: {len(methods)} methods, {len(calls)} calls")
     for column in ("method", "no token", "empty", "malformed"):
@@ -289,9 +300,16 @@ def check_contracts(addresses: Sequence[str], operator: Metadata, console: Conso
             f"{len(pending)} methods answer UNIMPLEMENTED and are allowed to for now "
             "(services/cli/contracts.py PENDING_IMPLEMENTATION)"
         )
-    if not failed:
+    if absent:
+        console.print(
+            f"[red]not served at any target: {', '.join(absent)}[/red] — pass its address with "
+            "--target host:port (is the service running?)"
+        )
+    if not failed and not absent:
         console.print("[green]every method answers with a documented code[/green]")
         return OK
+    if not failed:
+        return FAILED
     console.print(f"[red]{len(failed)} calls answered outside the contract:[/red]")
     for c in failed[:40]:
         console.print(f"  {c.method} ({c.case}): {c.code.name} {c.details[:160]}")

@@ -31,6 +31,7 @@ import grpc
 import numpy as np
 import typer
 from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from reviewlearn.common.v1 import common_pb2
 from reviewlearn.control.v1 import control_pb2, control_pb2_grpc
 from reviewlearn.feedback.v1 import feedback_pb2, feedback_pb2_grpc
@@ -104,6 +105,9 @@ class LoadReport:
     cores: int
     load_average: float
     """The machine's 1-minute load average when the run started (others' work competes)."""
+    reference_rate: float
+    """Bare grpc.health.v1 Check calls per second from this client to the same servers, right
+    after the run: what this machine, client and gRPC stack sustain with no work behind them."""
     rpcs: dict[str, RpcStats]
 
     @property
@@ -143,6 +147,7 @@ class LoadReport:
             "events_recorded": self.events_recorded,
             "cores": self.cores,
             "load_average": round(self.load_average, 2),
+            "reference_rate": round(self.reference_rate, 1),
             "p95_ms": round(self.percentile(None, 95), 2),
             "errors": dict(self.errors),
             "target_held": self.target_held,
@@ -395,6 +400,8 @@ async def run_loadtest(
                 await asyncio.wait(in_flight)
             seconds = time.perf_counter() - started
             progress.update(task, completed=recorded[0], rate=sent / seconds)
+        with console.status("measuring the reference: bare health checks ..."):
+            reference_rate = await _reference_rate(channels["learning"], max_in_flight)
         return LoadReport(
             target_rate=rate,
             seconds=seconds,
@@ -404,11 +411,33 @@ async def run_loadtest(
             slipped_ms_max=slipped * 1000,
             cores=os.cpu_count() or 1,
             load_average=load_average,
+            reference_rate=reference_rate,
             rpcs=dict(stats),
         )
     finally:
         for channel in channels.values():
             await channel.close(None)
+
+
+REFERENCE_SECONDS = 2.0
+
+
+async def _reference_rate(channel: grpc.aio.Channel, concurrency: int) -> float:
+    """Closed loop, ``concurrency`` callers, for REFERENCE_SECONDS: health checks per second."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    request = health_pb2.HealthCheckRequest()
+    done = 0
+    deadline = time.perf_counter() + REFERENCE_SECONDS
+
+    async def caller() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            await stub.Check(request, timeout=5)
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return done / (time.perf_counter() - started)
 
 
 def print_report(report: LoadReport, console: Console) -> None:
@@ -450,6 +479,11 @@ def print_report(report: LoadReport, console: Console) -> None:
         f"(p95 {report.percentile(None, 95):.1f} ms at {report.throughput:,.0f} req/s, "
         f"on {report.cores} cores shared by the services, their database and this client; "
         f"load average {report.load_average:.1f} at the start)"
+    )
+    ratio = report.throughput / report.reference_rate if report.reference_rate else float("nan")
+    console.print(
+        f"reference, same run: bare health checks at {report.reference_rate:,.0f} req/s from "
+        f"this client to the learning server; the mix ran at {ratio:.2f}x that"
     )
 
 

@@ -27,13 +27,21 @@ class Check(StrEnum):
 
 def validate_metrics(database_url: str, *, repair: bool) -> int:
     """The learning counts, then the insights rollups, each by its own service's entry point
-    (the CLI never imports a service); the worse exit code wins (1 over 75 over 0)."""
-    codes = []
-    for service in ("learning", "insights"):
-        command = [sys.executable, "-m", f"services.{service}.validate"]
-        command += ["--repair"] if repair else []
-        env = {**os.environ, "REVIEWLEARN_DATABASE_URL": database_url}
-        codes.append(subprocess.run(command, env=env, check=False).returncode)
+    (the CLI never imports a service); the worse exit code wins (1 over 75 over 0). The insights
+    check runs meanwhile with its output held back, so the two reports do not interleave."""
+    env = {**os.environ, "REVIEWLEARN_DATABASE_URL": database_url}
+
+    def command(service: str) -> list[str]:
+        return [sys.executable, "-m", f"services.{service}.validate", *(["--repair"] * repair)]
+
+    insights = subprocess.Popen(
+        command("insights"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    codes = [subprocess.run(command("learning"), env=env, check=False).returncode]
+    output, _ = insights.communicate()
+    sys.stdout.write(output)
+    sys.stdout.flush()
+    codes.append(insights.returncode)
     return 1 if 1 in codes else max(codes)
 
 

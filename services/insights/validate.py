@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.insights.domain.recount import RawEvent, RawFinding, recount
+from services.insights.domain.recount import RawFinding, recount
 from services.insights.instruments import InsightsInstruments
 from services.insights.settings import InsightsSettings
 from services.insights.storage.rollup_repository import RollupRepository
@@ -63,7 +63,10 @@ async def brute_force_differences(sessions: async_sessionmaker[AsyncSession]) ->
                     tuple(row[:-1]): int(row[-1]) for row in await session.execute(text(sql))
                 }
             findings = [RawFinding(*row) for row in await session.execute(text(_RAW_FINDINGS))]
-            events = [RawEvent(*row) for row in await session.execute(text(_RAW_EVENTS))]
+            events = [
+                (int(a), int(b), c, int(d))
+                for a, b, c, d in await session.execute(text(_RAW_EVENTS))
+            ]
         finally:
             await session.rollback()
     counted = recount(findings, events)

@@ -128,6 +128,7 @@ def _start(database_url: str, root: Path) -> tuple[LiveSystem, subprocess.Popen[
     env.pop("LEARNING_ENABLED", None)
     # Small pools: the test server's 100 connections are shared with the rest of the suite.
     env.update(REVIEWLEARN_DB_POOL_SIZE="3", REVIEWLEARN_DB_MAX_OVERFLOW="3")
+    env["REVIEWLEARN_GRACE_PERIOD_SECONDS"] = "1"  # nothing to drain when the tests are done
     # The scheduler would run every job family shortly after start and write while the tests
     # compare the database before and after a check.
     env.update(REVIEWLEARN_JOB_SCHEDULER_ENABLED="false")

@@ -67,5 +67,7 @@ def test_loadtest_reports_every_rpc_of_the_mix(live_system: LiveSystem, tmp_path
     assert "plan target p95 < 200 ms at 1,000 req/s" in result.stdout
     assert f"on {os.cpu_count()} cores" in result.stdout
     assert "errors by status code: none" in result.stdout
+    assert report["reference_rate"] > 0
+    assert "reference, same run: bare health checks at" in result.stdout
     verdict = "HELD" if report["target_held"] else "NOT HELD"
     assert f"at 1,000 req/s: {verdict} (p95 " in result.stdout

@@ -11,13 +11,16 @@ import grpc
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from reviewlearn.feedback.v1 import feedback_pb2_grpc
+from reviewlearn.feedback.v1 import feedback_pb2, feedback_pb2_grpc
 from reviewlearn.learning.v1 import learning_pb2, learning_pb2_grpc
+from rich.console import Console
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from services.cli.contracts import check_contracts
 from services.cli.loader import load_history
 from services.cli.synthetic import generate_history
+from shared.rpc.reflection import enable_reflection
 from tests.conftest import auth
 from tests.e2e.live_system import LiveSystem, live_system
 from tests.metric_names import exported_series
@@ -163,11 +166,11 @@ def test_contracts_every_rpc_answers_a_documented_code(loaded: LiveSystem) -> No
     assert "INTERNAL" not in result.stdout
 
 
-def test_contracts_cannot_check_an_unreachable_server(loaded: LiveSystem) -> None:
+def test_contracts_cannot_check_an_unreachable_server() -> None:
     """Nothing is known about a server that does not answer: 75, not a pass or a failure."""
-    result = validate(loaded, "contracts", "--target", "127.0.0.1:1")
-    assert result.returncode == 75, result.stdout + result.stderr
-    assert "is the system running" in result.stdout
+    console = Console(record=True, width=200)
+    assert check_contracts(["127.0.0.1:1"], auth("operator"), console) == 75
+    assert "is the system running" in console.export_text()
 
 
 def test_the_metric_names_read_from_the_code_are_the_ones_scraped(loaded: LiveSystem) -> None:
@@ -179,6 +182,48 @@ def test_the_metric_names_read_from_the_code_are_the_ones_scraped(loaded: LiveSy
             for sample in family.samples:
                 if sample.labels.get("otel_scope_name", "").startswith("reviewlearn"):
                     scraped.add(sample.name)
+                if sample.name == "gate_snapshot_version":  # the client that applies snapshots
+                    assert sample.value >= 0, port
     assert len(scraped) >= 20
     assert scraped - exported_series() == set()
     assert {"gate_snapshot_version", "api_request_rate_total"} <= scraped
+
+
+def test_contracts_fail_when_a_service_is_not_served(loaded: LiveSystem) -> None:
+    console = Console(record=True, width=200)
+    code = check_contracts([loaded.address("feedback")], auth("operator"), console)
+    assert code == 1
+    assert "not served at any target: reviewlearn.control.v1.ControlService" in (
+        console.export_text()
+    )
+
+
+class _BrokenFeedback(feedback_pb2_grpc.FeedbackServiceServicer):
+    """A feedback server with the bugs the check exists for: no auth interceptor, an exception
+    that escapes (UNKNOWN), and every other method left unimplemented."""
+
+    async def RecordFindings(self, request: object, context: object) -> object:
+        raise RuntimeError("a bug")
+
+
+async def test_contracts_catch_an_escaped_exception_and_missing_methods() -> None:
+    server = grpc.aio.server()
+    feedback_pb2_grpc.add_FeedbackServiceServicer_to_server(_BrokenFeedback(), server)
+    enable_reflection(
+        [feedback_pb2.DESCRIPTOR.services_by_name["FeedbackService"].full_name], server
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        console = Console(record=True, width=250)
+        code = await asyncio.to_thread(
+            check_contracts, [f"127.0.0.1:{port}"], auth("operator"), console
+        )
+    finally:
+        await server.stop(grace=0)
+    output = console.export_text()
+    assert code == 1
+    assert "RecordFindings (empty): UNKNOWN" in output
+    assert "RecordFindings (no token): UNKNOWN" in output  # nothing asked for a token
+    assert "GetFinding (empty): UNIMPLEMENTED" in output
+    assert "what to do next" in output

@@ -82,6 +82,8 @@ def test_the_dashboard_covers_what_an_operator_watches() -> None:
         "learning_metrics_update_duration_seconds_bucket",  # fold durations
         "insights_rollup_fold_duration_seconds_bucket",
         "insights_generation_duration_seconds_bucket",  # job durations
+        "learning_jobs_duration_seconds_bucket",
+        "alerts_firing",
         "insights_cache_hit_rate",  # cache hit rate
         "gate_snapshot_version",  # gate propagation
         "ALERTS",  # alerts firing

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from shared.outcome import outcome_of
+from shared.outcome import Outcome, outcomes_by_finding
 
 RollupKey = tuple[int, date, str, int, str, int, int]
 """(repository, day, category, severity, rule, outcome, team), as in ``insight_rollups``."""
@@ -35,12 +35,8 @@ class RawFinding:
     created_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class RawEvent:
-    finding_id: int
-    kind: int
-    occurred_at: datetime
-    feedback_id: int
+RawEvent = tuple[int, int, datetime, int]
+"""(finding id, kind, occurred_at, feedback id), as stored in ``suggestion_feedback``."""
 
 
 @dataclass(frozen=True)
@@ -55,14 +51,12 @@ def _day(moment: datetime) -> date:
 
 
 def recount(findings: Iterable[RawFinding], events: Iterable[RawEvent]) -> Recount:
-    by_finding: dict[int, list[tuple[int, datetime, int]]] = defaultdict(list)
-    for event in events:
-        by_finding[event.finding_id].append((event.kind, event.occurred_at, event.feedback_id))
+    outcomes = outcomes_by_finding(events)
     rollups: Counter[RollupKey] = Counter()
     global_rollups: Counter[GlobalKey] = Counter()
     reviews: dict[ReviewKey, set[int]] = defaultdict(set)
     for f in findings:
-        outcome = int(outcome_of(by_finding.get(f.finding_id, ())))
+        outcome = int(outcomes.get(f.finding_id, Outcome.PENDING))
         day = _day(f.created_at)
         rollups[(f.repository_id, day, f.category, f.severity, f.rule_id, outcome, f.team_id)] += 1
         global_rollups[(day, f.category, outcome)] += 1

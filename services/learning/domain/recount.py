@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from services.learning.domain.scopes import ALL_KEY, SEVERITY_NAMES, Dimension, ScopeType
-from shared.outcome import Outcome, outcome_of
+from shared.outcome import Outcome, outcomes_by_finding
 
 MetricKey = tuple[int, int, int, str]
 """(scope type, scope id, dimension, key), as in ``learning_metrics``."""
@@ -32,24 +32,18 @@ class RawFinding:
     rule_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class RawEvent:
-    finding_id: int
-    kind: int
-    occurred_at: datetime
-    feedback_id: int
+RawEvent = tuple[int, int, datetime, int]
+"""(finding id, kind, occurred_at, feedback id), as stored in ``suggestion_feedback``."""
 
 
 def recount(
     findings: Iterable[RawFinding], events: Iterable[RawEvent]
 ) -> dict[MetricKey, MetricCounts]:
     """Every non-zero count of ``learning_metrics``, from the log alone."""
-    by_finding: dict[int, list[tuple[int, datetime, int]]] = defaultdict(list)
-    for event in events:
-        by_finding[event.finding_id].append((event.kind, event.occurred_at, event.feedback_id))
+    outcomes = outcomes_by_finding(events)
     totals: dict[MetricKey, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     for finding in findings:
-        outcome = outcome_of(by_finding.get(finding.finding_id, ()))
+        outcome = outcomes.get(finding.finding_id, Outcome.PENDING)
         scopes = (
             (int(ScopeType.GLOBAL), 0),
             (int(ScopeType.TEAM), finding.team_id),

@@ -376,8 +376,8 @@ class FoldRepository:
                 )
             )
         ]
-        events = [
-            RawEvent(int(a), int(b), c, int(d))
+        events: list[RawEvent] = [
+            (int(a), int(b), c, int(d))
             for a, b, c, d in await self._session.execute(
                 select(Feedback.finding_id, Feedback.kind, Feedback.occurred_at, Feedback.id)
             )
