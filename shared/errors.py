@@ -11,7 +11,7 @@ The tree::
     ├── PermissionDenied     -> PERMISSION_DENIED
     ├── Unavailable          -> UNAVAILABLE       (a gate is off, a dependency is down)
     ├── ResourceExhausted    -> RESOURCE_EXHAUSTED
-    └── Unimplemented        -> UNIMPLEMENTED     (an RPC whose issue has not landed yet)
+    └── Unimplemented        -> UNIMPLEMENTED     (a declared RPC this server does not implement)
 
 Every error carries a machine-readable ``reason`` (UPPER_SNAKE_CASE, sent as google.rpc.ErrorInfo)
 and optional ``metadata``. Nothing here imports grpc: the mapping lives in shared.rpc.interceptors.

@@ -1,8 +1,8 @@
 """The black-box probe, kept: arbitrary messages, bytes, page tokens and credentials at EVERY RPC
 of all four services get documented codes, and the stored data stays sound.
 
-Generic on purpose: the RPCs are read from the service descriptors, so an RPC that lands later
-(insights and control answer UNIMPLEMENTED until their issues do) is fuzzed from its first day.
+Generic on purpose: the RPCs are read from the service descriptors, so an RPC added to a
+contract later is fuzzed from its first day.
 Examples are bounded (``REVIEWLEARN_FUZZ_EXAMPLES``, default 25; each example calls every RPC of
 the service once) to keep the suite fast.
 """
@@ -212,7 +212,7 @@ async def call(
 
 def documented(code: grpc.StatusCode, reason: str) -> bool:
     if code is grpc.StatusCode.UNIMPLEMENTED:
-        return reason == "NOT_YET_IMPLEMENTED"  # an RPC whose issue has not landed yet
+        return reason == "NOT_YET_IMPLEMENTED"  # declared in the contract, not served
     if code is grpc.StatusCode.UNAVAILABLE:
         return not reason.startswith("DATABASE_")
     return code in DOCUMENTED
