@@ -178,6 +178,8 @@ def build_server(
             # When feedback was last folded in (not when this process last reloaded).
             "last_learning_update": current.last_fold.isoformat() if current.last_fold else None,
             "learning_update_p95_seconds": instruments.fold_p95(),
+            # The alert on a watermark held back by a transaction elsewhere reads this.
+            "fold_horizon_held_seconds": folder.horizon_held_seconds(),
             "confidence_threshold_stale": current.last_tune is None
             or datetime.now(UTC) - current.last_tune
             > timedelta(hours=settings.threshold_stale_hours),
