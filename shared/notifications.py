@@ -5,8 +5,8 @@ changed: every listener also polls, so a lost message only delays it. The feedba
 announces feedback writes on ``FEEDBACK_CHANNEL``; other services listen with ``ChannelListener``
 and may announce their own changes with ``ChannelPublisher``.
 
-(The feedback and learning services keep their own copies of this, written first; this is the
-generic version for the services that came after.)
+(The feedback service keeps its own coalescing sender, services/feedback/notifier.py.) On Redis,
+channels are in the deployment's namespace (``shared.redis_namespace``).
 """
 
 from __future__ import annotations
@@ -15,15 +15,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import asyncpg
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
+from shared.redis_namespace import NamespacedRedis, RedisTarget
 
 log = logging.getLogger("reviewlearn.notifications")
 
@@ -50,13 +48,13 @@ class ChannelListener:
         self,
         *,
         database_url: str,
-        redis_url: str | None,
+        redis: RedisTarget | None,
         channels: Sequence[str],
         on_notify: OnNotify,
         name: str = "channel-listener",
     ) -> None:
         self._database_url = database_url
-        self._redis_url = redis_url
+        self._redis = redis
         self._channels = list(channels)
         self._on_notify = on_notify
         self._name = name
@@ -76,8 +74,8 @@ class ChannelListener:
     async def _run(self) -> None:
         while True:
             try:
-                if self._redis_url:
-                    await self._listen_redis(self._redis_url)
+                if self._redis is not None:
+                    await self._listen_redis(self._redis)
                 else:
                     await self._listen_postgres()
             except asyncio.CancelledError:
@@ -112,22 +110,13 @@ class ChannelListener:
             with contextlib.suppress(Exception):
                 await connection.close(timeout=2)
 
-    async def _listen_redis(self, url: str) -> None:
-        from redis.asyncio import Redis  # only when configured: the client costs startup time
-
-        redis = Redis.from_url(url)
+    async def _listen_redis(self, target: RedisTarget) -> None:
+        redis = target.connect()
         try:
-            async with redis.pubsub() as pubsub:
-                await pubsub.subscribe(*self._channels)
+            async with redis.subscribe(*self._channels) as messages:
                 self._caught_up()
-                async for message in pubsub.listen():
-                    if message.get("type") != "message":
-                        continue
-                    channel, data = message.get("channel", b""), message.get("data", b"")
-                    self._on_notify(
-                        channel.decode() if isinstance(channel, bytes) else str(channel),
-                        data.decode() if isinstance(data, bytes) else str(data),
-                    )
+                async for channel, payload in messages:
+                    self._on_notify(channel, payload)
         finally:
             await redis.aclose()
 
@@ -135,7 +124,7 @@ class ChannelListener:
 class ChannelPublisher:
     """Sends a notification after the change it announces has committed."""
 
-    def __init__(self, *, engine: AsyncEngine, redis: Redis | None) -> None:
+    def __init__(self, *, engine: AsyncEngine, redis: NamespacedRedis | None) -> None:
         self._engine = engine
         self._redis = redis
 

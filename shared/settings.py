@@ -44,6 +44,10 @@ class ServiceSettings(BaseSettings):
     redis_url: str | None = None
     """Optional. Unset → in-process cache and PostgreSQL NOTIFY only."""
 
+    redis_prefix: str | None = None
+    """Put in front of every Redis key and channel (``shared.redis_namespace``). Unset →
+    ``reviewlearn:<database name>:``, so deployments sharing one Redis database stay apart."""
+
     tokens: str = ""
     """Bearer tokens as ``role=token,role=token`` (roles: ingest, reader, operator)."""
 

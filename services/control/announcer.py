@@ -14,13 +14,13 @@ from shared.gates.client import GateClient
 from shared.gates.store import CHANNEL
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from shared.redis_namespace import NamespacedRedis
 
 log = logging.getLogger("reviewlearn.control.announcer")
 
 
 class GateAnnouncer:
-    def __init__(self, *, gates: GateClient, redis: Redis | None) -> None:
+    def __init__(self, *, gates: GateClient, redis: NamespacedRedis | None) -> None:
         self._gates = gates
         self._redis = redis
 

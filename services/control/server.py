@@ -6,7 +6,6 @@ import json
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 import httpx
 from pydantic import SecretStr
@@ -43,21 +42,11 @@ from shared.gates.model import GateSnapshot
 from shared.gates.store import load_snapshot
 from shared.http_side import HttpResponse
 from shared.periodic import Periodic
+from shared.redis_namespace import RedisTarget
 from shared.rpc.runtime import ServiceRuntime
 from shared.rpc.server import ServiceBinding
 
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
 Transactions = Callable[[], AbstractAsyncContextManager[ControlUnit]]
-
-
-def _redis(url: str | None) -> Redis | None:
-    if not url:
-        return None
-    from redis.asyncio import Redis  # only when configured: the client costs startup time
-
-    return Redis.from_url(url)
 
 
 def _secret(value: SecretStr | None) -> str | None:
@@ -137,7 +126,8 @@ def build_server(settings: ControlSettings, *, engine: AsyncEngine | None = None
     db = engine or create_engine(settings)
     sessions = create_session_factory(db)
     gate_client = GateClient.from_settings(settings, engine=db)
-    redis = _redis(settings.redis_url)
+    target = RedisTarget.of(settings)
+    redis = target.connect() if target is not None else None
     tracker = PropagationTracker(
         reads=replica_reads(sessions),
         live_seconds=settings.replica_gone_seconds,

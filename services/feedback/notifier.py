@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from shared.redis_namespace import NamespacedRedis
 
 log = logging.getLogger("reviewlearn.feedback.notifier")
 
@@ -37,7 +37,7 @@ def postgres_sender(engine: AsyncEngine) -> Send:
     return send
 
 
-def redis_sender(redis: Redis) -> Send:
+def redis_sender(redis: NamespacedRedis) -> Send:
     async def send(payload: str) -> None:
         await redis.publish(CHANNEL, payload)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from reviewlearn.feedback.v1 import feedback_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -14,19 +14,9 @@ from services.feedback.notifier import ChangeNotifier, postgres_sender, redis_se
 from services.feedback.settings import FeedbackSettings
 from shared.db.engine import create_engine, create_session_factory
 from shared.periodic import Periodic
+from shared.redis_namespace import RedisTarget
 from shared.rpc.runtime import ServiceRuntime
 from shared.rpc.server import ServiceBinding
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
-
-def _redis(url: str | None) -> Redis | None:
-    if not url:
-        return None
-    from redis.asyncio import Redis  # only when configured: the client costs startup time
-
-    return Redis.from_url(url)
 
 
 def build_server(
@@ -34,7 +24,8 @@ def build_server(
 ) -> ServiceRuntime:
     db = engine or create_engine(settings)
     instruments = FeedbackInstruments()
-    redis = _redis(settings.redis_url)
+    target = RedisTarget.of(settings)
+    redis = target.connect() if target is not None else None
     notifier = ChangeNotifier(
         redis_sender(redis) if redis is not None else postgres_sender(db),
         interval=settings.notify_interval_seconds,

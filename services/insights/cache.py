@@ -30,7 +30,7 @@ from services.insights.domain.scopes import ResolvedScope
 from services.insights.instruments import InsightsInstruments
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from shared.redis_namespace import NamespacedRedis
 
 log = logging.getLogger("reviewlearn.insights.cache")
 
@@ -80,7 +80,7 @@ class SecondLayer(Protocol):
 class RedisLayer:
     name = "redis"
 
-    def __init__(self, redis: Redis, *, timeout: float, retry_seconds: float) -> None:
+    def __init__(self, redis: NamespacedRedis, *, timeout: float, retry_seconds: float) -> None:
         self._redis = redis
         self._timeout = timeout
         self._retry_seconds = retry_seconds
@@ -103,13 +103,13 @@ class RedisLayer:
             return None
 
     async def get(self, table: str, key: str) -> bytes | None:
-        value = await self._call(lambda: self._redis.get(f"reviewlearn:{table}:{key}"))
+        value = await self._call(lambda: self._redis.get(f"{table}:{key}"))
         return value if isinstance(value, bytes) else None
 
     async def put(self, table: str, key: str, payload: bytes, ttl_seconds: float) -> None:
         await self._call(
             lambda: self._redis.set(
-                f"reviewlearn:{table}:{key}", payload, px=max(1, int(ttl_seconds * 1000))
+                f"{table}:{key}", payload, ttl_ms=max(1, int(ttl_seconds * 1000))
             )
         )
 

@@ -33,11 +33,12 @@ from shared.db.engine import create_engine, create_session_factory
 from shared.gates import GateClient
 from shared.notifications import FEEDBACK_CHANNEL, ChannelListener, ChannelPublisher
 from shared.periodic import Periodic
+from shared.redis_namespace import RedisTarget
 from shared.rpc.runtime import ServiceRuntime
 from shared.rpc.server import ServiceBinding
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from shared.redis_namespace import NamespacedRedis
 
 CACHE_SWEEP_SECONDS = 600.0
 
@@ -48,15 +49,12 @@ def insights_gate(gates: GateClient) -> InsightsGate:
     return ControlPlaneGate(gates)
 
 
-def _redis(settings: InsightsSettings) -> Redis | None:
-    if not settings.redis_url:
+def _redis(settings: InsightsSettings) -> NamespacedRedis | None:
+    target = RedisTarget.of(settings)
+    if target is None:
         return None
-    from redis.asyncio import Redis  # only when configured: the client costs startup time
-
     timeout = settings.redis_timeout_seconds
-    return Redis.from_url(
-        settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
-    )
+    return target.connect(socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
 def build_server(
@@ -213,7 +211,7 @@ def build_server(
             Periodic("insights-cache-sweep", sweep_cache, interval=CACHE_SWEEP_SECONDS),
             ChannelListener(
                 database_url=settings.require_database_url(),
-                redis_url=settings.redis_url,
+                redis=RedisTarget.of(settings),
                 channels=[FEEDBACK_CHANNEL, INVALIDATION_CHANNEL],
                 on_notify=on_notify,
                 name="insights-listener",

@@ -16,7 +16,6 @@ from services.learning.gates import LearningGate
 from services.learning.handlers import SERVICE, LearningHandlers
 from services.learning.insights_client import InsightsClient
 from services.learning.instruments import LearningInstruments
-from services.learning.listener import FeedbackListener
 from services.learning.settings import LearningSettings
 from services.learning.storage.job_repository import JobRunRepository, MaintenanceRepository
 from services.learning.storage.model_repository import ModelRepository
@@ -38,7 +37,9 @@ from services.learning.usecases.run_jobs import RunJobs, RunJobsRequest
 from services.learning.usecases.schedule_jobs import JobScheduler
 from shared.db.engine import create_engine, create_session_factory
 from shared.gates import GateClient
+from shared.notifications import FEEDBACK_CHANNEL, ChannelListener
 from shared.periodic import Periodic
+from shared.redis_namespace import RedisTarget
 from shared.rpc.runtime import ServiceRuntime
 from shared.rpc.server import ServiceBinding
 
@@ -160,7 +161,7 @@ def build_server(
 
     folding = Periodic("learning-fold", fold, interval=settings.fold_poll_seconds)
 
-    def on_notify(payload: str) -> None:
+    def on_notify(channel: str, payload: str) -> None:
         folding.wake()
 
     async def refresh_state() -> None:
@@ -178,6 +179,8 @@ def build_server(
             # When feedback was last folded in (not when this process last reloaded).
             "last_learning_update": current.last_fold.isoformat() if current.last_fold else None,
             "learning_update_p95_seconds": instruments.fold_p95(),
+            # The alert on a watermark held back by a transaction elsewhere reads this.
+            "fold_horizon_held_seconds": folder.horizon_held_seconds(),
             "confidence_threshold_stale": current.last_tune is None
             or datetime.now(UTC) - current.last_tune
             > timedelta(hours=settings.threshold_stale_hours),
@@ -212,10 +215,12 @@ def build_server(
                 interval=settings.patterns_refresh_seconds,
                 run_at_start=False,
             ),
-            FeedbackListener(
+            ChannelListener(
                 database_url=settings.require_database_url(),
-                redis_url=settings.redis_url,
+                redis=RedisTarget.of(settings),
+                channels=[FEEDBACK_CHANNEL],
                 on_notify=on_notify,
+                name="feedback-listener",
             ),
             *(
                 # Not at start: under `reviewlearn up` the insights service may not be serving

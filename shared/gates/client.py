@@ -42,6 +42,7 @@ from shared.gates.model import (
 from shared.gates.store import CHANNEL, load_snapshot, stored_version
 from shared.notifications import ChannelListener
 from shared.periodic import Periodic
+from shared.redis_namespace import RedisSettings, RedisTarget
 
 log = logging.getLogger("reviewlearn.gates")
 
@@ -51,11 +52,10 @@ MEMO_LIMIT = 100_000
 EXPOSURE_MEMORY_LIMIT = 200_000
 
 
-class GateSettings(Protocol):
+class GateSettings(RedisSettings, Protocol):
     """The fields of ``shared.settings.ServiceSettings`` the client reads."""
 
     learning_enabled: bool
-    redis_url: str | None
     gate_poll_seconds: float
     gate_stale_seconds: float
 
@@ -66,13 +66,13 @@ class GateClient:
         *,
         engine: AsyncEngine,
         hard_kill: bool,
-        redis_url: str | None = None,
+        redis: RedisTarget | None = None,
         poll_seconds: float = 5.0,
         stale_seconds: float = 15.0,
     ) -> None:
         self._engine = engine
         self._hard_kill = hard_kill
-        self._redis_url = redis_url
+        self._redis = redis
         self._stale_seconds = stale_seconds
         self._snapshot: GateSnapshot | None = None
         self._applied_at: datetime | None = None
@@ -88,7 +88,7 @@ class GateClient:
         self._poll = Periodic("gates-refresh", self._tick, interval=poll_seconds)
         self._listener = ChannelListener(
             database_url=engine.url.render_as_string(hide_password=False),
-            redis_url=redis_url,
+            redis=redis,
             channels=[CHANNEL],
             on_notify=self._on_notify,
             name="gates-listener",
@@ -112,7 +112,7 @@ class GateClient:
         return cls(
             engine=engine,
             hard_kill=not settings.learning_enabled,
-            redis_url=settings.redis_url,
+            redis=RedisTarget.of(settings),
             poll_seconds=settings.gate_poll_seconds,
             stale_seconds=settings.gate_stale_seconds,
         )
@@ -203,7 +203,7 @@ class GateClient:
         report: dict[str, Any] = {
             "version": self.applied_version,
             "stale": self.stale,
-            "push": "redis" if self._redis_url else "postgres",
+            "push": "redis" if self._redis is not None else "postgres",
             "push_connected": self._listener.connected.is_set(),
             "hard_kill": self._hard_kill,
         }

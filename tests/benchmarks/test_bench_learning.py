@@ -38,11 +38,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.cli.loader import finding_input
 from services.cli.synthetic import CATEGORIES, SyntheticHistory, generate_history
 from services.learning.instruments import LearningInstruments
-from services.learning.listener import CHANNEL, asyncpg_dsn
 from services.learning.usecases.fold_feedback import Folder, FoldResult
 from shared.db.engine import create_session_factory
 from shared.db.models import LearningMetric
 from shared.fingerprint import finding_fingerprint, pattern_key
+from shared.notifications import FEEDBACK_CHANNEL, asyncpg_dsn
 from shared.outcome import OUTCOME_OF_KIND, FeedbackKind, Outcome
 from tests.benchmarks.conftest import (
     AUTH,
@@ -220,7 +220,7 @@ async def load_history_sql(database_url: str, history: SyntheticHistory) -> Load
         # Statistics as autovacuum would have them on a database that grew to this size.
         await connection.execute("ANALYZE")
         # What the feedback service sends after a write: wakes the fold now, not at its poll.
-        await connection.execute(f"NOTIFY {CHANNEL}, '{{}}'")
+        await connection.execute(f"NOTIFY {FEEDBACK_CHANNEL}, '{{}}'")
     finally:
         await connection.close()
     return LoadedHistory(

@@ -1,4 +1,4 @@
-"""The signals alert rules may evaluate, and the plan's rules (seeded by migration 0009).
+"""The signals alert rules may evaluate, and the plan's rules (seeded by migrations 0009, 0010).
 
 Every signal has two definitions that mean the same thing: the control service computes it from
 what the system recorded (``storage/alert_signal_repository.py``: heartbeats and samples of every
@@ -76,6 +76,13 @@ SIGNALS: tuple[SignalSpec, ...] = (
         "seconds",
         "histogram_quantile(0.95, sum by (le) "
         '(rate(learning_metrics_update_duration_seconds_bucket{kind="fold"}[15m])))',
+    ),
+    SignalSpec(
+        "fold_horizon_held_seconds",
+        "Seconds since the learning fold's watermark last caught up with everything committed "
+        "(a transaction still running holds it back), the most held learning replica",
+        "seconds",
+        _gauge("fold_horizon_held_seconds"),
     ),
     SignalSpec(
         "confidence_threshold_age_hours",
@@ -210,6 +217,12 @@ DEFAULT_RULES: tuple[AlertRule, ...] = (
         severity=WARNING, for_minutes=15,
         summary="reviewlearn: p95 learning update {{ value }} s",
         description="Plan: learning update latency > 2 s (p95).",
+    ),
+    _rule(
+        "ReviewlearnFoldHorizonHeld", "fold_horizon_held_seconds", ">", 300,
+        severity=WARNING, for_minutes=0,
+        summary="reviewlearn: a transaction has held the fold watermark back for {{ value }} s",
+        description="A long-running transaction holds the learning fold's watermark back.",
     ),
     _rule(
         "ReviewlearnConfidenceThresholdsStale", "confidence_threshold_age_hours", ">", 24,

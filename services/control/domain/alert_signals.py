@@ -76,6 +76,7 @@ def signal_values(
         ),
         "cache_hit_rate": sum(hit_rates) / len(hit_rates) if hit_rates else None,
         "learning_update_p95_seconds": _worst(reported("learning", "learning_update_p95_seconds")),
+        "fold_horizon_held_seconds": _worst(reported("learning", "fold_horizon_held_seconds")),
         "api_error_rate": total_errors / total_rpcs if total_rpcs else None,
         "api_latency_p95_seconds": max(slowest) / 1000 if slowest else None,
         "insights_generation_p95_seconds": insights_p95 / 1000

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.learning.domain.horizon_hold import HorizonHold
 from services.learning.domain.recount import recount
 from services.learning.instruments import LearningInstruments
 from services.learning.storage.fold_repository import FoldCounts, FoldRepository
@@ -59,6 +60,12 @@ class Folder:
         # Deletions are found from the feedback service's deletion log, so folding them does not
         # depend on a notification arriving; -1 makes a fresh process check once.
         self._deletions_seen = -1
+        self._hold = HorizonHold()
+
+    def horizon_held_seconds(self) -> float:
+        """Seconds since this replica's folds last saw the watermark catch up with everything
+        committed (see :mod:`services.learning.domain.horizon_hold`); 0 when caught up."""
+        return round(self._hold.held_seconds(time.monotonic()), 1)
 
     async def fold(self) -> FoldResult:
         started = time.perf_counter()
@@ -73,6 +80,9 @@ class Folder:
                 deletions=latest_deletion != self._deletions_seen,
             )
         self._deletions_seen = latest_deletion
+        self._hold.observe(
+            at=time.monotonic(), watermark=counts.horizon, seen_through=snapshot.seen_through
+        )
         result = FoldResult(counts, time.perf_counter() - started)
         if counts.findings or counts.events or counts.changes:
             self._instruments.update_duration.record(result.seconds, {"kind": "fold"})
@@ -161,7 +171,11 @@ class Folder:
         async with self._sessions.begin() as session:
             repo = FoldRepository(session)
             await repo.lock_watermark()
-            counts = await repo.recompute(snapshot=await repo.snapshot())
+            snapshot = await repo.snapshot()
+            counts = await repo.recompute(snapshot=snapshot)
+        self._hold.observe(
+            at=time.monotonic(), watermark=counts.horizon, seen_through=snapshot.seen_through
+        )
         result = FoldResult(counts, time.perf_counter() - started)
         self._instruments.update_duration.record(result.seconds, {"kind": "recompute"})
         return result

@@ -1,5 +1,5 @@
-"""Migration 0009 seeds the plan's rules exactly as the catalogue (and the Prometheus export)
-defines them, and a downgrade removes them."""
+"""Migrations 0009 and 0010 seed the plan's rules exactly as the catalogue (and the Prometheus
+export) defines them, and a downgrade removes them."""
 
 from __future__ import annotations
 
@@ -30,6 +30,10 @@ async def test_the_migration_seeds_the_catalogue(scratch_database: str) -> None:
         async with AsyncSession(engine) as session:
             seeded = {rule.name: rule for rule in await AlertRepository(session).rules()}
         assert seeded == {rule.name: rule for rule in DEFAULT_RULES}
+        await migrate.downgrade(scratch_database, "0009")
+        async with AsyncSession(engine) as session:
+            left = {rule.name for rule in await AlertRepository(session).rules()}
+        assert left == {rule.name for rule in DEFAULT_RULES} - {"ReviewlearnFoldHorizonHeld"}
         alerting = importlib.import_module("shared.db.migrations.versions.0009_alerting")
         await migrate.downgrade(scratch_database, str(alerting.down_revision))
         async with engine.connect() as connection:

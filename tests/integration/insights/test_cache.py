@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.feedback.server import build_server as build_feedback
 from services.feedback.settings import FeedbackSettings
+from shared.redis_namespace import default_prefix
 from tests.conftest import StartService, auth
 from tests.integration.feedback.conftest import event
 from tests.integration.insights.conftest import Stub, fold, start_insights, stub_of, team
@@ -86,7 +87,7 @@ async def test_repeat_hits_and_new_feedback_invalidates_without_redis(
 
 @pytest.mark.redis
 async def test_redis_is_layer_two_and_is_invalidated_by_the_fold(
-    start_service: StartService, generated: GeneratedLog, redis_url: str
+    start_service: StartService, generated: GeneratedLog, redis_url: str, database_url: str
 ) -> None:
     from redis.asyncio import Redis
 
@@ -98,7 +99,7 @@ async def test_redis_is_layer_two_and_is_invalidated_by_the_fold(
         await fold(stub)
         first = await stub.GetInsightsReport(REPORT, metadata=READER)
         assert not first.from_cache
-        assert await client.keys("reviewlearn:cached_metrics:*")
+        assert await client.keys(f"{default_prefix(database_url)}cached_metrics:*")
         other = stub_of(await start_insights(start_service, redis_url=redis_url))
         assert (await other.GetInsightsReport(REPORT, metadata=READER)).from_cache
         # Redis pub/sub carries the feedback service's notification here.

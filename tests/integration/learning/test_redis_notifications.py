@@ -13,6 +13,7 @@ from services.feedback.server import build_server as build_feedback
 from services.feedback.settings import FeedbackSettings
 from services.learning.server import build_server as build_learning
 from services.learning.settings import LearningSettings
+from shared.redis_namespace import default_prefix
 from tests.conftest import StartService, auth
 from tests.integration.feedback.conftest import event, finding_input
 
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.redis
 
 
 async def test_a_redis_notification_wakes_the_fold(
-    start_service: StartService, redis_url: str
+    start_service: StartService, redis_url: str, database_url: str
 ) -> None:
     # The poll is ten minutes: only a notification can make this fold happen in time.
     learning_service = await start_service(
@@ -32,7 +33,8 @@ async def test_a_redis_notification_wakes_the_fold(
 
     redis = Redis.from_url(redis_url)
     async with redis.pubsub() as pubsub:
-        await pubsub.subscribe("reviewlearn_feedback")
+        # In this deployment's namespace: the prefix derived from the database's name.
+        await pubsub.subscribe(f"{default_prefix(database_url)}reviewlearn_feedback")
         await asyncio.sleep(0.5)  # the learning service's subscription is in place too
         recorded = await feedback.RecordFindings(
             feedback_pb2.RecordFindingsRequest(
