@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 from reviewlearn.common.v1 import common_pb2
 from reviewlearn.learning.v1 import learning_pb2
 
@@ -95,19 +97,12 @@ def rank_request_from_pb(request: learning_pb2.RankSuggestionsRequest) -> RankRe
     )
 
 
-def _ref(candidate: Candidate) -> dict[str, int | str]:
-    return {
-        "index": candidate.index,
-        "finding_id": candidate.finding_id,
-        "client_finding_id": candidate.client_finding_id,
-    }
-
-
 def rank_outcome_to_pb(
     outcome: RankOutcome, *, explain: bool = True
 ) -> learning_pb2.RankSuggestionsResponse:
-    """The answer, built in place: each ranked finding from plain values in one ``add`` and its
-    terms merged from bytes encoded once per distinct term (see ``_Explainer``). ``explain=False``
+    """The answer. Its ranked findings are encoded straight to protobuf wire bytes and parsed
+    in one call (see ``_encode_findings``): building 10,000 messages field by field from Python
+    cost several times what protobuf's own decode/encode of the answer does. ``explain=False``
     leaves the explanations out (the lean answer: order, scores and suppression)."""
     response = learning_pb2.RankSuggestionsResponse(
         learning_applied=outcome.learning_applied,
@@ -121,34 +116,130 @@ def rank_outcome_to_pb(
         expected_useful_hidden=outcome.expected_useful_hidden,
     )
     explainer = _Explainer(outcome) if explain and outcome.explanations is not None else None
-    add = response.findings.add
+    response.MergeFromString(_encode_findings(outcome, explainer))
+    return response
+
+
+# --- Protobuf wire format (https://protobuf.dev/programming-guides/encoding/), for the ranked
+# findings only. Field order on the wire is free, so each message puts its fixed-width fields
+# (doubles, booleans, the enum) in one block encoded for all findings at once with NumPy. The
+# parse normalises everything else (a zero written explicitly reads as the default), so the
+# answer is the message the field-by-field construction built; a test compares the two.
+_VARINTS = [bytes([v]) for v in range(128)] + [
+    bytes([(v & 0x7F) | 0x80, v >> 7]) for v in range(128, 1 << 14)
+]
+
+
+def _varint(value: int) -> bytes:
+    if value < 1 << 14:
+        return _VARINTS[value]
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _string_field(tag: bytes, value: str) -> bytes:
+    if not value:
+        return b""
+    encoded = value.encode("utf-8")
+    return tag + _varint(len(encoded)) + encoded
+
+
+def _fixed_block(n: int, fields: Sequence[tuple[int, str, npt.ArrayLike]]) -> tuple[bytes, int]:
+    """Every row's fixed-width fields as one bytes object: (field number, "d" double or "b"
+    one-byte varint, values); returns the bytes and the width of a row."""
+    layout: list[tuple[str, str]] = []
+    for number, kind, _ in fields:
+        layout.append((f"t{number}", f"V{len(_key(number, kind))}"))
+        layout.append((f"v{number}", "<f8" if kind == "d" else "u1"))
+    block = np.zeros(n, dtype=np.dtype(layout))
+    for number, kind, values in fields:
+        block[f"t{number}"] = np.void(_key(number, kind))
+        block[f"v{number}"] = values
+    return block.tobytes(), block.dtype.itemsize
+
+
+def _key(number: int, kind: str) -> bytes:
+    return _varint(number << 3 | (1 if kind == "d" else 0))
+
+
+_REF = b"\x0a"
+_FINGERPRINT = b"\x12"
+_RANK = b"\x18"
+_DETAIL = b"\x42"
+_DUPLICATE_OF = b"\x4a"
+_EXPLANATION = b"\x5a"
+_RULE_ID = b"\x62"
+_CATEGORY = b"\x6a"
+_SUMMARY = b"\x62"
+_PROBATION_SCOPE = b"\x92\x01"
+_FINDING = b"\x0a"
+
+
+def _ref_body(candidate: Candidate) -> bytes:
+    parts = []
+    if candidate.index:
+        parts.append(b"\x08" + _varint(candidate.index))
+    if candidate.finding_id:
+        parts.append(b"\x10" + _varint(candidate.finding_id))
+    parts.append(_string_field(b"\x1a", candidate.client_finding_id))
+    body = b"".join(parts)
+    return _varint(len(body)) + body
+
+
+def _encode_findings(outcome: RankOutcome, explainer: _Explainer | None) -> bytes:
+    """The ``findings`` field of the answer (every candidate in ``outcome.order``) as wire
+    bytes."""
     candidates = outcome.candidates
+    n = len(candidates)
     unspecified = learning_pb2.SUPPRESSION_REASON_UNSPECIFIED
+    fixed, width = _fixed_block(
+        n,
+        [
+            (4, "d", outcome.score),
+            (5, "d", outcome.probability),
+            (6, "b", outcome.suppressed),
+            (7, "b", [_REASONS.get(r, unspecified) for r in outcome.reason]),
+            (10, "b", outcome.flagged),
+        ],
+    )
+    refs = [_ref_body(c) for c in candidates]
+    # Rules and categories repeat: each distinct one is encoded once.
+    rules: dict[str, bytes] = {}
+    categories: dict[str, bytes] = {}
+    explanations = explainer.encoded() if explainer is not None else None
+    rank, suppressed, duplicate_of = outcome.rank, outcome.suppressed, outcome.duplicate_of
+    out: list[bytes] = []
     for i in outcome.order:
         candidate = candidates[i]
-        suppressed = outcome.suppressed[i]
-        fields: dict[str, object] = {
-            "ref": _ref(candidate),
-            "fingerprint": candidate.fingerprint,
-            "rank": outcome.rank[i],
-            "score": outcome.score[i],
-            "calibrated_probability": outcome.probability[i],
-            "suppressed": suppressed,
-            "suppression_reason": _REASONS.get(outcome.reason[i], unspecified),
-            "suppression_detail": outcome.detail(i) if suppressed else "",
-            "flagged": outcome.flagged[i],
-            "rule_id": candidate.rule_id,
-            "category": candidate.category,
-        }
-        duplicate = outcome.duplicate_of[i]
+        rule = rules.get(candidate.rule_id)
+        if rule is None:
+            rule = rules[candidate.rule_id] = _string_field(_RULE_ID, candidate.rule_id)
+        category = categories.get(candidate.category)
+        if category is None:
+            category = categories[candidate.category] = _string_field(_CATEGORY, candidate.category)
+        parts = [
+            _REF,
+            refs[i],
+            _string_field(_FINGERPRINT, candidate.fingerprint),
+            _RANK + _varint(rank[i]) if rank[i] else b"",
+            fixed[i * width : (i + 1) * width],
+            _string_field(_DETAIL, outcome.detail(i)) if suppressed[i] else b"",
+            rule,
+            category,
+        ]
+        duplicate = duplicate_of[i]
         if duplicate >= 0:
-            fields["duplicate_of"] = _ref(candidates[duplicate])
-        if explainer is None:
-            add(**fields)
-            continue
-        fields["explanation"] = explainer.fields(i, candidate, suppressed)
-        add(**fields).explanation.MergeFromString(explainer.terms[i])
-    return response
+            parts += (_DUPLICATE_OF, refs[duplicate])
+        if explanations is not None:
+            explanation = explanations[i]
+            parts += (_EXPLANATION, _varint(len(explanation)), explanation)
+        finding = b"".join(parts)
+        out += (_FINDING, _varint(len(finding)), finding)
+    return b"".join(out)
 
 
 class _Explainer:
@@ -230,23 +321,43 @@ class _Explainer:
         self._top_present = top_present.tolist()
         self._logit = prediction.logit.tolist()
 
-    def fields(self, i: int, candidate: Candidate, suppressed: bool) -> dict[str, object]:
+    def encoded(self) -> list[bytes]:
+        """Each candidate's Explanation as wire bytes (indexed like the candidates)."""
         e, outcome = self._e, self._outcome
-        fields: dict[str, object] = {
-            "raw_confidence": candidate.confidence,
-            "calibrated_probability": outcome.probability[i],
-            "diversity_penalty": e.diversity_penalty[i],
-            "explored": e.explored[i],
-            "logit": self._logit[i],
-            "upper_bound": e.upper[i],
-            "hide_below": e.floor[i],
-            "severity_value": e.severity_value[i],
-            "probation_scope": e.probation_evidence[i],
-        }
-        if not suppressed:
-            # The sentence only for shown findings: suppressed ones carry their detail.
-            fields["summary"] = self._summary(i)
-        return fields
+        candidates = outcome.candidates
+        n = len(candidates)
+        fixed, width = _fixed_block(
+            n,
+            [
+                (1, "d", [c.confidence for c in candidates]),
+                (2, "d", outcome.probability),
+                (10, "d", e.diversity_penalty),
+                (11, "b", e.explored),
+                (14, "d", self._logit),
+                (15, "d", e.upper),
+                (16, "d", e.floor),
+                (17, "d", e.severity_value),
+            ],
+        )
+        scopes: dict[str, bytes] = {}
+        terms, suppressed = self.terms, outcome.suppressed
+        out: list[bytes] = []
+        for i, scope in enumerate(e.probation_evidence):
+            scope_bytes = scopes.get(scope)
+            if scope_bytes is None:
+                scope_bytes = scopes[scope] = _string_field(_PROBATION_SCOPE, scope)
+            out.append(
+                b"".join(
+                    (
+                        fixed[i * width : (i + 1) * width],
+                        # The sentence only for shown findings: suppressed ones carry their detail.
+                        b"" if suppressed[i] else _string_field(_SUMMARY, self._summary(i)),
+                        terms[i],
+                        scope_bytes,
+                    )
+                )
+            )
+        return out
 
     def _summary(self, i: int) -> str:
         """'P(acted on) 0.42: base rate -0.85 (acted on 4210 of 10004); rule X in this
