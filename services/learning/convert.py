@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from operator import attrgetter
 
 import numpy as np
 import numpy.typing as npt
@@ -26,13 +27,14 @@ from services.learning.usecases.evaluate_model import EvaluateRequest
 from services.learning.usecases.fit_model import TuneOutcome
 from services.learning.usecases.mine_patterns import PATTERN_TYPES
 from services.learning.usecases.rank_suggestions import (
-    Candidate,
+    Candidates,
+    InlineFindings,
     RankOptions,
     RankOutcome,
     RankRequest,
 )
 from services.learning.usecases.read_metrics import ScopeName, ThresholdView
-from shared.convert import finding_from_pb, timestamp_from_pb, timestamp_to_pb
+from shared.convert import timestamp_from_pb, timestamp_to_pb
 from shared.db.models import PatternRow
 from shared.errors import FieldViolation, InvalidArgument, Violations
 
@@ -80,13 +82,65 @@ def dimension_from_pb(dimension: int) -> int:
     raise InvalidArgument([FieldViolation("dimension", "is not a known dimension")])
 
 
+_FINDING_INPUT = attrgetter(
+    "client_finding_id",
+    "rule_id",
+    "category",
+    "severity",
+    "confidence",
+    "file_path",
+    "line_start",
+    "line_end",
+    "title",
+    "message",
+    "suggested_fix",
+    "code_context",
+)
+
+
+def inline_findings_from_pb(findings: Sequence[common_pb2.FindingInput]) -> InlineFindings:
+    """The inline findings as columns: what ``shared.convert.finding_from_pb`` makes of each
+    (ids "" -> None, rule and path stripped, line_end defaulting to line_start), read from every
+    message in one pass with no object per finding."""
+    if not findings:
+        return InlineFindings.of(())
+    (
+        client_finding_id,
+        rule_id,
+        category,
+        severity,
+        confidence,
+        file_path,
+        line_start,
+        line_end,
+        title,
+        message,
+        suggested_fix,
+        code_context,
+    ) = zip(*map(_FINDING_INPUT, findings), strict=True)
+    return InlineFindings(
+        client_finding_id=[v or None for v in client_finding_id],
+        rule_id=[v.strip() for v in rule_id],
+        category=list(category),
+        severity=list(severity),
+        confidence=list(confidence),
+        file_path=[v.strip() for v in file_path],
+        line_start=list(line_start),
+        line_end=[end or start for start, end in zip(line_start, line_end, strict=True)],
+        title=list(title),
+        message=list(message),
+        suggested_fix=list(suggested_fix),
+        code_context=list(code_context),
+    )
+
+
 def rank_request_from_pb(request: learning_pb2.RankSuggestionsRequest) -> RankRequest:
     options = request.options
     return RankRequest(
         repository_url=request.repository_url.strip(),
         pull_request=request.pull_request,
         finding_ids=tuple(request.finding_ids),
-        inline=tuple(finding_from_pb(f) for f in request.findings),
+        inline=inline_findings_from_pb(request.findings),
         options=RankOptions(
             max_results=options.max_results,
             diversity=options.diversity,
@@ -179,21 +233,27 @@ _PROBATION_SCOPE = b"\x92\x01"
 _FINDING = b"\x0a"
 
 
-def _ref_body(candidate: Candidate) -> bytes:
-    parts = []
-    if candidate.index:
-        parts.append(b"\x08" + _varint(candidate.index))
-    if candidate.finding_id:
-        parts.append(b"\x10" + _varint(candidate.finding_id))
-    parts.append(_string_field(b"\x1a", candidate.client_finding_id))
-    body = b"".join(parts)
-    return _varint(len(body)) + body
+def _ref_bodies(candidates: Candidates) -> list[bytes]:
+    """Each candidate's FindingRef, length-prefixed."""
+    out = []
+    for index, finding_id, client in zip(
+        candidates.request_index, candidates.finding_id, candidates.client_finding_id, strict=True
+    ):
+        body = b"".join(
+            (
+                b"\x08" + _varint(index) if index else b"",
+                b"\x10" + _varint(finding_id) if finding_id else b"",
+                _string_field(b"\x1a", client),
+            )
+        )
+        out.append(_varint(len(body)) + body)
+    return out
 
 
 def _encode_findings(outcome: RankOutcome, explainer: _Explainer | None) -> bytes:
     """The ``findings`` field of the answer (every candidate in ``outcome.order``) as wire
     bytes."""
-    candidates = outcome.candidates
+    candidates = Candidates.of(outcome.candidates)
     n = len(candidates)
     unspecified = learning_pb2.SUPPRESSION_REASON_UNSPECIFIED
     fixed, width = _fixed_block(
@@ -206,30 +266,25 @@ def _encode_findings(outcome: RankOutcome, explainer: _Explainer | None) -> byte
             (10, "b", outcome.flagged),
         ],
     )
-    refs = [_ref_body(c) for c in candidates]
+    refs = _ref_bodies(candidates)
     # Rules and categories repeat: each distinct one is encoded once.
-    rules: dict[str, bytes] = {}
-    categories: dict[str, bytes] = {}
+    rules = {r: _string_field(_RULE_ID, r) for r in set(candidates.rule_id)}
+    categories = {c: _string_field(_CATEGORY, c) for c in set(candidates.category)}
+    rule_of, category_of = candidates.rule_id, candidates.category
+    fingerprints = candidates.fingerprint
     explanations = explainer.encoded() if explainer is not None else None
     rank, suppressed, duplicate_of = outcome.rank, outcome.suppressed, outcome.duplicate_of
     out: list[bytes] = []
     for i in outcome.order:
-        candidate = candidates[i]
-        rule = rules.get(candidate.rule_id)
-        if rule is None:
-            rule = rules[candidate.rule_id] = _string_field(_RULE_ID, candidate.rule_id)
-        category = categories.get(candidate.category)
-        if category is None:
-            category = categories[candidate.category] = _string_field(_CATEGORY, candidate.category)
         parts = [
             _REF,
             refs[i],
-            _string_field(_FINGERPRINT, candidate.fingerprint),
+            _string_field(_FINGERPRINT, fingerprints[i]),
             _RANK + _varint(rank[i]) if rank[i] else b"",
             fixed[i * width : (i + 1) * width],
             _string_field(_DETAIL, outcome.detail(i)) if suppressed[i] else b"",
-            rule,
-            category,
+            rules[rule_of[i]],
+            categories[category_of[i]],
         ]
         duplicate = duplicate_of[i]
         if duplicate >= 0:
@@ -262,6 +317,7 @@ class _Explainer:
         prediction = e.prediction
         contributions = prediction.contributions
         columns = prediction.columns
+        candidates = Candidates.of(outcome.candidates)
         n, slots = contributions.shape
         # A level the model never saw (or a path kind the file is not) contributes nothing and
         # is left out; the base (slot 0) is always there.
@@ -280,7 +336,7 @@ class _Explainer:
             encoded: list[bytes] = []
             words: list[str] = []
             for column, row in zip(levels.tolist(), rows[first].tolist(), strict=True):
-                candidate = outcome.candidates[row]
+                candidate = candidates[row]
                 contribution = float(contributions[row, slot])
                 acted_on, outcomes = model.evidence(slot, column)
                 label = model.term_label(
@@ -324,12 +380,11 @@ class _Explainer:
     def encoded(self) -> list[bytes]:
         """Each candidate's Explanation as wire bytes (indexed like the candidates)."""
         e, outcome = self._e, self._outcome
-        candidates = outcome.candidates
-        n = len(candidates)
+        n = len(outcome.candidates)
         fixed, width = _fixed_block(
             n,
             [
-                (1, "d", [c.confidence for c in candidates]),
+                (1, "d", Candidates.of(outcome.candidates).confidence),
                 (2, "d", outcome.probability),
                 (10, "d", e.diversity_penalty),
                 (11, "b", e.explored),
