@@ -98,10 +98,8 @@ class DuplicateGroups:
 
 def _codes(values: Sequence[str]) -> Int64Array:
     """Dense integer ids of equal strings, in order of first appearance."""
-    ids: dict[str, int] = {}
-    return np.fromiter(
-        (ids.setdefault(v, len(ids)) for v in values), dtype=np.int64, count=len(values)
-    )
+    ids = {value: i for i, value in enumerate(dict.fromkeys(values))}
+    return np.fromiter(map(ids.__getitem__, values), dtype=np.int64, count=len(values))
 
 
 MAX_COMPARISONS_PER_GROUP = 256
@@ -221,32 +219,47 @@ def _near_leaders(
             candidates.stop,
             candidates.near,
         )
+    group_ids = places.group_ids.tolist()
+    # Only groups with near earlier groups, or crowded ones, can join another; the rest lead.
+    visits = np.flatnonzero(crowded | (near_stop > near_start)).tolist()
+    starts, stops = near_start.tolist(), near_stop.tolist()
+    crowded_list = crowded.tolist()
+    leader_of: dict[int, int] = {}
+    if not crowded.any():
+        for count, visited in enumerate(visits):
+            if count % 512 == 511:
+                cancel.check()
+            # Near earlier groups, best first: the first that did not join another leads.
+            for other in near[starts[visited] : stops[visited]]:
+                if other not in leader_of:
+                    leader_of[group_ids[visited]] = other
+                    break
+        return leader_of
+
     ranks = rank.tolist()
     place_group = places.group.tolist()
     place_file = places.file.tolist()
     place_line = places.line.tolist()
     place_hash = places.hash.tolist()
-    group_ids = places.group_ids.tolist()
     group_start = places.group_start.tolist()
-    crowded_list = crowded.tolist()
-    starts, stops = near_start.tolist(), near_stop.tolist()
-
     index: LeaderIndex = {}
-    is_leader: set[int] = set()
-    pending: list[int] = []  # leaders not yet in the index, in the order they were found
-    leader_of: dict[int, int] = {}
-    for visited, group in enumerate(group_ids):
-        if visited % 512 == 511:
+    indexed = 0  # groups visited before this one are in the index if they lead
+    for count, visited in enumerate(visits):
+        if count % 512 == 511:
             cancel.check()
+        group = group_ids[visited]
+        best = -1
         if crowded_list[visited]:
-            for k in pending:
+            for k in range(indexed, visited):
+                if group_ids[k] in leader_of:
+                    continue
                 for p in range(group_start[k], group_start[k + 1]):
                     entry = (place_group[p], place_line[p], place_hash[p])
                     block = place_line[p] // block_size
                     for band, (shift, mask) in enumerate(bands):
                         key = (place_file[p], band, (place_hash[p] >> shift) & mask, block)
                         index.setdefault(key, []).append(entry)
-            pending.clear()
+            indexed = visited
             own = range(group_start[visited], group_start[visited + 1])
             best = _best_leader(
                 [(place_file[p], place_line[p], place_hash[p]) for p in own],
@@ -258,17 +271,12 @@ def _near_leaders(
                 max_hamming=max_hamming,
             )
         else:
-            best = -1
-            # Near earlier groups, best first: the first that is a leader wins.
             for other in near[starts[visited] : stops[visited]]:
-                if other in is_leader:
+                if other not in leader_of:
                     best = other
                     break
         if best >= 0:
             leader_of[group] = best
-        else:
-            is_leader.add(group)
-            pending.append(visited)
     return leader_of
 
 
@@ -375,34 +383,30 @@ class _Candidates:
                 blocks - low
             )
         flat_keys = keys.reshape(-1)
-        flat_place = np.tile(place, len(bands))
-        # Sorted by bucket, then place (best group first): an earlier group's places in a
-        # bucket are a prefix of it.
-        sort = np.lexsort((flat_place, flat_keys))
-        sorted_place = flat_place[sort]
-        # Lookups in the order _best_leader makes them: place, band, block -1, 0, +1.
-        lookup_keys = (keys.T[:, :, None] + np.array([-1, 0, 1])).reshape(-1)
-        lookup_place = np.repeat(place, len(bands) * 3)
-        first_place = places.group_start[:-1][places.position]
-        # A bucket's earlier places: those before the group's first place (keys and places
-        # combined into one sorted integer, so two binary searches bound them).
-        composite = flat_keys[sort] * count + sorted_place
-        lo = np.searchsorted(composite, lookup_keys * count, side="left")
-        hi = np.searchsorted(
-            composite, lookup_keys * count + first_place[lookup_place], side="left"
-        )
+        sort = np.argsort(flat_keys, kind="stable")
+        sorted_keys = flat_keys[sort]
+        sorted_place = np.tile(place, len(bands))[sort]
+        # Each (place, band) looks at blocks -1, 0 and +1 of its bucket: one range of keys.
+        lookup_keys = keys.T.reshape(-1)
+        lookup_place = np.repeat(place, len(bands))
+        lo = np.searchsorted(sorted_keys, lookup_keys - 1, side="left")
+        hi = np.searchsorted(sorted_keys, lookup_keys + 1, side="right")
+        # The range holds every place the capped lookup could compare with (the group's
+        # earlier places in these buckets) and more (the place itself, later ones): a group
+        # whose ranges stay within the cap can never reach it.
         sizes = hi - lo
-        per_group = np.bincount(
-            places.position[lookup_place], weights=sizes, minlength=groups_visited
-        )
+        group_of_lookup = places.position[lookup_place]
+        per_group = np.bincount(group_of_lookup, weights=sizes - 1, minlength=groups_visited)
         crowded = per_group > MAX_COMPARISONS_PER_GROUP
-        # Every (place, earlier place) pair sharing a bucket, for the groups not crowded.
-        take = (sizes > 0) & ~crowded[places.position[lookup_place]]
+        # Every (place, other place) pair sharing a bucket range, for the groups not crowded.
+        take = (sizes > 1) & ~crowded[group_of_lookup]
         lo, sizes, asking = lo[take], sizes[take], lookup_place[take]
         total = int(sizes.sum())
         offsets = np.repeat(lo - (np.cumsum(sizes) - sizes), sizes) + np.arange(total)
         other = sorted_place[offsets]
         asking = np.repeat(asking, sizes)
+        earlier = other < places.group_start[:-1][places.position[asking]]
+        asking, other = asking[earlier], other[earlier]
         near = (np.abs(places.line[asking] - places.line[other]) <= line_window) & (
             np.bitwise_count(hashes[asking] ^ hashes[other]) <= max_hamming
         )
