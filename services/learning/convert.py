@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from operator import attrgetter
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -202,9 +203,9 @@ def _string_field(tag: bytes, value: str) -> bytes:
     return tag + _varint(len(encoded)) + encoded
 
 
-def _fixed_block(n: int, fields: Sequence[tuple[int, str, npt.ArrayLike]]) -> tuple[bytes, int]:
-    """Every row's fixed-width fields as one bytes object: (field number, "d" double or "b"
-    one-byte varint, values); returns the bytes and the width of a row."""
+def _fixed_block(n: int, fields: Sequence[tuple[int, str, npt.ArrayLike]]) -> list[bytes]:
+    """Every row's fixed-width fields, encoded: (field number, "d" double or "b" one-byte
+    varint, values) per field; one bytes object per row."""
     layout: list[tuple[str, str]] = []
     for number, kind, _ in fields:
         layout.append((f"t{number}", f"V{len(_key(number, kind))}"))
@@ -213,7 +214,8 @@ def _fixed_block(n: int, fields: Sequence[tuple[int, str, npt.ArrayLike]]) -> tu
     for number, kind, values in fields:
         block[f"t{number}"] = np.void(_key(number, kind))
         block[f"v{number}"] = values
-    return block.tobytes(), block.dtype.itemsize
+    rows = block.view(np.dtype((np.void, block.dtype.itemsize))).tolist()
+    return cast("list[bytes]", rows)
 
 
 def _key(number: int, kind: str) -> bytes:
@@ -256,7 +258,7 @@ def _encode_findings(outcome: RankOutcome, explainer: _Explainer | None) -> byte
     candidates = Candidates.of(outcome.candidates)
     n = len(candidates)
     unspecified = learning_pb2.SUPPRESSION_REASON_UNSPECIFIED
-    fixed, width = _fixed_block(
+    fixed = _fixed_block(
         n,
         [
             (4, "d", outcome.score),
@@ -267,34 +269,40 @@ def _encode_findings(outcome: RankOutcome, explainer: _Explainer | None) -> byte
         ],
     )
     refs = _ref_bodies(candidates)
-    # Rules and categories repeat: each distinct one is encoded once.
+    # Rules, categories and fingerprints repeat: each distinct one is encoded once.
     rules = {r: _string_field(_RULE_ID, r) for r in set(candidates.rule_id)}
     categories = {c: _string_field(_CATEGORY, c) for c in set(candidates.category)}
-    rule_of, category_of = candidates.rule_id, candidates.category
-    fingerprints = candidates.fingerprint
-    explanations = explainer.encoded() if explainer is not None else None
-    rank, suppressed, duplicate_of = outcome.rank, outcome.suppressed, outcome.duplicate_of
-    out: list[bytes] = []
-    for i in outcome.order:
-        parts = [
-            _REF,
-            refs[i],
-            _string_field(_FINGERPRINT, fingerprints[i]),
-            _RANK + _varint(rank[i]) if rank[i] else b"",
-            fixed[i * width : (i + 1) * width],
-            _string_field(_DETAIL, outcome.detail(i)) if suppressed[i] else b"",
-            rules[rule_of[i]],
-            categories[category_of[i]],
+    fingerprints = {f: _string_field(_FINGERPRINT, f) for f in set(candidates.fingerprint)}
+    details = [
+        _string_field(_DETAIL, outcome.detail(i)) if hidden else b""
+        for i, hidden in enumerate(outcome.suppressed)
+    ]
+    duplicates = [_DUPLICATE_OF + refs[d] if d >= 0 else b"" for d in outcome.duplicate_of]
+    if explainer is None:
+        explanations = [b""] * n
+    else:
+        explanations = [
+            _EXPLANATION + _varint(len(explanation)) + explanation
+            for explanation in explainer.encoded()
         ]
-        duplicate = duplicate_of[i]
-        if duplicate >= 0:
-            parts += (_DUPLICATE_OF, refs[duplicate])
-        if explanations is not None:
-            explanation = explanations[i]
-            parts += (_EXPLANATION, _varint(len(explanation)), explanation)
-        finding = b"".join(parts)
-        out += (_FINDING, _varint(len(finding)), finding)
-    return b"".join(out)
+    bodies = list(
+        map(
+            b"".join,
+            zip(
+                [_REF + ref for ref in refs],
+                map(fingerprints.__getitem__, candidates.fingerprint),
+                [_RANK + _varint(r) if r else b"" for r in outcome.rank],
+                fixed,
+                details,
+                map(rules.__getitem__, candidates.rule_id),
+                map(categories.__getitem__, candidates.category),
+                duplicates,
+                explanations,
+                strict=True,
+            ),
+        )
+    )
+    return b"".join([_FINDING + _varint(len(bodies[i])) + bodies[i] for i in outcome.order])
 
 
 class _Explainer:
@@ -365,7 +373,11 @@ class _Explainer:
                 )
             slot_bytes[rows, slot] = np.array(encoded, dtype=object)[inverse]
             slot_words[rows, slot] = np.array(words, dtype=object)[inverse]
-        self.terms: list[bytes] = [b"".join(row) for row in slot_bytes.tolist()]
+        # Concatenated slot by slot (element-wise on object arrays: no list per finding).
+        terms = slot_bytes[:, 0]
+        for slot in range(1, slots):
+            terms = terms + slot_bytes[:, slot]
+        self.terms: list[bytes] = terms.tolist()
         # The three largest terms after the base, ties in slot order (a stable sort).
         size = np.where(present, np.abs(contributions), -1.0)
         size[:, 0] = -1.0
@@ -373,15 +385,15 @@ class _Explainer:
         top_present = np.take_along_axis(present, top, axis=1)
         top_present[:, :] &= np.take_along_axis(size, top, axis=1) >= 0.0
         self._words = slot_words
-        self._top = top.tolist()
-        self._top_present = top_present.tolist()
-        self._logit = prediction.logit.tolist()
+        self._top = top
+        self._top_present = top_present
+        self._logit = prediction.logit
 
     def encoded(self) -> list[bytes]:
         """Each candidate's Explanation as wire bytes (indexed like the candidates)."""
         e, outcome = self._e, self._outcome
         n = len(outcome.candidates)
-        fixed, width = _fixed_block(
+        fixed = _fixed_block(
             n,
             [
                 (1, "d", Candidates.of(outcome.candidates).confidence),
@@ -394,43 +406,53 @@ class _Explainer:
                 (17, "d", e.severity_value),
             ],
         )
-        scopes: dict[str, bytes] = {}
-        terms, suppressed = self.terms, outcome.suppressed
-        out: list[bytes] = []
-        for i, scope in enumerate(e.probation_evidence):
-            scope_bytes = scopes.get(scope)
-            if scope_bytes is None:
-                scope_bytes = scopes[scope] = _string_field(_PROBATION_SCOPE, scope)
-            out.append(
-                b"".join(
-                    (
-                        fixed[i * width : (i + 1) * width],
-                        # The sentence only for shown findings: suppressed ones carry their detail.
-                        b"" if suppressed[i] else _string_field(_SUMMARY, self._summary(i)),
-                        terms[i],
-                        scope_bytes,
-                    )
-                )
+        # The sentence only for shown findings: suppressed ones carry their detail.
+        summaries = [b""] * n
+        shown = np.flatnonzero(~np.asarray(outcome.suppressed, dtype=bool))
+        for i, summary in zip(shown.tolist(), self._summaries(shown), strict=True):
+            summaries[i] = _string_field(_SUMMARY, summary)
+        scopes = {s: _string_field(_PROBATION_SCOPE, s) for s in set(e.probation_evidence)}
+        return list(
+            map(
+                b"".join,
+                zip(
+                    fixed,
+                    summaries,
+                    self.terms,
+                    map(scopes.__getitem__, e.probation_evidence),
+                    strict=True,
+                ),
             )
-        return out
+        )
 
-    def _summary(self, i: int) -> str:
+    def _summaries(self, rows: npt.NDArray[np.intp]) -> list[str]:
         """'P(acted on) 0.42: base rate -0.85 (acted on 4210 of 10004); rule X in this
-        repository +1.20 (acted on 18 of 21); ...' with the three largest terms after the base."""
-        words = self._words[i]
-        parts = [words[0]]
-        parts.extend(
-            words[slot]
-            for slot, present in zip(self._top[i], self._top_present[i], strict=True)
-            if present
-        )
+        repository +1.20 (acted on 18 of 21); ...' with the three largest terms after the base,
+        for each of ``rows``: assembled column by column from the words of each term level,
+        with each distinct number formatted once."""
+        if rows.size == 0:
+            return []
         outcome = self._outcome
-        score, probability = outcome.score[i], outcome.probability[i]
-        return (
-            f"P(acted on) {probability:.2f}: "
-            + "; ".join(parts)
-            + (f"; score {score:.3f}" if abs(score - probability) > 1e-12 else "")
-        )
+        probability = np.asarray(outcome.probability, dtype=np.float64)[rows]
+        score = np.asarray(outcome.score, dtype=np.float64)[rows]
+        words = self._words[rows]
+        top, top_present = self._top[rows], self._top_present[rows]
+        text = _formatted(probability, "P(acted on) {:.2f}: ") + words[:, 0]
+        for k in range(top.shape[1]):
+            term = np.take_along_axis(words, top[:, k : k + 1], axis=1)[:, 0]
+            text = text + np.where(top_present[:, k], "; " + term, "")
+        differs = np.abs(score - probability) > 1e-12
+        text = text + np.where(differs, _formatted(score, "; score {:.3f}"), "")
+        summaries: list[str] = text.tolist()
+        return summaries
+
+
+def _formatted(values: npt.NDArray[np.float64], template: str) -> npt.NDArray[np.object_]:
+    """``template.format(v)`` for each value, formatting each distinct value once."""
+    distinct, inverse = np.unique(values, return_inverse=True)
+    texts = np.array([template.format(v) for v in distinct.tolist()], dtype=object)
+    formatted: npt.NDArray[np.object_] = texts[inverse.reshape(-1)]
+    return formatted
 
 
 _TERM_WORDS = {
