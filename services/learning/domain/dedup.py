@@ -386,11 +386,27 @@ class _Candidates:
         sort = np.argsort(flat_keys, kind="stable")
         sorted_keys = flat_keys[sort]
         sorted_place = np.tile(place, len(bands))[sort]
-        # Each (place, band) looks at blocks -1, 0 and +1 of its bucket: one range of keys.
-        lookup_keys = keys.T.reshape(-1)
-        lookup_place = np.repeat(place, len(bands))
-        lo = np.searchsorted(sorted_keys, lookup_keys - 1, side="left")
-        hi = np.searchsorted(sorted_keys, lookup_keys + 1, side="right")
+        # Each (place, band) looks at blocks -1, 0 and +1 of its bucket: one range of keys,
+        # from the start of the bucket before (when there is one) to the end of the one after.
+        fresh = np.ones(sorted_keys.size, dtype=bool)
+        fresh[1:] = sorted_keys[1:] != sorted_keys[:-1]
+        bucket_start = np.flatnonzero(fresh)
+        bucket_key = sorted_keys[bucket_start]
+        bucket_stop = np.append(bucket_start[1:], sorted_keys.size)
+        bucket = np.cumsum(fresh) - 1  # of each sorted entry
+        below = np.maximum(bucket - 1, 0)
+        above = np.minimum(bucket + 1, bucket_key.size - 1)
+        lo_sorted = np.where(
+            bucket_key[below] == sorted_keys - 1, bucket_start[below], bucket_start[bucket]
+        )
+        hi_sorted = np.where(
+            bucket_key[above] == sorted_keys + 1, bucket_stop[above], bucket_stop[bucket]
+        )
+        lo = np.empty_like(lo_sorted)
+        hi = np.empty_like(hi_sorted)
+        lo[sort], hi[sort] = lo_sorted, hi_sorted
+        # Back in (band, place) order; lookups go place by place.
+        lookup_place = np.tile(place, len(bands))
         # The range holds every place the capped lookup could compare with (the group's
         # earlier places in these buckets) and more (the place itself, later ones): a group
         # whose ranges stay within the cap can never reach it.
