@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import cache
 from operator import attrgetter
 from typing import cast
 
@@ -237,19 +238,30 @@ _FINDING = b"\x0a"
 
 def _ref_bodies(candidates: Candidates) -> list[bytes]:
     """Each candidate's FindingRef, length-prefixed."""
-    out = []
-    for index, finding_id, client in zip(
-        candidates.request_index, candidates.finding_id, candidates.client_finding_id, strict=True
-    ):
-        body = b"".join(
-            (
-                b"\x08" + _varint(index) if index else b"",
-                b"\x10" + _varint(finding_id) if finding_id else b"",
-                _string_field(b"\x1a", client),
-            )
-        )
-        out.append(_varint(len(body)) + body)
-    return out
+    bodies = map(
+        b"".join,
+        zip(
+            _varint_fields(b"\x08", candidates.request_index),
+            _varint_fields(b"\x10", candidates.finding_id),
+            [_string_field(b"\x1a", c) for c in candidates.client_finding_id],
+            strict=True,
+        ),
+    )
+    return [_varint(len(body)) + body for body in bodies]
+
+
+def _varint_fields(tag: bytes, values: Sequence[int]) -> list[bytes]:
+    """``tag`` and each non-negative value as a varint ("" for 0, the default)."""
+    if not values:
+        return []
+    if max(values) < len(_VARINTS):
+        return list(map(_varint_table(tag).__getitem__, values))
+    return [tag + _varint(v) if v else b"" for v in values]
+
+
+@cache
+def _varint_table(tag: bytes) -> list[bytes]:
+    return [b"", *(tag + v for v in _VARINTS[1:])]
 
 
 def _encode_findings(outcome: RankOutcome, explainer: _Explainer | None) -> bytes:
@@ -291,7 +303,7 @@ def _encode_findings(outcome: RankOutcome, explainer: _Explainer | None) -> byte
             zip(
                 [_REF + ref for ref in refs],
                 map(fingerprints.__getitem__, candidates.fingerprint),
-                [_RANK + _varint(r) if r else b"" for r in outcome.rank],
+                _varint_fields(_RANK, outcome.rank),
                 fixed,
                 details,
                 map(rules.__getitem__, candidates.rule_id),

@@ -35,7 +35,7 @@ from services.learning.storage.ranking_repository import FindingRecord
 from services.learning.storage.transactions import Transaction
 from shared.errors import Violations
 from shared.finding_input import FindingDraft, Limits, check_text, validate_finding
-from shared.fingerprint import finding_fingerprint
+from shared.fingerprint import finding_fingerprints
 
 T = TypeVar("T")
 
@@ -493,12 +493,9 @@ def _prepare_inline(
     inline = InlineFindings.of(request.inline)
     n = len(inline)
     offset = len(request.finding_ids)
-    fingerprints = [
-        finding_fingerprint(rule_id=rule, file_path=path, message=message, code_context=code)
-        for rule, path, message, code in zip(
-            inline.rule_id, inline.file_path, inline.message, inline.code_context, strict=True
-        )
-    ]
+    fingerprints = finding_fingerprints(
+        inline.rule_id, inline.file_path, inline.message, inline.code_context
+    )
     return Candidates(
         request_index=list(range(offset, offset + n)),
         finding_id=[0] * n,
