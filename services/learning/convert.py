@@ -15,7 +15,7 @@ from reviewlearn.learning.v1 import learning_pb2
 
 from services.learning.domain.evaluation import Evaluation
 from services.learning.domain.metrics import MetricView, RateView
-from services.learning.domain.model import SLOTS, ModelSummary
+from services.learning.domain.model import SLOTS, LogOddsModel, ModelSummary
 from services.learning.domain.ranking import (
     REASON_BELOW_FLOOR,
     REASON_DUPLICATE,
@@ -317,6 +317,49 @@ def _encode_findings(outcome: RankOutcome, explainer: _Explainer | None) -> byte
     return b"".join([_FINDING + _varint(len(bodies[i])) + bodies[i] for i in outcome.order])
 
 
+_LevelKey = tuple[int, int, str, str]
+_LEVELS: dict[int, tuple[LogOddsModel, dict[_LevelKey, tuple[bytes, str]]]] = {}
+"""id(model) -> (the model, its levels); holding the model keeps its id from being reused."""
+_LEVELS_KEPT = 100_000
+
+
+def _level(
+    model: LogOddsModel, slot: int, column: int, label: str, contribution: float
+) -> tuple[bytes, str]:
+    """One term level's encoded TermContribution (as an Explanation holding just it) and its
+    words for the summary. Cached per model: consecutive requests see the same levels, and
+    each costs a message, an encoding and an evidence lookup."""
+    entry = _LEVELS.get(id(model))
+    if entry is None or entry[0] is not model or len(entry[1]) > _LEVELS_KEPT:
+        if len(_LEVELS) > 1:
+            _LEVELS.clear()  # a refreshed model: the old one's levels go
+        entry = _LEVELS[id(model)] = (model, {})
+    levels = entry[1]
+    # The contribution's exact bits (hex tells -0.0 from 0.0) are part of the key.
+    key = (slot, column, label, contribution.hex())
+    found = levels.get(key)
+    if found is not None:
+        return found
+    acted_on, outcomes = model.evidence(slot, column)
+    encoded = learning_pb2.Explanation(
+        terms=[
+            learning_pb2.TermContribution(
+                term=SLOTS[slot],
+                key=label,
+                contribution=contribution,
+                acted_on=acted_on,
+                outcomes=outcomes,
+            )
+        ]
+    ).SerializeToString()
+    words = (
+        f"{_TERM_WORDS.get(SLOTS[slot], SLOTS[slot] + ' {key}').format(key=label)} "
+        f"{contribution:+.2f} (acted on {acted_on} of {outcomes})"
+    )
+    levels[key] = (encoded, words)
+    return encoded, words
+
+
 class _Explainer:
     """The explanations of one ranking, with the work done once per distinct term.
 
@@ -356,33 +399,17 @@ class _Explainer:
             encoded: list[bytes] = []
             words: list[str] = []
             for column, row in zip(levels.tolist(), rows[first].tolist(), strict=True):
-                candidate = candidates[row]
                 contribution = float(contributions[row, slot])
-                acted_on, outcomes = model.evidence(slot, column)
                 label = model.term_label(
                     slot,
-                    category=candidate.category,
-                    rule_id=candidate.rule_id,
-                    severity=candidate.severity,
-                    confidence=candidate.confidence,
+                    category=candidates.category[row],
+                    rule_id=candidates.rule_id[row],
+                    severity=candidates.severity[row],
+                    confidence=candidates.confidence[row],
                 )
-                encoded.append(
-                    learning_pb2.Explanation(
-                        terms=[
-                            learning_pb2.TermContribution(
-                                term=SLOTS[slot],
-                                key=label,
-                                contribution=contribution,
-                                acted_on=acted_on,
-                                outcomes=outcomes,
-                            )
-                        ]
-                    ).SerializeToString()
-                )
-                words.append(
-                    f"{_TERM_WORDS.get(SLOTS[slot], SLOTS[slot] + ' {key}').format(key=label)} "
-                    f"{contribution:+.2f} (acted on {acted_on} of {outcomes})"
-                )
+                level = _level(model, slot, column, label, contribution)
+                encoded.append(level[0])
+                words.append(level[1])
             slot_bytes[rows, slot] = np.array(encoded, dtype=object)[inverse]
             slot_words[rows, slot] = np.array(words, dtype=object)[inverse]
         # Concatenated slot by slot (element-wise on object arrays: no list per finding).

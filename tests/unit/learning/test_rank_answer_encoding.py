@@ -294,6 +294,8 @@ async def test_the_encoded_answer_is_the_reference_message(seed: int) -> None:
             got = rank_outcome_to_pb(outcome, explain=explain)
             expected = reference_answer(outcome, explain=explain)
             assert got == expected
+            # Again, now from the levels cached for this model.
+            assert rank_outcome_to_pb(outcome, explain=explain) == expected
             assert got.SerializeToString(deterministic=True) == expected.SerializeToString(
                 deterministic=True
             )
