@@ -137,8 +137,13 @@ def _best_leader(
     ranks: Sequence[int],
     line_window: int,
     max_hamming: int,
+    first: int = -1,
 ) -> int:
-    """The best-ranked indexed leader near any of ``places`` (-1: none), within the cap."""
+    """The best-ranked indexed leader near any of ``places`` (-1: none), within the cap.
+
+    ``first`` is the best-ranked leader of all (the first one found): once it is near, no
+    further comparison can find a better one, so the lookup stops there.
+    """
     best = -1
     comparisons = 0
     for file_id, line, hash_ in places:
@@ -153,6 +158,8 @@ def _best_leader(
                         and (best < 0 or ranks[leader] < ranks[best])
                     ):
                         best = leader
+                        if best == first:
+                            return best
                     comparisons += 1
                     if comparisons >= MAX_COMPARISONS_PER_GROUP:
                         return best
@@ -269,6 +276,7 @@ def _near_leaders(
                 ranks=ranks,
                 line_window=line_window,
                 max_hamming=max_hamming,
+                first=group_ids[0],  # the first group visited always leads
             )
         else:
             for other in near[starts[visited] : stops[visited]]:
