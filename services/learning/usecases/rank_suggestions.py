@@ -260,7 +260,7 @@ class RankOutcome:
 
     def detail(self, i: int) -> str:
         """Why candidate ``i`` was suppressed, in words ("" when shown)."""
-        reason, candidates = self.reason[i], Candidates.of(self.candidates)
+        reason, candidates = self.reason[i], self.candidates
         e = self.explanations
         if reason == REASON_BELOW_FLOOR and e is not None:
             return (
@@ -268,14 +268,23 @@ class RankOutcome:
                 f"floor {e.floor[i]:.3f}"
             )
         if reason == REASON_PROBATION and e is not None:
+            rule = _column(candidates, "rule_id", i)
             return (
-                f"rule {candidates.rule_id[i]} is on probation in this {e.probation_evidence[i]} "
+                f"rule {rule} is on probation in this {e.probation_evidence[i]} "
                 f"and P(acted on) {self.probability[i]:.3f} is below the hiding floor "
                 f"{e.floor[i]:.3f}"
             )
         if reason == REASON_DUPLICATE and self.duplicate_of[i] >= 0:
-            return f"duplicate of request finding {candidates.request_index[self.duplicate_of[i]]}"
+            index = _column(candidates, "request_index", self.duplicate_of[i])
+            return f"duplicate of request finding {index}"
         return _REASON_TEXT.get(reason, "")
+
+
+def _column(candidates: Sequence[Candidate], name: str, i: int) -> Any:
+    """Candidate i's field ``name`` (a column of :class:`Candidates`), without making it."""
+    if isinstance(candidates, Candidates):
+        return getattr(candidates, name)[i]
+    return getattr(candidates[i], "index" if name == "request_index" else name)
 
 
 _REASON_TEXT = {
