@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 
 FINGERPRINT_HEX_CHARS = 32
@@ -96,7 +97,6 @@ def _digest(*fields: str) -> str:
     return digest.hexdigest()
 
 
-@lru_cache(maxsize=65_536)
 def finding_fingerprint(*, rule_id: str, file_path: str, message: str, code_context: str) -> str:
     """A finding's identity: 32 hex chars of sha256 over rule, path, message and code context.
 
@@ -105,6 +105,22 @@ def finding_fingerprint(*, rule_id: str, file_path: str, message: str, code_cont
     fingerprint. Cached: bots send the same findings again on every push, and ranking inline
     findings computes thousands of fingerprints per request.
     """
+    return _fingerprint(rule_id, file_path, message, code_context)
+
+
+def finding_fingerprints(
+    rule_ids: Iterable[str],
+    file_paths: Iterable[str],
+    messages: Iterable[str],
+    code_contexts: Iterable[str],
+) -> list[str]:
+    """:func:`finding_fingerprint` of each finding given as columns (one cached call each,
+    without building keyword arguments per finding)."""
+    return list(map(_fingerprint, rule_ids, file_paths, messages, code_contexts))
+
+
+@lru_cache(maxsize=65_536)
+def _fingerprint(rule_id: str, file_path: str, message: str, code_context: str) -> str:
     return _digest(
         "fp1", rule_id, file_path, normalize_message(message), normalize_code(code_context)
     )[:FINGERPRINT_HEX_CHARS]

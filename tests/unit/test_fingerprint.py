@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from shared.fingerprint import (
     finding_fingerprint,
+    finding_fingerprints,
     normalize_code,
     normalize_message,
     pattern_key,
@@ -122,3 +123,18 @@ def test_pattern_key_groups_messages_of_one_template() -> None:
     assert key == pattern_key(rule_id="STY001", message="line is 97 characters  long")
     assert key != pattern_key(rule_id="STY002", message="Line is 120 characters long")
     assert key != pattern_key(rule_id="STY001", message="Line has trailing whitespace")
+
+
+def test_fingerprints_of_columns_are_each_findings_fingerprint() -> None:
+    rows = [
+        ("R1", "a.py", "Variable 'x' is unused", "x = 1"),
+        ("R1", "a.py", "Variable 'y' is unused", "x  =  1"),
+        ("R2", "b.py", "line 42 is too long", ""),
+        ("R1", "a.py", "Variable 'x' is unused", "x = 1"),
+    ]
+    rules, paths, messages, codes = (list(column) for column in zip(*rows, strict=True))
+    assert finding_fingerprints(rules, paths, messages, codes) == [
+        finding_fingerprint(rule_id=r, file_path=p, message=m, code_context=c)
+        for r, p, m, c in rows
+    ]
+    assert finding_fingerprints([], [], [], []) == []

@@ -98,10 +98,8 @@ class DuplicateGroups:
 
 def _codes(values: Sequence[str]) -> Int64Array:
     """Dense integer ids of equal strings, in order of first appearance."""
-    ids: dict[str, int] = {}
-    return np.fromiter(
-        (ids.setdefault(v, len(ids)) for v in values), dtype=np.int64, count=len(values)
-    )
+    ids = {value: i for i, value in enumerate(dict.fromkeys(values))}
+    return np.fromiter(map(ids.__getitem__, values), dtype=np.int64, count=len(values))
 
 
 MAX_COMPARISONS_PER_GROUP = 256
@@ -139,8 +137,13 @@ def _best_leader(
     ranks: Sequence[int],
     line_window: int,
     max_hamming: int,
+    first: int = -1,
 ) -> int:
-    """The best-ranked indexed leader near any of ``places`` (-1: none), within the cap."""
+    """The best-ranked indexed leader near any of ``places`` (-1: none), within the cap.
+
+    ``first`` is the best-ranked leader of all (the first one found): once it is near, no
+    further comparison can find a better one, so the lookup stops there.
+    """
     best = -1
     comparisons = 0
     for file_id, line, hash_ in places:
@@ -155,6 +158,8 @@ def _best_leader(
                         and (best < 0 or ranks[leader] < ranks[best])
                     ):
                         best = leader
+                        if best == first:
+                            return best
                     comparisons += 1
                     if comparisons >= MAX_COMPARISONS_PER_GROUP:
                         return best
@@ -180,6 +185,12 @@ def _near_leaders(
     line block), so each lookup touches only findings that could match, and the work grows
     with the number of findings, not with the number of pairs in a crowded window. Returns
     {group: leader} for the groups that joined another.
+
+    The lookups are done in bulk (see :class:`_Candidates`): for almost every group the
+    earlier copies sharing a bucket are few, so NumPy finds its near earlier groups at once and
+    the visit only asks which of them became leaders. Only a group whose buckets hold more
+    earlier copies than :data:`MAX_COMPARISONS_PER_GROUP` (a crowded window) is looked up in
+    the leader index one comparison at a time, exactly as the cap prescribes.
     """
     # Only groups with another group's copy in the window can be near anything: find them with
     # one sort (a cross-group pair in the window implies an adjacent one in (file, line) order).
@@ -196,50 +207,246 @@ def _near_leaders(
     by_group = members[np.lexsort((members, rank[groups[members]]))]
     bands = _bands(max_hamming)
     block_size = line_window + 1
-    member_groups = groups[by_group].tolist()
-    member_files = file_ids[by_group].tolist()
-    member_lines = line_starts[by_group].tolist()
-    member_hashes = [int(h) for h in simhashes[by_group].tolist()]
-    ranks = rank.tolist()
-
-    index: LeaderIndex = {}
+    places = _places(by_group, groups, file_ids, line_starts, simhashes)
+    candidates = _Candidates.find(
+        places,
+        bands=bands,
+        block_size=block_size,
+        line_window=line_window,
+        max_hamming=max_hamming,
+    )
+    if candidates is None:  # line numbers too far apart for the bulk keys: one at a time
+        crowded = np.ones(places.group_ids.size, dtype=bool)
+        near_start = near_stop = np.zeros(places.group_ids.size, dtype=np.int64)
+        near: list[int] = []
+    else:
+        crowded, near_start, near_stop, near = (
+            candidates.crowded,
+            candidates.start,
+            candidates.stop,
+            candidates.near,
+        )
+    group_ids = places.group_ids.tolist()
+    # Only groups with near earlier groups, or crowded ones, can join another; the rest lead.
+    visits = np.flatnonzero(crowded | (near_stop > near_start)).tolist()
+    starts, stops = near_start.tolist(), near_stop.tolist()
+    crowded_list = crowded.tolist()
     leader_of: dict[int, int] = {}
-    start = 0
-    visited = 0
-    while start < len(by_group):
-        group = member_groups[start]
-        stop = start
-        while stop < len(by_group) and member_groups[stop] == group:
-            stop += 1
-        copies = zip(
-            member_files[start:stop],
-            member_lines[start:stop],
-            member_hashes[start:stop],
-            strict=True,
-        )
-        places = list(dict.fromkeys(copies))[:MAX_POSITIONS_PER_GROUP]
-        start = stop
-        visited += 1
-        if visited % 512 == 0:
+    if not crowded.any():
+        for count, visited in enumerate(visits):
+            if count % 512 == 511:
+                cancel.check()
+            # Near earlier groups, best first: the first that did not join another leads.
+            for other in near[starts[visited] : stops[visited]]:
+                if other not in leader_of:
+                    leader_of[group_ids[visited]] = other
+                    break
+        return leader_of
+
+    ranks = rank.tolist()
+    place_group = places.group.tolist()
+    place_file = places.file.tolist()
+    place_line = places.line.tolist()
+    place_hash = places.hash.tolist()
+    group_start = places.group_start.tolist()
+    index: LeaderIndex = {}
+    indexed = 0  # groups visited before this one are in the index if they lead
+    for count, visited in enumerate(visits):
+        if count % 512 == 511:
             cancel.check()
-        best = _best_leader(
-            places,
-            index=index,
-            bands=bands,
-            block_size=block_size,
-            ranks=ranks,
-            line_window=line_window,
-            max_hamming=max_hamming,
-        )
+        group = group_ids[visited]
+        best = -1
+        if crowded_list[visited]:
+            for k in range(indexed, visited):
+                if group_ids[k] in leader_of:
+                    continue
+                for p in range(group_start[k], group_start[k + 1]):
+                    entry = (place_group[p], place_line[p], place_hash[p])
+                    block = place_line[p] // block_size
+                    for band, (shift, mask) in enumerate(bands):
+                        key = (place_file[p], band, (place_hash[p] >> shift) & mask, block)
+                        index.setdefault(key, []).append(entry)
+            indexed = visited
+            own = range(group_start[visited], group_start[visited + 1])
+            best = _best_leader(
+                [(place_file[p], place_line[p], place_hash[p]) for p in own],
+                index=index,
+                bands=bands,
+                block_size=block_size,
+                ranks=ranks,
+                line_window=line_window,
+                max_hamming=max_hamming,
+                first=group_ids[0],  # the first group visited always leads
+            )
+        else:
+            for other in near[starts[visited] : stops[visited]]:
+                if other not in leader_of:
+                    best = other
+                    break
         if best >= 0:
             leader_of[group] = best
-            continue
-        for file_id, line, hash_ in places:
-            entry = (group, line, hash_)
-            block = line // block_size
-            for band, (shift, mask) in enumerate(bands):
-                index.setdefault((file_id, band, (hash_ >> shift) & mask, block), []).append(entry)
     return leader_of
+
+
+@dataclass(frozen=True, eq=False)
+class _Places:
+    """The distinct (file, line, SimHash) places of the involved groups, at most
+    :data:`MAX_POSITIONS_PER_GROUP` per group, grouped best group first (place order within a
+    group: first appearance). Group k's places are ``group_start[k]:group_start[k + 1]``."""
+
+    group: Int64Array
+    file: Int64Array
+    line: Int64Array
+    hash: UInt64Array
+    position: Int64Array
+    """Index of the place's group in visiting order."""
+    group_ids: Int64Array
+    group_start: Int64Array
+
+
+def _places(
+    by_group: Int64Array,
+    groups: Int64Array,
+    file_ids: Int64Array,
+    line_starts: Int64Array,
+    simhashes: UInt64Array,
+) -> _Places:
+    group = groups[by_group]
+    file = file_ids[by_group]
+    line = line_starts[by_group]
+    hash_ = simhashes[by_group]
+    # First appearance of each (group, file, line, hash) in member order.
+    at = np.arange(by_group.size, dtype=np.int64)
+    sort = np.lexsort((at, hash_, line, file, group))
+    fresh = np.ones(sort.size, dtype=bool)
+    fresh[1:] = (
+        (group[sort][1:] != group[sort][:-1])
+        | (file[sort][1:] != file[sort][:-1])
+        | (line[sort][1:] != line[sort][:-1])
+        | (hash_[sort][1:] != hash_[sort][:-1])
+    )
+    kept = np.sort(sort[fresh])
+    # Group boundaries in member order (groups are contiguous there).
+    new_group = np.ones(kept.size, dtype=bool)
+    new_group[1:] = group[kept][1:] != group[kept][:-1]
+    starts = np.flatnonzero(new_group)
+    sequence = np.cumsum(new_group) - 1
+    within = np.arange(kept.size, dtype=np.int64) - starts[sequence]
+    capped = within < MAX_POSITIONS_PER_GROUP
+    kept, sequence = kept[capped], sequence[capped]
+    counts = np.bincount(sequence, minlength=starts.size)
+    group_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return _Places(
+        group=group[kept],
+        file=file[kept],
+        line=line[kept],
+        hash=hash_[kept],
+        position=sequence.astype(np.int64),
+        group_ids=group[kept][group_start[:-1]],
+        group_start=group_start,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class _Candidates:
+    """Near earlier groups of every visited group, found with array operations.
+
+    ``near[start[k]:stop[k]]`` are the groups visited before group k (best first, no repeats)
+    that have a place near one of k's places. ``crowded[k]`` marks a group whose buckets hold
+    more than :data:`MAX_COMPARISONS_PER_GROUP` earlier places: the leader index holds a
+    subset of them, so the capped lookup could stop early, and it must run as written.
+    """
+
+    crowded: npt.NDArray[np.bool_]
+    start: Int64Array
+    stop: Int64Array
+    near: list[int]
+
+    @staticmethod
+    def find(
+        places: _Places,
+        *,
+        bands: Sequence[tuple[int, int]],
+        block_size: int,
+        line_window: int,
+        max_hamming: int,
+    ) -> _Candidates | None:
+        count = places.group.size
+        groups_visited = places.group_ids.size
+        blocks = places.line // block_size
+        low, high = int(blocks.min()) - 1, int(blocks.max()) + 1
+        span = high - low + 1
+        files = int(places.file.max()) + 1
+        value_range = max(mask for _, mask in bands) + 1
+        if files * value_range * span * len(bands) * (count + 1) >= 2**62:
+            return None
+        hashes = places.hash
+        place = np.arange(count, dtype=np.int64)
+        # One integer per bucket (band, file, band value, line block); buckets of one band and
+        # file with neighbouring blocks have neighbouring keys.
+        keys = np.empty((len(bands), count), dtype=np.int64)
+        for band, (shift, mask) in enumerate(bands):
+            values = ((hashes >> np.uint64(shift)) & np.uint64(mask)).astype(np.int64)
+            keys[band] = ((band * files + places.file) * value_range + values) * span + (
+                blocks - low
+            )
+        flat_keys = keys.reshape(-1)
+        sort = np.argsort(flat_keys, kind="stable")
+        sorted_keys = flat_keys[sort]
+        sorted_place = np.tile(place, len(bands))[sort]
+        # Each (place, band) looks at blocks -1, 0 and +1 of its bucket: one range of keys,
+        # from the start of the bucket before (when there is one) to the end of the one after.
+        fresh = np.ones(sorted_keys.size, dtype=bool)
+        fresh[1:] = sorted_keys[1:] != sorted_keys[:-1]
+        bucket_start = np.flatnonzero(fresh)
+        bucket_key = sorted_keys[bucket_start]
+        bucket_stop = np.append(bucket_start[1:], sorted_keys.size)
+        bucket = np.cumsum(fresh) - 1  # of each sorted entry
+        below = np.maximum(bucket - 1, 0)
+        above = np.minimum(bucket + 1, bucket_key.size - 1)
+        lo_sorted = np.where(
+            bucket_key[below] == sorted_keys - 1, bucket_start[below], bucket_start[bucket]
+        )
+        hi_sorted = np.where(
+            bucket_key[above] == sorted_keys + 1, bucket_stop[above], bucket_stop[bucket]
+        )
+        lo = np.empty_like(lo_sorted)
+        hi = np.empty_like(hi_sorted)
+        lo[sort], hi[sort] = lo_sorted, hi_sorted
+        # Back in (band, place) order; lookups go place by place.
+        lookup_place = np.tile(place, len(bands))
+        # The range holds every place the capped lookup could compare with (the group's
+        # earlier places in these buckets) and more (the place itself, later ones): a group
+        # whose ranges stay within the cap can never reach it.
+        sizes = hi - lo
+        group_of_lookup = places.position[lookup_place]
+        per_group = np.bincount(group_of_lookup, weights=sizes - 1, minlength=groups_visited)
+        crowded = per_group > MAX_COMPARISONS_PER_GROUP
+        # Every (place, other place) pair sharing a bucket range, for the groups not crowded.
+        take = (sizes > 1) & ~crowded[group_of_lookup]
+        lo, sizes, asking = lo[take], sizes[take], lookup_place[take]
+        total = int(sizes.sum())
+        offsets = np.repeat(lo - (np.cumsum(sizes) - sizes), sizes) + np.arange(total)
+        other = sorted_place[offsets]
+        asking = np.repeat(asking, sizes)
+        earlier = other < places.group_start[:-1][places.position[asking]]
+        asking, other = asking[earlier], other[earlier]
+        near = (np.abs(places.line[asking] - places.line[other]) <= line_window) & (
+            np.bitwise_count(hashes[asking] ^ hashes[other]) <= max_hamming
+        )
+        pairs_group = places.position[asking[near]]
+        pairs_other = places.position[other[near]]
+        # One entry per (group, near earlier group), best earlier group first.
+        pair_keys = np.unique(pairs_group * groups_visited + pairs_other)
+        pairs_group, pairs_other = pair_keys // groups_visited, pair_keys % groups_visited
+        start = np.searchsorted(pairs_group, np.arange(groups_visited), side="left")
+        stop = np.searchsorted(pairs_group, np.arange(groups_visited), side="right")
+        return _Candidates(
+            crowded=crowded,
+            start=start.astype(np.int64),
+            stop=stop.astype(np.int64),
+            near=places.group_ids[pairs_other].tolist(),
+        )
 
 
 def _sort_key(priority: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

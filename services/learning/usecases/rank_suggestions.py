@@ -8,10 +8,11 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from functools import lru_cache, partial
-from typing import Protocol, TypeVar
+from functools import partial
+from typing import Any, Protocol, TypeVar, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from services.learning.domain.cancellation import Cancelled, CancelToken
 from services.learning.domain.dedup import simhash64
@@ -34,7 +35,7 @@ from services.learning.storage.ranking_repository import FindingRecord
 from services.learning.storage.transactions import Transaction
 from shared.errors import Violations
 from shared.finding_input import FindingDraft, Limits, check_text, validate_finding
-from shared.fingerprint import finding_fingerprint
+from shared.fingerprint import finding_fingerprints
 
 T = TypeVar("T")
 
@@ -72,6 +73,100 @@ class Candidate:
     fingerprint: str
 
 
+@dataclass(frozen=True, eq=False)
+class Candidates(Sequence[Candidate]):
+    """The findings to rank as columns, one entry per finding; ``candidates[i]`` is a
+    :class:`Candidate`, made on demand. Columns rather than an object per finding, because a
+    10,000-finding request would otherwise spend more time building objects than ranking."""
+
+    request_index: list[int]
+    """``Candidate.index`` (named apart from ``Sequence.index``)."""
+    finding_id: list[int]
+    client_finding_id: list[str]
+    rule_id: list[str]
+    category: list[str]
+    severity: list[int]
+    confidence: list[float]
+    file_path: list[str]
+    line_start: list[int]
+    message: list[str]
+    fingerprint: list[str]
+
+    @staticmethod
+    def of(candidates: Sequence[Candidate]) -> Candidates:
+        if isinstance(candidates, Candidates):
+            return candidates
+        rows = [tuple(getattr(c, name) for name in _FIELDS) for c in candidates]
+        return Candidates(*_columns(rows, len(_FIELDS)))
+
+    def __len__(self) -> int:
+        return len(self.request_index)
+
+    @overload
+    def __getitem__(self, i: int) -> Candidate: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Candidate]: ...
+    def __getitem__(self, i: int | slice) -> Candidate | Sequence[Candidate]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        return Candidate(*(getattr(self, name)[i] for name in _COLUMNS))
+
+    def __add__(self, other: Candidates) -> Candidates:
+        return Candidates(*(getattr(self, n) + getattr(other, n) for n in _COLUMNS))
+
+
+_FIELDS = tuple(Candidate.__dataclass_fields__)
+_COLUMNS = ("request_index", *_FIELDS[1:])
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows to columns (``width`` empty columns for no rows)."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+@dataclass(frozen=True, eq=False)
+class InlineFindings(Sequence[FindingDraft]):
+    """A request's inline findings as columns (``findings[i]`` is a :class:`FindingDraft`,
+    made on demand): the request is converted, validated and fingerprinted column by column."""
+
+    client_finding_id: list[str | None]
+    rule_id: list[str]
+    category: list[str]
+    severity: list[int]
+    confidence: list[float]
+    file_path: list[str]
+    line_start: list[int]
+    line_end: list[int]
+    title: list[str]
+    message: list[str]
+    suggested_fix: list[str]
+    code_context: list[str]
+
+    @staticmethod
+    def of(drafts: Sequence[FindingDraft]) -> InlineFindings:
+        if isinstance(drafts, InlineFindings):
+            return drafts
+        rows = [tuple(getattr(d, name) for name in _DRAFT_FIELDS) for d in drafts]
+        return InlineFindings(*_columns(rows, len(_DRAFT_FIELDS)))
+
+    def __len__(self) -> int:
+        return len(self.rule_id)
+
+    @overload
+    def __getitem__(self, i: int) -> FindingDraft: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[FindingDraft]: ...
+    def __getitem__(self, i: int | slice) -> FindingDraft | Sequence[FindingDraft]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        return FindingDraft(*(getattr(self, name)[i] for name in _DRAFT_FIELDS))
+
+
+_DRAFT_FIELDS = tuple(FindingDraft.__dataclass_fields__)
+
+
 @dataclass(frozen=True)
 class RankOptions:
     max_results: int = 0
@@ -103,7 +198,8 @@ class RankRequest:
     repository_url: str
     pull_request: int
     finding_ids: tuple[int, ...]
-    inline: tuple[FindingDraft, ...]
+    inline: Sequence[FindingDraft]
+    """Usually :class:`InlineFindings` (columns, as the request converter makes them)."""
     options: RankOptions
 
 
@@ -144,7 +240,8 @@ class RankOutcome:
     would have been expected to act on.
     """
 
-    candidates: tuple[Candidate, ...]
+    candidates: Sequence[Candidate]
+    """Usually :class:`Candidates` (columns)."""
     order: list[int]
     rank: list[int]
     score: list[float]
@@ -163,7 +260,7 @@ class RankOutcome:
 
     def detail(self, i: int) -> str:
         """Why candidate ``i`` was suppressed, in words ("" when shown)."""
-        reason, candidate = self.reason[i], self.candidates[i]
+        reason, candidates = self.reason[i], self.candidates
         e = self.explanations
         if reason == REASON_BELOW_FLOOR and e is not None:
             return (
@@ -171,14 +268,23 @@ class RankOutcome:
                 f"floor {e.floor[i]:.3f}"
             )
         if reason == REASON_PROBATION and e is not None:
+            rule = _column(candidates, "rule_id", i)
             return (
-                f"rule {candidate.rule_id} is on probation in this {e.probation_evidence[i]} "
+                f"rule {rule} is on probation in this {e.probation_evidence[i]} "
                 f"and P(acted on) {self.probability[i]:.3f} is below the hiding floor "
                 f"{e.floor[i]:.3f}"
             )
         if reason == REASON_DUPLICATE and self.duplicate_of[i] >= 0:
-            return f"duplicate of request finding {self.candidates[self.duplicate_of[i]].index}"
+            index = _column(candidates, "request_index", self.duplicate_of[i])
+            return f"duplicate of request finding {index}"
         return _REASON_TEXT.get(reason, "")
+
+
+def _column(candidates: Sequence[Candidate], name: str, i: int) -> Any:
+    """Candidate i's field ``name`` (a column of :class:`Candidates`), without making it."""
+    if isinstance(candidates, Candidates):
+        return getattr(candidates, name)[i]
+    return getattr(candidates[i], "index" if name == "request_index" else name)
 
 
 _REASON_TEXT = {
@@ -187,10 +293,22 @@ _REASON_TEXT = {
 }
 
 
-@lru_cache(maxsize=65_536)
-def _simhash_of(message: str) -> int:
-    # Bots repeat their messages: hashing each distinct text once keeps big requests cheap.
-    return int(simhash64([message])[0])
+_SIMHASHES: dict[str, int] = {}
+_SIMHASHES_KEPT = 65_536
+
+
+def _simhashes(messages: Sequence[str]) -> npt.NDArray[np.uint64]:
+    """The messages' SimHashes. Bots repeat their messages, so each distinct text is hashed once
+    and kept (up to ``_SIMHASHES_KEPT`` texts; then the cache starts over); the texts not seen
+    before are hashed together in one vectorised call."""
+    known = {m: _SIMHASHES.get(m) for m in messages}
+    missing = [m for m, h in known.items() if h is None]
+    if missing:
+        if len(_SIMHASHES) + len(missing) > _SIMHASHES_KEPT:
+            _SIMHASHES.clear()
+        for message, value in zip(missing, simhash64(missing).tolist(), strict=True):
+            known[message] = _SIMHASHES[message] = value
+    return np.fromiter((known[m] for m in messages), dtype=np.uint64, count=len(messages))
 
 
 def validate_request(request: RankRequest, *, limits: Limits, max_findings: int) -> None:
@@ -212,7 +330,8 @@ def validate_request(request: RankRequest, *, limits: Limits, max_findings: int)
     for i, finding_id in enumerate(request.finding_ids[:max_findings]):
         if finding_id <= 0:
             violations.add(f"finding_ids[{i}]", "must be a positive finding id")
-    if total <= max_findings:
+    if total <= max_findings and not _surely_valid(InlineFindings.of(request.inline), limits):
+        # Only a request with a problem pays for the per-finding checks that name it.
         for i, draft in enumerate(request.inline):
             validate_finding(draft, f"findings[{i}]", limits, violations)
     options = request.options
@@ -221,6 +340,39 @@ def validate_request(request: RankRequest, *, limits: Limits, max_findings: int)
     if options.max_results < 0:
         violations.add("options.max_results", "must not be negative")
     violations.raise_if_any()
+
+
+def _surely_valid(findings: InlineFindings, limits: Limits) -> bool:
+    """True when no finding breaks a rule of ``validate_finding`` (checked column by column);
+    False when one may, and the per-finding checks must say which."""
+    if not findings:
+        return True
+
+    def fits(column: Sequence[str], max_chars: int, *, required: bool = False) -> bool:
+        if required and not all(map(str.strip, column)):
+            return False
+        return max(map(len, column)) <= max_chars and "\x00" not in "".join(column)
+
+    ids = [v for v in findings.client_finding_id if v is not None]
+    confidence = np.asarray(findings.confidence, dtype=np.float64)
+    severity = np.asarray(findings.severity, dtype=np.int64)
+    line_start = np.asarray(findings.line_start, dtype=np.int64)
+    categories = set(findings.category)
+    return bool(
+        (not ids or fits(ids, limits.max_id_chars))
+        and fits(findings.rule_id, limits.max_id_chars, required=True)
+        and fits(list(categories), limits.max_category_chars, required=True)
+        and all(c == c.strip().lower() for c in categories)
+        and np.all((severity >= 1) & (severity <= 5))
+        and np.all((confidence >= 0.0) & (confidence <= 1.0))
+        and fits(findings.file_path, limits.max_path_chars, required=True)
+        and np.all(line_start >= 0)
+        and np.all(np.asarray(findings.line_end, dtype=np.int64) >= line_start)
+        and fits(findings.title, limits.max_title_chars)
+        and fits(findings.message, limits.max_text_chars, required=True)
+        and fits(findings.suggested_fix, limits.max_text_chars)
+        and fits(findings.code_context, limits.max_text_chars)
+    )
 
 
 @dataclass(frozen=True)
@@ -343,43 +495,37 @@ class RankSuggestions:
 
 def _prepare_inline(
     request: RankRequest, settings: RankingSettings, cancel: CancelToken
-) -> list[Candidate]:
+) -> Candidates:
     """Validation and fingerprints of the inline findings (CPU work, on a ranking thread)."""
     validate_request(request, limits=settings.limits, max_findings=settings.max_findings)
+    cancel.check()
+    inline = InlineFindings.of(request.inline)
+    n = len(inline)
     offset = len(request.finding_ids)
-    candidates: list[Candidate] = []
-    for position, draft in enumerate(request.inline):
-        if position % 1024 == 0:
-            cancel.check()
-        candidates.append(
-            Candidate(
-                offset + position,
-                0,
-                draft.client_finding_id or "",
-                draft.rule_id,
-                draft.category,
-                draft.severity,
-                draft.confidence,
-                draft.file_path,
-                draft.line_start,
-                draft.message,
-                finding_fingerprint(
-                    rule_id=draft.rule_id,
-                    file_path=draft.file_path,
-                    message=draft.message,
-                    code_context=draft.code_context,
-                ),
-            )
-        )
-    return candidates
+    fingerprints = finding_fingerprints(
+        inline.rule_id, inline.file_path, inline.message, inline.code_context
+    )
+    return Candidates(
+        request_index=list(range(offset, offset + n)),
+        finding_id=[0] * n,
+        client_finding_id=[v or "" for v in inline.client_finding_id],
+        rule_id=inline.rule_id,
+        category=inline.category,
+        severity=inline.severity,
+        confidence=inline.confidence,
+        file_path=inline.file_path,
+        line_start=inline.line_start,
+        message=inline.message,
+        fingerprint=fingerprints,
+    )
 
 
 def _candidates(
     request: RankRequest,
     records: dict[int, FindingRecord],
     repository: tuple[int, int] | None,
-    inline: list[Candidate],
-) -> tuple[list[Candidate], list[ItemProblem]]:
+    inline: Candidates,
+) -> tuple[Candidates, list[ItemProblem]]:
     candidates: list[Candidate] = []
     problems: list[ItemProblem] = []
     for index, finding_id in enumerate(request.finding_ids):
@@ -412,8 +558,9 @@ def _candidates(
                 record.fingerprint,
             )
         )
-    candidates.extend(inline)
-    return candidates, problems
+    if not candidates:
+        return inline, problems
+    return Candidates.of(candidates) + inline, problems
 
 
 # A repository the system has never seen has no id; -1 matches no learned level.
@@ -434,24 +581,25 @@ def rank_candidates(
 ) -> RankOutcome:
     """The pure assembly of a ranking: predict, decide, rank. Runs on a ranking thread."""
     n = len(candidates)
+    columns = Candidates.of(candidates)
     repository_id, team_id = repository if repository is not None else (UNKNOWN, UNKNOWN)
-    rules = [c.rule_id for c in candidates]
-    categories = [c.category for c in candidates]
-    severity = np.fromiter((c.severity for c in candidates), dtype=np.int64, count=n)
+    rules = columns.rule_id
+    categories = columns.category
+    severity = np.asarray(columns.severity, dtype=np.int64).reshape(n)
     features = FindingFeatures.build(
         team_id=np.full(n, team_id, dtype=np.int64),
         repository_id=np.full(n, repository_id, dtype=np.int64),
         rule_id=rules,
         category=categories,
         severity=severity,
-        confidence=np.fromiter((c.confidence for c in candidates), dtype=np.float64, count=n),
-        file_path=[c.file_path for c in candidates],
+        confidence=np.asarray(columns.confidence, dtype=np.float64).reshape(n),
+        file_path=columns.file_path,
     )
     cancel.check()
     prediction = state.model.predict(features, calibrated=switches.calibration)
     probability = prediction.probability
     known = repository is not None
-    is_security = np.array([c == "security" for c in categories], dtype=bool)
+    is_security = np.array([c == "security" for c in categories], dtype=bool).reshape(n)
     # Critical security findings are exempted in rank_findings, which flags them instead.
     decision, trial = state.hiding(
         prediction=prediction,
@@ -465,6 +613,7 @@ def rank_candidates(
     hide_reason = decision.reason
     if settings.threshold_suppression and known:
         hide_reason = _below_thresholds(state, hide_reason, upper, categories, repository_id)
+    fingerprints = columns.fingerprint
     inputs = RankingInputs(
         probability=probability,
         logit=prediction.logit,
@@ -472,15 +621,15 @@ def rank_candidates(
         severity=severity,
         is_security=is_security,
         hide_reason=hide_reason,
-        previously_dismissed=np.array([c.fingerprint in dismissed for c in candidates], dtype=bool),
-        fingerprints=[c.fingerprint for c in candidates],
-        file_paths=[c.file_path for c in candidates],
-        line_starts=np.fromiter((c.line_start for c in candidates), dtype=np.int64, count=n),
+        previously_dismissed=np.array(
+            [f in dismissed for f in fingerprints] if dismissed else [False] * n, dtype=bool
+        ).reshape(n),
+        fingerprints=fingerprints,
+        file_paths=columns.file_path,
+        line_starts=np.asarray(columns.line_start, dtype=np.int64).reshape(n),
         rule_ids=rules,
         categories=categories,
-        simhashes=np.fromiter(
-            (_simhash_of(c.message) for c in candidates), dtype=np.uint64, count=n
-        ),
+        simhashes=_simhashes(columns.message),
     )
     ranking_policy = RankingPolicy(
         max_results=options.max_results,
@@ -497,7 +646,7 @@ def rank_candidates(
     hidden = result.hidden_by_learning
     values = np.asarray(settings.severity_values)[severity - 1]
     return RankOutcome(
-        candidates=tuple(candidates),
+        candidates=columns,
         order=result.order.tolist(),
         rank=result.rank.tolist(),
         score=result.score.tolist(),
@@ -551,7 +700,7 @@ def _pass_through_outcome(
     result = pass_through(len(candidates))
     n = len(candidates)
     return RankOutcome(
-        candidates=tuple(candidates),
+        candidates=Candidates.of(candidates),
         order=result.order.tolist(),
         rank=result.rank.tolist(),
         score=[math.nan] * n,
