@@ -32,7 +32,12 @@ T = TypeVar("T")
 Host = Annotated[str, typer.Option(help="Where the control service listens.")]
 Port = Annotated[int, typer.Option(help="The control service's gRPC port.")]
 CONTROL_PORT = DEFAULT_GRPC_PORTS["control"]
-CHANNELS = {"pagerduty": 1, "slack": 2, "email": 3, "log": 4}
+# The channel names the command takes, read from the contract (CHANNEL_SLACK -> "slack").
+CHANNELS = {
+    name.removeprefix("CHANNEL_").lower(): number
+    for name, number in control_pb2.Channel.items()
+    if number != control_pb2.CHANNEL_UNSPECIFIED
+}
 
 
 def _run(host: str, port: int, call: Callable[[ControlTarget], Coroutine[Any, Any, T]]) -> T:
@@ -219,7 +224,7 @@ def send_test(
     async def call(target: ControlTarget) -> control_pb2.SendTestNotificationResponse:
         async with grpc.aio.insecure_channel(target.address) as grpc_channel:
             request = control_pb2.SendTestNotificationRequest(
-                channel=CHANNELS[channel],  # type: ignore[arg-type]
+                channel=CHANNELS[channel],
                 message=message,
             )
             return await _stub(grpc_channel).SendTestNotification(request, metadata=target.operator)

@@ -48,7 +48,7 @@ def signal_values(
     *,
     replicas: Sequence[ReplicaView],
     windows: Mapping[str, ServiceWindow],
-    jobs: JobFacts | None,
+    jobs: JobFacts,
     thresholds: ThresholdFacts,
 ) -> dict[str, float | None]:
     live = [r for r in replicas if r.live]
@@ -84,15 +84,11 @@ def signal_values(
         else None,
         "confidence_threshold_age_hours": thresholds.age_hours,
         "threshold_changes": float(thresholds.changes),
-        "learning_job_failure_rate": None,
-        "data_integrity_failed": None,
-        "daily_jobs_finished": None,
-        "weekly_jobs_finished": None,
+        "learning_job_failure_rate": jobs.failed / jobs.finished if jobs.finished else None,
+        "data_integrity_failed": None
+        if jobs.integrity_latest_failed is None
+        else float(jobs.integrity_latest_failed),
+        "daily_jobs_finished": float(jobs.daily_finished),
+        "weekly_jobs_finished": float(jobs.weekly_finished),
     }
-    if jobs is not None:
-        values["learning_job_failure_rate"] = jobs.failed / jobs.finished if jobs.finished else None
-        if jobs.integrity_latest_failed is not None:
-            values["data_integrity_failed"] = 1.0 if jobs.integrity_latest_failed else 0.0
-        values["daily_jobs_finished"] = float(jobs.daily_finished)
-        values["weekly_jobs_finished"] = float(jobs.weekly_finished)
     return values

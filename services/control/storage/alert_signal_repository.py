@@ -3,18 +3,14 @@ threshold history (tables other services write; read only here)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.control.domain.alert_signals import JobFacts, ThresholdFacts
 from services.control.storage.signal_repository import FAILED, PARTIAL, SUCCEEDED
-
-log = logging.getLogger("reviewlearn.control.alerts")
 
 DAILY, WEEKLY = 2, 3  # reviewlearn.common.v1.JobFrequency
 
@@ -45,29 +41,22 @@ class AlertSignalRepository:
 
     async def job_facts(
         self, *, now: datetime, window: timedelta, recent: timedelta, integrity_jobs: Sequence[str]
-    ) -> JobFacts | None:
-        """None when ``job_runs`` cannot be read (not there yet, or another shape): the job
-        signals then have no data, and the other signals are still evaluated."""
-        try:
-            async with self._session.begin_nested():
-                row = (
-                    await self._session.execute(
-                        _JOB_FACTS,
-                        {
-                            "ok": SUCCEEDED,
-                            "failed": FAILED,
-                            "partial": PARTIAL,
-                            "daily": DAILY,
-                            "weekly": WEEKLY,
-                            "integrity": list(integrity_jobs),
-                            "since": now - window,
-                            "recent": now - recent,
-                        },
-                    )
-                ).one()
-        except DBAPIError as exc:
-            log.warning("job_runs unreadable for alert signals: %s", exc.orig)
-            return None
+    ) -> JobFacts:
+        row = (
+            await self._session.execute(
+                _JOB_FACTS,
+                {
+                    "ok": SUCCEEDED,
+                    "failed": FAILED,
+                    "partial": PARTIAL,
+                    "daily": DAILY,
+                    "weekly": WEEKLY,
+                    "integrity": list(integrity_jobs),
+                    "since": now - window,
+                    "recent": now - recent,
+                },
+            )
+        ).one()
         finished, failed, integrity_failed, daily, weekly = row
         return JobFacts(
             finished=int(finished),

@@ -88,7 +88,7 @@ class AlertRepository(OutboxRepository, Protocol):
 class SignalSources(Protocol):
     async def job_facts(
         self, *, now: datetime, window: timedelta, recent: timedelta, integrity_jobs: Sequence[str]
-    ) -> JobFacts | None: ...
+    ) -> JobFacts: ...
     async def threshold_facts(self, *, now: datetime, recent: timedelta) -> ThresholdFacts: ...
 
 
@@ -420,7 +420,6 @@ class AlertService:
         }
         key = keyed(Action.CREATE_SILENCE, actor, request_id, content)
         async with self._transactions() as unit:
-            await unit.gates.lock()  # serialises retries of the same request id
             stored = await first_answer(unit.requests, key)
             if stored is not None:
                 return _silence_from_json(stored)

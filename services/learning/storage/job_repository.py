@@ -42,6 +42,14 @@ def lock_key(job_name: str) -> int:
     return value - 2**32 if value >= 2**31 else value
 
 
+# What the learning service keeps per team or repository (orphaned when the scope is deleted).
+_SCOPED_TABLES: tuple[tuple[str, Any], ...] = (
+    ("learning_metrics", LearningMetric),
+    ("confidence_thresholds", ConfidenceThresholdRow),
+    ("pattern_metrics", PatternRow),
+)
+
+
 @dataclass(frozen=True)
 class JobRunRecord:
     run_id: int
@@ -295,11 +303,7 @@ class MaintenanceRepository:
         """Learned rows (thresholds, patterns, non-zero metrics) of teams or repositories that
         no longer exist."""
         counts: dict[str, int] = {}
-        for name, table in (
-            ("learning_metrics", LearningMetric),
-            ("confidence_thresholds", ConfidenceThresholdRow),
-            ("pattern_metrics", PatternRow),
-        ):
+        for name, table in _SCOPED_TABLES:
             found = await self._session.execute(
                 select(func.count()).select_from(table).where(_scope_gone(table))
             )
@@ -323,11 +327,7 @@ class MaintenanceRepository:
 
     async def delete_orphaned_scope_rows(self) -> dict[str, int]:
         deleted: dict[str, int] = {}
-        for name, table in (
-            ("learning_metrics", LearningMetric),
-            ("confidence_thresholds", ConfidenceThresholdRow),
-            ("pattern_metrics", PatternRow),
-        ):
+        for name, table in _SCOPED_TABLES:
             result = await self._session.execute(delete(table).where(_scope_gone(table)))
             deleted[name] = cast(CursorResult[Any], result).rowcount or 0
         zero = await self._session.execute(

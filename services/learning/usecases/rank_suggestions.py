@@ -446,7 +446,7 @@ class RankSuggestions:
                 dismissed = await store.dismissed_fingerprints(
                     repository_id=repository[0],
                     pull_request=request.pull_request,
-                    fingerprints=[c.fingerprint for c in candidates],
+                    fingerprints=candidates.fingerprint,  # the column: no Candidate each
                 )
         if switches is None:
             outcome = _pass_through_outcome(candidates, problems, gate.reason)
