@@ -30,7 +30,6 @@ from typing import Annotated
 import grpc
 import numpy as np
 import typer
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from reviewlearn.common.v1 import common_pb2
 from reviewlearn.control.v1 import control_pb2, control_pb2_grpc
@@ -48,7 +47,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from services.cli.loader import Metadata, finding_input, review_request
+from services.cli.loader import Metadata, feedback_event, finding_input, review_request
 from services.cli.supervisor import DEFAULT_GRPC_PORTS
 from services.cli.synthetic import SyntheticFeedback, SyntheticReview, generate_history
 from shared.auth import Role
@@ -198,17 +197,9 @@ class _Workload:
         for event in self.feedback_by_review.pop(index, []):
             if event.finding_index >= len(finding_ids):
                 continue
-            occurred_at = Timestamp()
-            occurred_at.FromDatetime(event.occurred_at)
-            self.ready_events.append(
-                feedback_pb2.FeedbackEvent(
-                    event_id=f"loadtest-{self.run}-{event.event_id}",
-                    finding_id=finding_ids[event.finding_index],
-                    kind=common_pb2.FeedbackKind.Value(f"FEEDBACK_KIND_{event.kind.upper()}"),
-                    actor_id=event.actor_id,
-                    occurred_at=occurred_at,
-                )
-            )
+            message = feedback_event(event, finding_ids[event.finding_index])
+            message.event_id = f"loadtest-{self.run}-{event.event_id}"
+            self.ready_events.append(message)
 
     def take_events(self) -> list[feedback_pb2.FeedbackEvent]:
         batch: list[feedback_pb2.FeedbackEvent] = []
