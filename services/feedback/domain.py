@@ -218,6 +218,8 @@ def validate_review(draft: ReviewDraft, limits: Limits, violations: Violations) 
 def validate_feedback(
     draft: FeedbackDraft, prefix: str, limits: Limits, violations: Violations, *, now: datetime
 ) -> None:
+    # validate_feedback_batch's cheap pass must know every rule here (and check_text's):
+    # tests/unit/feedback/test_batch_validation.py compares the two.
     check_text(
         violations,
         f"{prefix}.event_id",
@@ -260,10 +262,11 @@ def validate_feedback_batch(
         position
         for position, event_id, finding_id, _, actor_id, comment, occurred_us in batch.events
         if not (
-            event_id
+            # ``check_text``: required means more than whitespace
+            event_id.strip()
             and len(event_id) <= max_id
             and finding_id > 0
-            and actor_id
+            and actor_id.strip()
             and len(actor_id) <= max_id
             and len(comment) <= max_text
             and oldest <= occurred_us <= latest
