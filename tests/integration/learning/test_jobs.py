@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
@@ -310,7 +311,9 @@ async def test_with_the_kill_switch_engaged_jobs_are_skipped_with_the_reason(
 ) -> None:
     control = ControlStub((await start_control(start_service)).channel)
     stub = await start_learning(start_service, None)
-    await kill_switch(control, True, reason="incident 7")
+    # Wait for the replica to confirm: a slot run before it applied the switch would be
+    # recorded as run, and every later call for that slot would answer that run.
+    await kill_switch(control, True, reason="incident 7", wait_for_replicas=Duration(seconds=10))
     for _ in range(100):  # the learning replica applies the new snapshot within a poll
         skipped = (await run_jobs(stub, job_names=["update_learning_metrics"])).runs[0]
         if skipped.status == learning_pb2.JOB_STATUS_SKIPPED:
