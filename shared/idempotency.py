@@ -15,6 +15,8 @@ content. Within the RPC's one transaction::
 ``claim`` inserts the record before the work: a concurrent call with the same id waits on the
 row until the first commits (and then replays) or rolls back (and then does the work itself).
 The same id with another digest, or from another RPC, raises AlreadyExists ``REQUEST_ID_REUSED``.
+``find`` reads the stored answer as ``claim`` would, recording nothing (for a call that records
+its id only with its answer).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from datetime import date, datetime
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -97,32 +99,44 @@ class RequestLedger:
         if claimed.scalar_one_or_none() is not None:
             return None
         first = (
-            await self._session.execute(
-                select(IdempotencyRecord).where(
-                    IdempotencyRecord.service == request.service,
-                    IdempotencyRecord.caller == request.caller,
-                    IdempotencyRecord.request_id == request.request_id,
-                )
-            )
+            await self._session.execute(select(IdempotencyRecord).where(*_key(request)))
         ).scalar_one()
-        if first.method != request.method or first.request_digest != request.digest:
-            what = "a different request" if first.method == request.method else first.method
-            raise AlreadyExists(
-                f"request_id {request.request_id!r} was already used for {what}; "
-                "use a new request_id for a new request",
-                reason="REQUEST_ID_REUSED",
-                metadata={"request_id": request.request_id, "first_method": first.method},
-            )
-        return bytes(first.response)
+        return _replayable(first, request)
+
+    async def find(self, request: IdempotentRequest) -> bytes | None:
+        """The stored answer of an earlier call with this id, as ``claim`` gives it, but
+        recording nothing: None when no call used the id (or its transaction has not
+        committed). For a call that records its id only with its answer, once the work is done
+        (``RunJobs``: the work runs for minutes in transactions of its own)."""
+        found = (
+            await self._session.execute(select(IdempotencyRecord).where(*_key(request)))
+        ).scalar_one_or_none()
+        return None if found is None else _replayable(found, request)
 
     async def answer(self, request: IdempotentRequest, response: bytes) -> None:
         """Stores the answer a retry of ``request`` will get."""
         await self._session.execute(
-            update(IdempotencyRecord)
-            .where(
-                IdempotencyRecord.service == request.service,
-                IdempotencyRecord.caller == request.caller,
-                IdempotencyRecord.request_id == request.request_id,
-            )
-            .values(response=response)
+            update(IdempotencyRecord).where(*_key(request)).values(response=response)
         )
+
+
+def _key(request: IdempotentRequest) -> tuple[ColumnElement[bool], ...]:
+    """The record of ``request``'s id (ids are scoped by service and caller)."""
+    return (
+        IdempotencyRecord.service == request.service,
+        IdempotencyRecord.caller == request.caller,
+        IdempotencyRecord.request_id == request.request_id,
+    )
+
+
+def _replayable(first: IdempotencyRecord, request: IdempotentRequest) -> bytes:
+    """The first call's answer, or REQUEST_ID_REUSED when ``request`` is not that call."""
+    if first.method != request.method or first.request_digest != request.digest:
+        what = "a different request" if first.method == request.method else first.method
+        raise AlreadyExists(
+            f"request_id {request.request_id!r} was already used for {what}; "
+            "use a new request_id for a new request",
+            reason="REQUEST_ID_REUSED",
+            metadata={"request_id": request.request_id, "first_method": first.method},
+        )
+    return bytes(first.response)

@@ -24,7 +24,6 @@ from services.learning.domain.scopes import ScopeType
 from services.learning.storage.fold_repository import FoldRepository
 from shared.db.models import (
     ConfidenceThresholdRow,
-    IdempotencyRecord,
     JobRun,
     LearningMetric,
     PatternRow,
@@ -100,19 +99,9 @@ class JobRunRepository:
         self._session = session
 
     async def answered(self, request: IdempotentRequest) -> bytes | None:
-        """The stored answer of an earlier call with this id, None when there is none; the same
-        id with another request is REQUEST_ID_REUSED (shared.idempotency). Unlike
-        ``RequestLedger.claim`` it records nothing: a run is recorded only once it answered."""
-        found = await self._session.execute(
-            select(IdempotencyRecord.request_id).where(
-                IdempotencyRecord.service == request.service,
-                IdempotencyRecord.caller == request.caller,
-                IdempotencyRecord.request_id == request.request_id,
-            )
-        )
-        if found.scalar_one_or_none() is None:
-            return None
-        return await RequestLedger(self._session).claim(request)
+        """The stored answer of an earlier call with this id (``RequestLedger.find``): a run is
+        recorded only once it answered, so nothing is recorded here."""
+        return await RequestLedger(self._session).find(request)
 
     async def claim(self, request: IdempotentRequest) -> bytes | None:
         """None when this call is the first with its id (shared.idempotency)."""
