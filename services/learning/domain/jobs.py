@@ -40,81 +40,28 @@ off) or a RUNNING one whose runner died (its lock is free) is run by the next ca
 
 @dataclass(frozen=True)
 class JobSpec:
+    """One batch job; what it does is its action's docstring (``usecases.batch_jobs``)."""
+
     name: str
     frequency: Frequency
-    description: str
     feature: str | None = None
     """A gate besides ``batch_jobs`` that must be on (e.g. ``insights`` for insights' jobs)."""
     per_repository: bool = False
-    """Works repository by repository: failures are per repository, and a repository list
-    narrows it. Otherwise it is one unit over everything."""
-    check: bool = False
-    """A data-integrity check: its run records ``check_passed``, and a failed check is FAILED."""
+    """Works repository by repository: a request's repository list narrows it, and failures
+    are per repository. Otherwise it is one unit over everything, whatever the list says."""
 
 
 JOBS: tuple[JobSpec, ...] = (
-    JobSpec(
-        "update_learning_metrics",
-        Frequency.HOURLY,
-        "fold new feedback into the learning metrics and reconcile them with a recompute",
-    ),
-    JobSpec(
-        "calculate_roi",
-        Frequency.HOURLY,
-        "refresh every team's ROI snapshot (insights)",
-        feature="insights",
-        per_repository=True,
-    ),
-    JobSpec(
-        "validate_data_integrity",
-        Frequency.HOURLY,
-        "orphaned outcomes, folded counts against the log, watermark sanity",
-        check=True,
-    ),
-    JobSpec(
-        "generate_learning_paths",
-        Frequency.DAILY,
-        "recompute every team's learning paths (insights)",
-        feature="insights",
-        per_repository=True,
-    ),
-    JobSpec(
-        "analyze_trends",
-        Frequency.DAILY,
-        "persist the 12-week trends of every team (insights)",
-        feature="insights",
-        per_repository=True,
-    ),
-    JobSpec(
-        "detect_anti_patterns",
-        Frequency.DAILY,
-        "mine recurring patterns and anti-patterns",
-        feature="patterns",
-    ),
-    JobSpec(
-        "archive_old_trends",
-        Frequency.DAILY,
-        "move trend points older than the archive age (1 year) to the archive (insights)",
-        feature="insights",
-        per_repository=True,
-    ),
-    JobSpec(
-        "generate_insights_report",
-        Frequency.WEEKLY,
-        "snapshot every team's metrics and ROI report (insights)",
-        feature="insights",
-        per_repository=True,
-    ),
-    JobSpec(
-        "update_confidence_thresholds",
-        Frequency.WEEKLY,
-        "refit the model and tune the thresholds when feedback arrived since the last fit",
-    ),
-    JobSpec(
-        "cleanup_orphaned_records",
-        Frequency.WEEKLY,
-        "delete learned rows of deleted findings, teams and repositories, and old job runs",
-    ),
+    JobSpec("update_learning_metrics", Frequency.HOURLY),
+    JobSpec("calculate_roi", Frequency.HOURLY, feature="insights", per_repository=True),
+    JobSpec("validate_data_integrity", Frequency.HOURLY),
+    JobSpec("generate_learning_paths", Frequency.DAILY, feature="insights", per_repository=True),
+    JobSpec("analyze_trends", Frequency.DAILY, feature="insights", per_repository=True),
+    JobSpec("detect_anti_patterns", Frequency.DAILY, feature="patterns"),
+    JobSpec("archive_old_trends", Frequency.DAILY, feature="insights", per_repository=True),
+    JobSpec("generate_insights_report", Frequency.WEEKLY, feature="insights", per_repository=True),
+    JobSpec("update_confidence_thresholds", Frequency.WEEKLY),
+    JobSpec("cleanup_orphaned_records", Frequency.WEEKLY),
 )
 
 JOBS_BY_NAME = {job.name: job for job in JOBS}

@@ -35,7 +35,8 @@ class JobContext:
     slot: datetime
     request_id: str
     repositories: tuple[str, ...] | None
-    """The repositories to work on (those still failing, on a retry); None: all of them."""
+    """The repositories to work on (those still failing, on a retry); None: all of them, as
+    always for a job that does not work per repository (``JobSpec.per_repository``)."""
     previous: dict[str, Any] | None
     """The summary of the job's last successful run (None: it never succeeded)."""
 

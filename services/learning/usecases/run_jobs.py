@@ -303,7 +303,8 @@ class RunJobs:
             spec=spec,
             slot=slot,
             request_id=request.request_id or f"job-{spec.name}-{slot:%Y%m%dT%H}",
-            repositories=request.repositories,
+            # A repository list narrows only the jobs that work repository by repository.
+            repositories=request.repositories if spec.per_repository else None,
             previous=previous,
         )
         started = time.perf_counter()

@@ -4,6 +4,7 @@ retries and two replicas racing for one job (the real jobs are in test_jobs.py).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -35,10 +36,16 @@ class OpenGate:
         return Open()
 
 
-def runner(engine: AsyncEngine, action: JobAction, *, holder: str = "replica-a") -> RunJobs:
+def runner(
+    engine: AsyncEngine,
+    action: JobAction,
+    *,
+    holder: str = "replica-a",
+    others: Mapping[str, JobAction] | None = None,
+) -> RunJobs:
     return RunJobs(
         transaction=transactional(create_session_factory(engine), JobRunRepository),
-        actions={"calculate_roi": action},
+        actions={"calculate_roi": action, **(others or {})},
         gate=OpenGate(),
         instruments=LearningInstruments(),
         retry=FAST,
@@ -161,4 +168,31 @@ async def test_a_run_whose_runner_died_is_taken_over_in_its_slot_and_marked_fail
     assert [(r.status, r.error.split(":")[0]) for r in rows] == [
         (int(JobStatus.FAILED), "abandoned"),
         (int(JobStatus.SUCCEEDED), ""),
+    ]
+
+
+async def test_a_repository_list_narrows_only_the_jobs_that_work_per_repository(
+    db_engine: AsyncEngine,
+) -> None:
+    seen: dict[str, tuple[str, ...] | None] = {}
+
+    def remember(name: str) -> JobAction:
+        async def action(context: JobContext) -> JobResult:
+            seen[name] = context.repositories
+            return JobResult(done=context.repositories or ())
+
+        return action
+
+    jobs = runner(
+        db_engine,
+        remember("calculate_roi"),
+        others={"update_learning_metrics": remember("update_learning_metrics")},
+    )
+    names = ("update_learning_metrics", "calculate_roi")
+    runs = (await jobs.run(request(job_names=names, repositories=("a",)))).runs
+    # calculate_roi works per repository; the fold is one unit over everything.
+    assert seen == {"update_learning_metrics": None, "calculate_roi": ("a",)}
+    assert [(v.record.job_name, v.record.repositories_done) for v in runs] == [
+        ("update_learning_metrics", ()),
+        ("calculate_roi", ("a",)),
     ]
