@@ -109,6 +109,7 @@ def build_server(
             directory=transactional(sessions, JobRunRepository),
             maintenance=transactional(sessions, MaintenanceRepository),
             job_run_retention=timedelta(days=settings.job_run_retention_days),
+            reconcile_repositories=settings.job_reconcile_repositories,
         ).actions(),
         gate=gate,
         instruments=instruments,

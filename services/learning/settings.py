@@ -80,6 +80,10 @@ class LearningSettings(ServiceSettings):
     job_retry_jitter_seconds: float = Field(2.0, ge=0)
     job_run_retention_days: float = Field(90.0, gt=0)
     """cleanup_orphaned_records deletes job runs older than this."""
+    job_reconcile_repositories: int = Field(20, ge=1)
+    """update_learning_metrics compares the counts of this many repositories, a sample seeded
+    by the job's slot, with a recount of their log (cost grows with the sample, not the
+    history); validate_data_integrity compares every count."""
     insights_address: str = "127.0.0.1:50053"
     """Where the insights service listens, for the insights-owned jobs (RefreshInsights)."""
     insights_token: SecretStr | None = None

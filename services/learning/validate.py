@@ -28,32 +28,38 @@ async def validate(settings: LearningSettings, *, repair: bool, console: Console
         folder = Folder(sessions=create_session_factory(engine), instruments=LearningInstruments())
         try:
             with console.status("recomputing every count from the feedback log ..."):
-                mismatches = await folder.validate()
+                found = await folder.validate()
         except (CouldNotValidate, DBAPIError, OSError) as error:
             console.print(
                 f"[yellow]could not check the learned counts: {error}[/yellow]\n"
                 "is the database reachable? nothing is known about the counts; try again later"
             )
             return COULD_NOT_CHECK
-        if not mismatches:
+        if found.ok:
             console.print(
                 "[green]the folded learning metrics equal a full recompute and a brute-force "
                 "recount[/green]"
             )
             return OK
-        table = Table(title=f"{len(mismatches)} counts differ (shown, +, -, dismissed)")
-        for column in ("scope", "dimension", "key", "folded", "recomputed", "by"):
-            table.add_column(column)
-        for m in mismatches[:50]:
-            table.add_row(
-                f"{m.key[0]}:{m.key[1]}",
-                str(m.key[2]),
-                m.key[3],
-                str(m.folded),
-                str(m.recomputed),
-                m.against,
+        if found.mismatches:
+            table = Table(title=f"{len(found.mismatches)} counts differ (shown, +, -, dismissed)")
+            for column in ("scope", "dimension", "key", "folded", "recomputed", "by"):
+                table.add_column(column)
+            for m in found.mismatches[:50]:
+                table.add_row(
+                    f"{m.key[0]}:{m.key[1]}",
+                    str(m.key[2]),
+                    m.key[3],
+                    str(m.folded),
+                    str(m.recomputed),
+                    m.against,
+                )
+            console.print(table)
+        if found.orphaned_outcomes:
+            console.print(
+                f"{found.orphaned_outcomes} outcomes of deleted findings are still counted "
+                "(deleted outside DeleteFinding)"
             )
-        console.print(table)
         if not repair:
             console.print("run `reviewlearn validate --repair` to rebuild them from the log")
             return MISMATCH

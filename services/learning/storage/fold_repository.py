@@ -18,6 +18,7 @@ full recompute therefore give identical counts.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -253,6 +254,34 @@ REBUILD_METRICS = [
 ]
 
 
+# A seeded sample of repositories: the same seed picks the same ones (md5 of seed and id is
+# stable), another seed others; reading every id is cheap next to recounting every finding.
+SAMPLE_REPOSITORIES = """
+SELECT id FROM repositories ORDER BY md5(:seed || ':' || id::text), id LIMIT :size
+"""
+
+# The repository-scope counts of some repositories, recounted from the log: each finding's
+# outcome is its greatest event (as in RECOMPUTE_OUTCOMES), counted in the 4 dimensions.
+RECOUNT_REPOSITORIES = f"""
+WITH sampled AS (
+    SELECT id, repository_id, category, severity, rule_id
+    FROM findings WHERE repository_id = ANY(:repositories)
+), winners AS (
+    SELECT DISTINCT ON (fb.finding_id) fb.finding_id, fb.kind
+    FROM suggestion_feedback fb JOIN sampled s ON s.id = fb.finding_id
+    ORDER BY fb.finding_id, {sql_decisive("fb.kind")} DESC, fb.occurred_at DESC, fb.id DESC
+), fd AS (
+    SELECT s.*, COALESCE({sql_outcome_case("w.kind")}, {PENDING}) AS outcome
+    FROM sampled s LEFT JOIN winners w ON w.finding_id = s.id
+)
+SELECT {ScopeType.REPOSITORY:d}, fd.repository_id, d.dimension, d.key, count(*),
+    count(*) FILTER (WHERE outcome = {POSITIVE}), count(*) FILTER (WHERE outcome = {NEGATIVE}),
+    count(*) FILTER (WHERE outcome = {DISMISSED})
+FROM fd CROSS JOIN LATERAL {_DIMENSIONS_OF} AS d(dimension, key)
+GROUP BY fd.repository_id, d.dimension, d.key
+"""
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """What one fold could see (see SNAPSHOT)."""
@@ -281,6 +310,18 @@ _METRIC_COLUMNS = (
     LearningMetric.negative,
     LearningMetric.dismissed,
 )
+
+
+MetricCounts = dict[tuple[int, int, int, str], tuple[int, int, int, int]]
+"""(shown, positive, negative, dismissed) by (scope type, scope id, dimension, key)."""
+
+
+def _nonzero(rows: Iterable[Any]) -> MetricCounts:
+    return {
+        (int(a), int(b), int(c), str(d)): (int(e), int(f), int(g), int(h))
+        for a, b, c, d, e, f, g, h in rows
+        if (e, f, g, h) != (0, 0, 0, 0)
+    }
 
 
 class FoldRepository:
@@ -352,14 +393,30 @@ class FoldRepository:
         found = await self._session.execute(select(func.coalesce(func.max(FindingDeletion.id), 0)))
         return int(found.scalar_one())
 
-    async def metric_counts(self) -> dict[tuple[int, int, int, str], tuple[int, int, int, int]]:
-        """Every non-zero count, keyed by (scope type, scope id, dimension, key)."""
-        rows = await self._session.execute(select(*_METRIC_COLUMNS))
-        return {
-            (int(a), int(b), int(c), str(d)): (int(e), int(f), int(g), int(h))
-            for a, b, c, d, e, f, g, h in rows
-            if (e, f, g, h) != (0, 0, 0, 0)
-        }
+    async def metric_counts(self, *, repositories: Sequence[int] | None = None) -> MetricCounts:
+        """Every non-zero count, keyed by (scope type, scope id, dimension, key); or only the
+        repository-scope counts of ``repositories``."""
+        query = select(*_METRIC_COLUMNS)
+        if repositories is not None:
+            query = query.where(
+                LearningMetric.scope_type == int(ScopeType.REPOSITORY),
+                LearningMetric.scope_id.in_(list(repositories)),
+            )
+        return _nonzero(await self._session.execute(query))
+
+    async def sample_repositories(self, *, size: int, seed: str) -> list[int]:
+        """Up to ``size`` repository ids, the same ones for the same seed (SAMPLE_REPOSITORIES)."""
+        found = await self._session.execute(text(SAMPLE_REPOSITORIES), {"seed": seed, "size": size})
+        return [int(row[0]) for row in found]
+
+    async def recount_repositories(self, repositories: Sequence[int]) -> MetricCounts:
+        """The repository-scope counts of ``repositories`` recounted from the log, as
+        ``metric_counts`` keys them."""
+        return _nonzero(
+            await self._session.execute(
+                text(RECOUNT_REPOSITORIES), {"repositories": list(repositories)}
+            )
+        )
 
     async def raw_log(self) -> tuple[list[RawFinding], list[RawEvent]]:
         """Every finding and feedback event as stored, for the brute-force recount."""

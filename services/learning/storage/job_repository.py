@@ -279,14 +279,12 @@ class JobRunRepository:
 
 
 class MaintenanceRepository:
-    """The integrity check's reads and the clean-up's deletes over learning's own tables."""
+    """The integrity check's reads and the clean-up's deletes over learning's own tables (the
+    orphaned outcomes are read by ``Folder.validate``, on its snapshot)."""
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
         self._fold = FoldRepository(session)
-
-    async def orphaned_outcomes(self) -> int:
-        return await self._fold.orphaned_outcomes()
 
     async def orphaned_scope_rows(self) -> dict[str, int]:
         """Learned rows (thresholds, patterns, non-zero metrics) of teams or repositories that

@@ -22,7 +22,7 @@ from services.learning.domain.learned_state import LearnedState
 from services.learning.domain.scopes import ALL_KEY, GLOBAL_SCOPE, Dimension
 from services.learning.storage.transactions import Transaction
 from services.learning.usecases.fit_model import TuneOutcome, TuneRequest
-from services.learning.usecases.fold_feedback import FoldResult, Mismatch
+from services.learning.usecases.fold_feedback import FoldResult, SampleCheck, Validation
 
 log = logging.getLogger("reviewlearn.learning.jobs")
 
@@ -71,7 +71,6 @@ class RepositoryDirectory(Protocol):
 
 
 class MaintenanceStore(Protocol):
-    async def orphaned_outcomes(self) -> int: ...
     async def orphaned_scope_rows(self) -> dict[str, int]: ...
     async def watermark(self) -> tuple[int, int]: ...
     async def delete_orphaned_outcomes(self) -> int: ...
@@ -81,7 +80,8 @@ class MaintenanceStore(Protocol):
 
 class MetricsFolder(Protocol):
     async def fold(self) -> FoldResult: ...
-    async def validate(self) -> list[Mismatch]: ...
+    async def validate(self) -> Validation: ...
+    async def reconcile_sample(self, *, repositories: int, seed: str) -> SampleCheck: ...
     async def recompute(self) -> FoldResult: ...
 
 
@@ -112,6 +112,7 @@ class BatchJobs:
         directory: Transaction[RepositoryDirectory],
         maintenance: Transaction[MaintenanceStore],
         job_run_retention: timedelta,
+        reconcile_repositories: int,
     ) -> None:
         self._folder = folder
         self._state = state
@@ -121,6 +122,7 @@ class BatchJobs:
         self._directory = directory
         self._maintenance = maintenance
         self._retention = job_run_retention
+        self._reconcile_repositories = reconcile_repositories
 
     def actions(self) -> dict[str, JobAction]:
         return {
@@ -141,13 +143,23 @@ class BatchJobs:
     # ------------------------------------------------------------------ learning's own jobs
 
     async def update_learning_metrics(self, context: JobContext) -> JobResult:
-        """Catch-up fold, then reconcile: the folded counts are compared with a recompute from
-        the log on one snapshot, and rebuilt from the log if they differ."""
+        """Catch-up fold, then reconcile: the counts of a sample of repositories, seeded by the
+        slot (a rerun checks the same ones, the next hour others), are compared with a recount
+        of their log on one snapshot; if any differ, everything is rebuilt from the log. The
+        sample keeps the hourly job cheap on a long history; validate_data_integrity compares
+        every count."""
         folded = await self._folder.fold()
-        mismatches = [m for m in await self._folder.validate() if not _is_orphan_entry(m)]
+        sample = await self._folder.reconcile_sample(
+            repositories=self._reconcile_repositories,
+            seed=f"{context.spec.name}:{context.slot.isoformat()}",
+        )
         repaired = False
-        if mismatches:
-            log.warning("%d learned counts differ from a recompute; rebuilding", len(mismatches))
+        if sample.mismatches:
+            log.warning(
+                "%d learned counts of %d sampled repositories differ from a recount; rebuilding",
+                len(sample.mismatches),
+                len(sample.repositories),
+            )
             await self._folder.recompute()
             repaired = True
         if folded.counts.findings or folded.counts.events or repaired:
@@ -156,27 +168,26 @@ class BatchJobs:
             summary={
                 "findings_folded": folded.counts.findings,
                 "events_folded": folded.counts.events,
-                "mismatches": len(mismatches),
+                "repositories_reconciled": len(sample.repositories),
+                "mismatches": len(sample.mismatches),
                 "repaired": repaired,
             }
         )
 
     async def validate_data_integrity(self, context: JobContext) -> JobResult:
         """Checks, repairing nothing (the comparison folds what is new first, as every fold
-        does): outcomes of deleted findings, learned rows of deleted scopes, the folded counts
+        does): outcomes of deleted findings, learned rows of deleted scopes, every folded count
         against a recompute from the log, and the watermark (never ahead of the log's horizon,
         never behind the last check's)."""
-        mismatches = await self._folder.validate()
-        counts_differ = sum(1 for m in mismatches if not _is_orphan_entry(m))
+        found = await self._folder.validate()
         async with self._maintenance() as store:
-            orphaned_outcomes = await store.orphaned_outcomes()
             orphaned_rows = await store.orphaned_scope_rows()
             watermark, horizon = await store.watermark()
         last_watermark = int((context.previous or {}).get("watermark", 0))
         checks = {
-            "orphaned_outcomes": _check(orphaned_outcomes == 0, orphaned_outcomes),
+            "orphaned_outcomes": _check(found.orphaned_outcomes == 0, found.orphaned_outcomes),
             "orphaned_scope_rows": _check(not any(orphaned_rows.values()), orphaned_rows),
-            "counts_match_log": _check(counts_differ == 0, counts_differ),
+            "counts_match_log": _check(not found.mismatches, len(found.mismatches)),
             "watermark_within_log": _check(watermark <= horizon, [watermark, horizon]),
             "watermark_not_behind_last_check": _check(
                 watermark >= last_watermark, [watermark, last_watermark]
@@ -302,11 +313,6 @@ def _check(passed: bool, value: object) -> dict[str, Any]:
 
 def _failed(checks: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return [name for name, check in checks.items() if not check["passed"]]
-
-
-def _is_orphan_entry(mismatch: Mismatch) -> bool:
-    """Folder.validate reports outcomes of deleted findings as one entry with no counts."""
-    return mismatch.folded is None and mismatch.recomputed is None
 
 
 def _describe(error: Exception) -> str:

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.cli.loader import load_feedback, load_reviews
 from services.cli.synthetic import generate_history
 from services.learning.instruments import LearningInstruments
-from services.learning.usecases.fold_feedback import Folder
+from services.learning.usecases.fold_feedback import Folder, SampleCheck, Validation
 from shared.db.engine import create_session_factory
 from shared.db.models import LearningMetric
 from shared.outcome import FeedbackKind, Outcome, outcome_of
@@ -142,18 +142,61 @@ async def test_validation_finds_a_corrupted_count_and_a_recompute_repairs_it(
     ids = await load_reviews(stub, history.reviews, metadata=auth("ingest"), request_prefix="v")
     await load_feedback(stub, history.feedback, ids, metadata=auth("ingest"))
     await folder.fold()
-    assert await folder.validate() == []
+    assert (await folder.validate()).ok
     async with db_engine.begin() as connection:
         await connection.execute(
             text("UPDATE learning_metrics SET positive = positive + 1 WHERE dimension = 2")
         )
     corrupted = await metrics_snapshot(db_engine)
-    mismatches = await folder.validate()
-    assert mismatches
-    assert all(m.key[2] == 2 for m in mismatches)
+    found = await folder.validate()
+    assert found.mismatches
+    assert found.orphaned_outcomes == 0
+    assert all(m.key[2] == 2 for m in found.mismatches)
     assert await metrics_snapshot(db_engine) == corrupted  # validating changed nothing
     await folder.recompute()
-    assert await folder.validate() == []
+    assert (await folder.validate()).ok
+
+
+async def test_a_sample_of_repositories_is_reconciled_with_a_recount_of_their_log(
+    feedback_service: RunningService, db_engine: AsyncEngine, folder: Folder
+) -> None:
+    stub = feedback_pb2_grpc.FeedbackServiceStub(feedback_service.channel)
+    history = generate_history(seed=7, reviews=40, findings_per_review=5, end=END)
+    ids = await load_reviews(stub, history.reviews, metadata=auth("ingest"), request_prefix="s")
+    await load_feedback(stub, history.feedback, ids, metadata=auth("ingest"))
+    await folder.fold()
+    async with db_engine.connect() as connection:
+        repositories = (await connection.scalars(text("SELECT id FROM repositories"))).all()
+    assert len(repositories) >= 3
+    everything = await folder.reconcile_sample(repositories=len(repositories), seed="a")
+    assert sorted(everything.repositories) == sorted(repositories)
+    assert everything.mismatches == []
+    samples = {
+        seed: await folder.reconcile_sample(repositories=1, seed=seed) for seed in "abcdefgh"
+    }
+    assert samples["a"] == await folder.reconcile_sample(repositories=1, seed="a")  # same seed
+    assert len({check.repositories for check in samples.values()}) > 1  # other seeds, others
+    assert all(len(c.repositories) == 1 and not c.mismatches for c in samples.values())
+
+    # Corrupt one repository's counts: a sample that holds it finds them, one that does not
+    # does not, and checking changed nothing.
+    corrupted = samples["a"].repositories[0]
+    async with db_engine.begin() as connection:
+        await connection.execute(
+            text(
+                "UPDATE learning_metrics SET negative = negative + 1 "
+                "WHERE scope_type = 3 AND scope_id = :id AND dimension = 3"
+            ),
+            {"id": corrupted},
+        )
+    before = await metrics_snapshot(db_engine)
+    found = await folder.reconcile_sample(repositories=1, seed="a")
+    assert found.mismatches
+    assert {m.key[:3] for m in found.mismatches} == {(3, corrupted, 3)}
+    assert all(m.recomputed is not None for m in found.mismatches)
+    assert await metrics_snapshot(db_engine) == before
+    elsewhere = next(s for s, c in samples.items() if c.repositories != (corrupted,))
+    assert not (await folder.reconcile_sample(repositories=1, seed=elsewhere)).mismatches
 
 
 async def test_validation_reports_findings_deleted_behind_the_services_back(
@@ -166,10 +209,10 @@ async def test_validation_reports_findings_deleted_behind_the_services_back(
     await folder.fold()
     async with db_engine.begin() as connection:  # not through DeleteFinding: no deletion log
         await connection.execute(text("DELETE FROM findings WHERE id = :id"), {"id": ids[0][0]})
-    mismatches = await folder.validate()
-    assert any("deleted findings" in m.key[3] for m in mismatches)
+    found = await folder.validate()
+    assert found.orphaned_outcomes == 1
     await folder.recompute()
-    assert await folder.validate() == []
+    assert (await folder.validate()).ok
 
 
 async def test_validation_works_while_feedback_keeps_arriving_and_folds_keep_running(
@@ -199,15 +242,17 @@ async def test_validation_works_while_feedback_keeps_arriving_and_folds_keep_run
         finally:
             done.set()
 
-    async def keep_validating() -> list[list[object]]:
-        results: list[list[object]] = []
+    async def keep_validating() -> list[Validation | SampleCheck]:
+        results: list[Validation | SampleCheck] = []
         while not done.is_set():
-            results.append(list(await folder.validate()))
+            results.append(await folder.validate())
+            results.append(await folder.reconcile_sample(repositories=3, seed=str(len(results))))
         return results
 
     results, _, _ = await asyncio.gather(keep_validating(), keep_folding(), write())
-    assert len(results) >= 2
-    assert all(result == [] for result in results), results
+    assert len(results) >= 4
+    assert all(not result.mismatches for result in results), results
+    assert all(result.ok for result in results if isinstance(result, Validation)), results
 
 
 async def test_validate_exit_codes_tell_could_not_check_from_mismatch(

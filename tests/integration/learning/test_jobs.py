@@ -210,6 +210,36 @@ async def test_a_failed_integrity_check_is_recorded_for_alerts_and_cleanup_repai
     assert (repaired.status, repaired.check_passed) == (SUCCEEDED, True)
 
 
+async def test_update_learning_metrics_reconciles_a_sample_and_rebuilds_what_drifted(
+    start_service: StartService, db_engine: AsyncEngine, generated: GeneratedLog
+) -> None:
+    stub = await start_learning(start_service, None, job_reconcile_repositories=2)
+    job = ["update_learning_metrics"]
+    clean = (await run_jobs(stub, job_names=job)).runs[0]
+    assert clean.status == SUCCEEDED
+    assert summary(clean)["repositories_reconciled"] == 2  # of the 4: the setting's sample
+    assert (summary(clean)["mismatches"], summary(clean)["repaired"]) == (0, False)
+    counts = "SELECT scope_type, scope_id, dimension, key, shown, positive FROM learning_metrics"
+    async with db_engine.connect() as connection:
+        before = sorted((await connection.execute(text(counts))).all())
+    async with db_engine.begin() as connection:  # every repository's rule counts drift
+        await connection.execute(
+            text("UPDATE learning_metrics SET positive = positive + 1 WHERE scope_type = 3")
+        )
+
+    later = at(TICK + timedelta(hours=1))
+    drifted = (await run_jobs(stub, job_names=job, scheduled_time=later)).runs[0]
+    assert drifted.status == SUCCEEDED
+    assert summary(drifted)["mismatches"] > 0
+    assert summary(drifted)["repaired"] is True
+    async with db_engine.connect() as connection:
+        assert sorted((await connection.execute(text(counts))).all()) == before
+    check = (
+        await run_jobs(stub, job_names=["validate_data_integrity"], scheduled_time=later)
+    ).runs[0]
+    assert (check.status, check.check_passed) == (SUCCEEDED, True)
+
+
 async def test_re_running_the_same_tick_runs_nothing(
     start_service: StartService, db_engine: AsyncEngine, generated: GeneratedLog
 ) -> None:
