@@ -38,6 +38,19 @@ async def metrics_snapshot(engine: AsyncEngine) -> dict[tuple[int, int, int, str
         }
 
 
+async def record_and_fold(
+    feedback_service: RunningService, folder: Folder, *, seed: int, reviews: int, prefix: str
+) -> list[list[int]]:
+    """A generated history (5 findings a review) recorded through the feedback service and
+    folded; the finding ids by review."""
+    stub = feedback_pb2_grpc.FeedbackServiceStub(feedback_service.channel)
+    history = generate_history(seed=seed, reviews=reviews, findings_per_review=5, end=END)
+    ids = await load_reviews(stub, history.reviews, metadata=auth("ingest"), request_prefix=prefix)
+    await load_feedback(stub, history.feedback, ids, metadata=auth("ingest"))
+    await folder.fold()
+    return ids
+
+
 @pytest.fixture
 def folder(db_engine: AsyncEngine) -> Folder:
     return Folder(sessions=create_session_factory(db_engine), instruments=LearningInstruments())
@@ -111,11 +124,8 @@ async def test_folding_while_writers_write_loses_and_doubles_nothing(
 async def test_a_deleted_finding_leaves_the_counts(
     feedback_service: RunningService, db_engine: AsyncEngine, folder: Folder
 ) -> None:
+    ids = await record_and_fold(feedback_service, folder, seed=5, reviews=10, prefix="del")
     stub = feedback_pb2_grpc.FeedbackServiceStub(feedback_service.channel)
-    history = generate_history(seed=5, reviews=10, findings_per_review=5, end=END)
-    ids = await load_reviews(stub, history.reviews, metadata=auth("ingest"), request_prefix="del")
-    await load_feedback(stub, history.feedback, ids, metadata=auth("ingest"))
-    await folder.fold()
     before = (await metrics_snapshot(db_engine))[(1, 0, 1, "*")]
     await stub.DeleteFinding(
         feedback_pb2.DeleteFindingRequest(finding_id=ids[0][0], reason="test"),
@@ -137,11 +147,7 @@ async def test_a_deleted_finding_leaves_the_counts(
 async def test_validation_finds_a_corrupted_count_and_a_recompute_repairs_it(
     feedback_service: RunningService, db_engine: AsyncEngine, folder: Folder
 ) -> None:
-    stub = feedback_pb2_grpc.FeedbackServiceStub(feedback_service.channel)
-    history = generate_history(seed=6, reviews=20, findings_per_review=5, end=END)
-    ids = await load_reviews(stub, history.reviews, metadata=auth("ingest"), request_prefix="v")
-    await load_feedback(stub, history.feedback, ids, metadata=auth("ingest"))
-    await folder.fold()
+    await record_and_fold(feedback_service, folder, seed=6, reviews=20, prefix="v")
     assert (await folder.validate()).ok
     async with db_engine.begin() as connection:
         await connection.execute(
@@ -160,11 +166,7 @@ async def test_validation_finds_a_corrupted_count_and_a_recompute_repairs_it(
 async def test_a_sample_of_repositories_is_reconciled_with_a_recount_of_their_log(
     feedback_service: RunningService, db_engine: AsyncEngine, folder: Folder
 ) -> None:
-    stub = feedback_pb2_grpc.FeedbackServiceStub(feedback_service.channel)
-    history = generate_history(seed=7, reviews=40, findings_per_review=5, end=END)
-    ids = await load_reviews(stub, history.reviews, metadata=auth("ingest"), request_prefix="s")
-    await load_feedback(stub, history.feedback, ids, metadata=auth("ingest"))
-    await folder.fold()
+    await record_and_fold(feedback_service, folder, seed=7, reviews=40, prefix="s")
     async with db_engine.connect() as connection:
         repositories = (await connection.scalars(text("SELECT id FROM repositories"))).all()
     assert len(repositories) >= 3
@@ -202,11 +204,7 @@ async def test_a_sample_of_repositories_is_reconciled_with_a_recount_of_their_lo
 async def test_validation_reports_findings_deleted_behind_the_services_back(
     feedback_service: RunningService, db_engine: AsyncEngine, folder: Folder
 ) -> None:
-    stub = feedback_pb2_grpc.FeedbackServiceStub(feedback_service.channel)
-    history = generate_history(seed=8, reviews=10, findings_per_review=5, end=END)
-    ids = await load_reviews(stub, history.reviews, metadata=auth("ingest"), request_prefix="h")
-    await load_feedback(stub, history.feedback, ids, metadata=auth("ingest"))
-    await folder.fold()
+    ids = await record_and_fold(feedback_service, folder, seed=8, reviews=10, prefix="h")
     async with db_engine.begin() as connection:  # not through DeleteFinding: no deletion log
         await connection.execute(text("DELETE FROM findings WHERE id = :id"), {"id": ids[0][0]})
     found = await folder.validate()
@@ -264,11 +262,7 @@ async def test_validate_exit_codes_tell_could_not_check_from_mismatch(
     from services.learning.validate import COULD_NOT_CHECK, MISMATCH, OK, validate
     from tests.conftest import free_port
 
-    stub = feedback_pb2_grpc.FeedbackServiceStub(feedback_service.channel)
-    history = generate_history(seed=10, reviews=10, findings_per_review=5, end=END)
-    ids = await load_reviews(stub, history.reviews, metadata=auth("ingest"), request_prefix="x")
-    await load_feedback(stub, history.feedback, ids, metadata=auth("ingest"))
-    await folder.fold()
+    await record_and_fold(feedback_service, folder, seed=10, reviews=10, prefix="x")
     console = Console(record=True)
     settings = LearningSettings(database_url=database_url)
     assert await validate(settings, repair=False, console=console) == OK
