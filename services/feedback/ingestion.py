@@ -38,6 +38,7 @@ from services.feedback.repository import (
     FeedbackRow,
     FindingView,
     StagedStatus,
+    stored_by_one_statement,
 )
 from shared.db.failures import write_retries
 from shared.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Violations
@@ -57,12 +58,14 @@ class FeedbackIngestion:
         self,
         *,
         sessions: async_sessionmaker[AsyncSession],
+        statements: async_sessionmaker[AsyncSession],
         limits: Limits,
         instruments: FeedbackInstruments,
         notifier: ChangeNotifier | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._sessions = sessions
+        self._statements = statements
         self._limits = limits
         self._instruments = instruments
         self._notifier = notifier
@@ -259,7 +262,11 @@ class FeedbackIngestion:
         )
         if not events:
             return outcome
-        async with self._sessions.begin() as session:
+        # A small batch (most often a group commit of unary calls) is stored by one statement,
+        # which is a transaction of its own: without BEGIN and COMMIT it costs one round trip
+        # instead of three. A larger one needs the transaction its staging table lives in.
+        sessions = self._statements if stored_by_one_statement(len(events)) else self._sessions
+        async with sessions.begin() as session:
             repo = FeedbackRepository(session)
             statuses, ids, times = await repo.store_batch(events)
             unsettled = [
