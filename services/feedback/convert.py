@@ -101,12 +101,9 @@ def feedback_batch_from_pb(events: Iterable[feedback_pb2.FeedbackEvent]) -> Feed
 
 
 def batch_outcome_to_pb(outcome: BatchOutcome) -> feedback_pb2.BatchRecordFeedbackResponse:
-    stored = outcome.count(ItemStatus.STORED)
-    duplicates = outcome.count(ItemStatus.DUPLICATE)
+    stored, duplicates, failed = outcome.tally()
     response = feedback_pb2.BatchRecordFeedbackResponse(
-        stored_count=stored,
-        duplicate_count=duplicates,
-        failed_count=len(outcome.statuses) - stored - duplicates,
+        stored_count=stored, duplicate_count=duplicates, failed_count=failed
     )
     # add() builds each result in place, twice as fast as constructing a list of messages.
     add = response.results.add

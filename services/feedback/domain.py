@@ -118,6 +118,12 @@ class BatchOutcome:
     def count(self, status: str) -> int:
         return self.statuses.count(status)
 
+    def tally(self) -> tuple[int, int, int]:
+        """(stored, duplicate, failed): the counts every response of a batch carries."""
+        stored = self.statuses.count(ItemStatus.STORED)
+        duplicates = self.statuses.count(ItemStatus.DUPLICATE)
+        return stored, duplicates, len(self.statuses) - stored - duplicates
+
     def item(self, position: int) -> ItemResult:
         message, violations = self.errors.get(position, ("", ()))
         return ItemResult(

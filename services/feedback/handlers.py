@@ -93,12 +93,11 @@ class FeedbackHandlers(feedback_pb2_grpc.FeedbackServiceServicer):
                 convert.feedback_batch_from_pb(message.event for message in chunk),
                 first_index=offset,
             )
-            stored = outcome.count(ItemStatus.STORED)
-            duplicates = outcome.count(ItemStatus.DUPLICATE)
+            stored, duplicates, failed = outcome.tally()
             response.received_count += len(chunk)
             response.stored_count += stored
             response.duplicate_count += duplicates
-            response.failed_count += len(chunk) - stored - duplicates
+            response.failed_count += failed
             for position in sorted(outcome.errors):
                 if len(response.errors) >= MAX_STREAM_ERRORS_REPORTED:
                     break

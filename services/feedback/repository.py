@@ -171,8 +171,9 @@ _STORE_FROM = f"""
     """
 _STORE_STAGED = _STORE_FROM.format(source=f"{STAGING_TABLE} s")
 # A small batch (a group commit of unary calls) skips the staging table: the same statement
-# reads the events from arrays — BEGIN, the statement and COMMIT instead of BEGIN, CREATE, COPY,
-# the statement and COMMIT; round trips are most of a small batch's time.
+# reads the events from arrays. Being one statement, it can run in autocommit (FeedbackIngestion
+# does): one round trip instead of BEGIN, CREATE, COPY, the statement and COMMIT; round trips
+# are most of a small batch's time.
 _STORE_ARRAYS = _STORE_FROM.format(
     source="unnest($1::integer[], $2::text[], $3::bigint[], $4::smallint[], $5::text[], "
     "$6::text[], $7::bigint[]) AS s(position, event_id, finding_id, kind, actor_id, comment, "
@@ -180,6 +181,12 @@ _STORE_ARRAYS = _STORE_FROM.format(
 )
 ARRAYS_AT_MOST = 64
 """Batches up to this size are stored from arrays; larger ones through COPY."""
+
+
+def stored_by_one_statement(count: int) -> bool:
+    """Whether ``store_batch`` stores this many events with one statement (from arrays), which
+    needs no transaction around it; more go through the staging table, which does."""
+    return count <= ARRAYS_AT_MOST
 
 
 class FeedbackRepository:
@@ -348,7 +355,7 @@ class FeedbackRepository:
         id its event id holds (stored now or before) and that row's record time.
         """
         connection = await self._session.connection()
-        if len(events) <= ARRAYS_AT_MOST:
+        if stored_by_one_statement(len(events)):
             # Through SQLAlchemy, not the driver: a connection found dead here must invalidate
             # the pool, so that the retry gets a live one (test_database_outages).
             result = await connection.exec_driver_sql(
@@ -362,6 +369,9 @@ class FeedbackRepository:
         await self._session.execute(_CREATE_STAGING)
         raw = await connection.get_raw_connection()
         driver: Any = raw.driver_connection
+        if not driver.is_in_transaction():
+            # In autocommit the staged rows would be gone before the statement reads them.
+            raise RuntimeError("a COPY batch must be stored inside a transaction")
         await driver.copy_records_to_table(STAGING_TABLE, records=events, columns=_STAGING_COLUMNS)
         # Straight on the driver too: three arrays decode in C, where SQLAlchemy would build
         # and process a row object per event.

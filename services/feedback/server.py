@@ -32,6 +32,8 @@ def build_server(
     )
     ingestion = FeedbackIngestion(
         sessions=create_session_factory(db),
+        # Every statement its own transaction: for the writes that are one statement.
+        statements=create_session_factory(db.execution_options(isolation_level="AUTOCOMMIT")),
         limits=settings.limits(),
         instruments=instruments,
         notifier=notifier,

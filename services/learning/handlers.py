@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import Executor
+from functools import partial
+from typing import Any, TypeVar
 
 from reviewlearn.learning.v1 import learning_pb2, learning_pb2_grpc
 
@@ -22,6 +26,13 @@ from shared.rpc.interceptors import current_principal
 
 SERVICE = learning_pb2.DESCRIPTOR.services_by_name["LearningService"]
 
+T = TypeVar("T")
+
+CONVERT_OFF_LOOP_AT = 2_000
+"""Findings from which a ranking's request and answer are converted on a ranking thread: at
+10,000 that is tens of milliseconds of Python the event loop (health checks, other calls)
+would otherwise wait for; a smaller one converts faster than the hand-off to a thread costs."""
+
 
 class LearningHandlers(learning_pb2_grpc.LearningServiceServicer):
     def __init__(
@@ -34,6 +45,7 @@ class LearningHandlers(learning_pb2_grpc.LearningServiceServicer):
         rollback: RollbackModel,
         jobs: RunJobs,
         pages: PageTokens,
+        ranking_threads: Executor,
     ) -> None:
         self._ranker = ranker
         self._reads = reads
@@ -42,13 +54,21 @@ class LearningHandlers(learning_pb2_grpc.LearningServiceServicer):
         self._rollback = rollback
         self._jobs = jobs
         self._pages = pages
+        self._ranking_threads = ranking_threads
 
     async def RankSuggestions(
         self, request: learning_pb2.RankSuggestionsRequest, context: Any
     ) -> learning_pb2.RankSuggestionsResponse:
-        ranking = convert.rank_request_from_pb(request)
+        large = len(request.findings) + len(request.finding_ids) >= CONVERT_OFF_LOOP_AT
+        ranking = await self._converted(partial(convert.rank_request_from_pb, request), large)
         outcome = await self._ranker.rank(ranking, time_remaining=context.time_remaining())
-        return convert.rank_outcome_to_pb(outcome, explain=ranking.options.explain)
+        answer = partial(convert.rank_outcome_to_pb, outcome, explain=ranking.options.explain)
+        return await self._converted(answer, large)
+
+    async def _converted(self, conversion: Callable[[], T], off_loop: bool) -> T:
+        if not off_loop:
+            return conversion()
+        return await asyncio.get_running_loop().run_in_executor(self._ranking_threads, conversion)
 
     async def GetLearningMetrics(
         self, request: learning_pb2.GetLearningMetricsRequest, context: Any

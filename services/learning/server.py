@@ -74,15 +74,16 @@ def build_server(
         emerging_ratio=settings.pattern_emerging_ratio,
         window=timedelta(days=settings.pattern_window_days),
     )
+    ranking_threads = ThreadPoolExecutor(
+        max_workers=settings.ranking_threads, thread_name_prefix="ranking"
+    )
     ranker = RankSuggestions(
         transaction=transactional(sessions, RankingRepository),
         state=state,
         gate=gate,
         instruments=instruments,
         settings=settings.ranking_settings(),
-        executor=ThreadPoolExecutor(
-            max_workers=settings.ranking_threads, thread_name_prefix="ranking"
-        ),
+        executor=ranking_threads,
     )
     fitter = FitModel(
         transaction=transactional(sessions, ModelRepository),
@@ -153,6 +154,7 @@ def build_server(
         rollback=RollbackModel(transaction=transactional(sessions, ModelRepository), state=state),
         jobs=jobs,
         pages=settings.page_tokens(),
+        ranking_threads=ranking_threads,
     )
 
     async def fold() -> None:

@@ -4,6 +4,7 @@ limits from settings, the HTTP side port, and a graceful shutdown on SIGTERM/SIG
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -178,9 +179,23 @@ async def run_until_signalled(
     await app.start()
     if on_started is not None:
         await on_started()
+    freeze_startup_objects()
     await stop.wait()
     log.info("shutting down")
     await app.stop()
+
+
+def freeze_startup_objects() -> None:
+    """Moves what is alive once the server has started (modules, contracts, pools, caches:
+    about 120,000 objects) out of the garbage collector's reach.
+
+    A full collection walks every tracked object, and under load one of those walks stalled all
+    calls in flight for 100-180 ms, most of RecordFeedback's p99; after the freeze a full
+    collection walks only what came later and takes ~5 ms (tests/benchmarks/README.md). Nothing
+    leaks: these objects live as long as the process anyway.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def answer_unimplemented(

@@ -232,15 +232,21 @@ def _near_leaders(
     starts, stops = near_start.tolist(), near_stop.tolist()
     crowded_list = crowded.tolist()
     leader_of: dict[int, int] = {}
-    if not crowded.any():
+
+    def first_leader(visited: int) -> int:
+        """Of the near earlier groups (best first), the first that did not join another."""
+        for other in near[starts[visited] : stops[visited]]:
+            if other not in leader_of:
+                return other
+        return -1
+
+    if not crowded.any():  # the usual request: no leader index to keep
         for count, visited in enumerate(visits):
             if count % 512 == 511:
                 cancel.check()
-            # Near earlier groups, best first: the first that did not join another leads.
-            for other in near[starts[visited] : stops[visited]]:
-                if other not in leader_of:
-                    leader_of[group_ids[visited]] = other
-                    break
+            best = first_leader(visited)
+            if best >= 0:
+                leader_of[group_ids[visited]] = best
         return leader_of
 
     ranks = rank.tolist()
@@ -279,10 +285,7 @@ def _near_leaders(
                 first=group_ids[0],  # the first group visited always leads
             )
         else:
-            for other in near[starts[visited] : stops[visited]]:
-                if other not in leader_of:
-                    best = other
-                    break
+            best = first_leader(visited)
         if best >= 0:
             leader_of[group] = best
     return leader_of

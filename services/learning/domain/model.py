@@ -168,17 +168,25 @@ def logit(p: FloatArray, epsilon: float = 1e-9) -> FloatArray:
     return result
 
 
-def _unique_keys(values: ObjectArray | IntArray) -> tuple[list[Any], IntArray]:
-    unique, inverse = np.unique(values, return_inverse=True)
-    return unique.tolist(), inverse.astype(np.int64).reshape(-1)
+def unique_keys(values: ObjectArray | IntArray) -> tuple[list[Any], IntArray]:
+    """The sorted distinct values and each value's position among them (``np.unique``'s
+    answer). Strings are told apart by hashing and only the few distinct ones sorted: NumPy
+    would sort all of them with Python comparisons, most of a ranking's prediction time."""
+    if values.dtype != object:
+        unique, inverse = np.unique(values, return_inverse=True)
+        return unique.tolist(), inverse.astype(np.int64).reshape(-1)
+    items = values.reshape(-1).tolist()
+    distinct = sorted(set(items))
+    position = {value: i for i, value in enumerate(distinct)}
+    return distinct, np.fromiter(map(position.__getitem__, items), dtype=np.int64, count=len(items))
 
 
 def _pair_keys(
     first: ObjectArray | IntArray, second: ObjectArray | IntArray
 ) -> tuple[list[str], IntArray]:
     """``"first␟second"`` keys, built once per distinct pair rather than once per finding."""
-    a, ia = _unique_keys(first)
-    b, ib = _unique_keys(second)
+    a, ia = unique_keys(first)
+    b, ib = unique_keys(second)
     combined, inverse = np.unique(ia * max(len(b), 1) + ib, return_inverse=True)
     width = max(len(b), 1)
     keys = [f"{a[c // width]}{KEY_SEPARATOR}{b[c % width]}" for c in combined.tolist()]
@@ -191,16 +199,16 @@ def term_keys(
     """Each term's distinct keys among the findings, and which one each finding has."""
     bins = confidence_bin(features.confidence, edges)
     severity = np.clip(features.severity, 1, len(SEVERITY_LEVELS)) - 1
-    severity_names, severity_inverse = _unique_keys(severity)
+    severity_names, severity_inverse = unique_keys(severity)
     keys: dict[Term, tuple[list[str], IntArray]] = {
-        Term.CATEGORY: _unique_keys(features.category),
-        Term.RULE: _unique_keys(features.rule_id),
-        Term.TEAM: _stringified(_unique_keys(features.team_id)),
-        Term.REPOSITORY: _stringified(_unique_keys(features.repository_id)),
+        Term.CATEGORY: unique_keys(features.category),
+        Term.RULE: unique_keys(features.rule_id),
+        Term.TEAM: _stringified(unique_keys(features.team_id)),
+        Term.REPOSITORY: _stringified(unique_keys(features.repository_id)),
         Term.TEAM_RULE: _pair_keys(features.team_id, features.rule_id),
         Term.REPOSITORY_RULE: _pair_keys(features.repository_id, features.rule_id),
         Term.SEVERITY: ([SEVERITY_LEVELS[s] for s in severity_names], severity_inverse),
-        Term.CONFIDENCE: _stringified(_unique_keys(bins)),
+        Term.CONFIDENCE: _stringified(unique_keys(bins)),
         Term.CATEGORY_CONFIDENCE: _pair_keys(features.category, bins),
     }
     return keys

@@ -375,6 +375,67 @@ async def test_a_killed_connection_mid_batch_leaves_no_half_written_batch(
         assert await count(db_engine, Feedback) == 5000
 
 
+@pytest.mark.parametrize("size", [3, 200], ids=["arrays", "copy"])
+async def test_event_ids_another_writer_commits_mid_batch_are_told_duplicate_or_conflict(
+    stub: Stub, db_engine: AsyncEngine, size: int
+) -> None:
+    """The batch's statement waits on rows another transaction inserted and has not committed;
+    once it commits, those ids are neither stored by the batch nor in its snapshot: the rows
+    read after the statement tell the resend (duplicate, the writer's id) from the conflict."""
+    finding_id = (await record_review(stub)).findings[0].finding_id
+    moment = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+    events = [event(f"mid-{i}", finding_id, occurred_at=moment) for i in range(size)]
+    insert = text(
+        "INSERT INTO suggestion_feedback (event_id, finding_id, repository_id, kind, actor_id, "
+        "occurred_at) SELECT :event_id, id, repository_id, :kind, 'dev-1', :moment "
+        "FROM findings WHERE id = :finding_id RETURNING id"
+    )
+    async with db_engine.connect() as writer:
+        await writer.execute(text("BEGIN"))
+        same = (
+            await writer.execute(
+                insert,
+                {"event_id": "mid-0", "kind": 1, "moment": moment, "finding_id": finding_id},
+            )
+        ).scalar_one()
+        await writer.execute(  # mid-1 with another kind: a conflict
+            insert, {"event_id": "mid-1", "kind": 3, "moment": moment, "finding_id": finding_id}
+        )
+        call = asyncio.ensure_future(
+            stub.BatchRecordFeedback(
+                feedback_pb2.BatchRecordFeedbackRequest(events=events), metadata=auth("ingest")
+            )
+        )
+        for _ in range(500):
+            await writer.execute(text("SELECT pg_stat_clear_snapshot()"))
+            waiting = (
+                await writer.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE '%INSERT INTO suggestion_feedback%' "
+                        "AND pid <> pg_backend_pid()"
+                    )
+                )
+            ).scalar_one()
+            if waiting:
+                break
+            await asyncio.sleep(0.01)
+        assert waiting == 1, "the batch never waited on the uncommitted rows"
+        await writer.execute(text("COMMIT"))
+    response = await call
+    assert (response.stored_count, response.duplicate_count, response.failed_count) == (
+        size - 2,
+        1,
+        1,
+    )
+    first, second = response.results[0], response.results[1]
+    assert (first.duplicate, first.feedback_id) == (True, same)
+    assert second.error.reason == "EVENT_ID_CONFLICT"
+    assert "already recorded with different content" in second.error.message
+    assert all(r.feedback_id and not r.duplicate for r in response.results[2:])
+    assert await count(db_engine, Feedback) == size
+
+
 # ------------------------------------------------------------------------------------ reads
 
 

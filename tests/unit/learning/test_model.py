@@ -7,11 +7,13 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.learning.domain.features import FindingFeatures, OutcomeLog, Term, path_kinds
 from services.learning.domain.learned_state import LearnedState
 from services.learning.domain.metrics import MetricInput, build_metrics
-from services.learning.domain.model import SLOTS, LogOddsModel, sigmoid
+from services.learning.domain.model import SLOTS, LogOddsModel, sigmoid, unique_keys
 from services.learning.domain.model_fitting import fit_model
 from services.learning.domain.scopes import Dimension, ScopeType
 from services.learning.domain.suppression import (
@@ -211,3 +213,21 @@ def test_the_global_scope_never_decides() -> None:
     assert not trial.on_probation.any()
     assert trial.evidence.tolist() == [""]
     assert not math.isnan(decision.floor[0])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=4), max_size=60), st.booleans())
+def test_distinct_keys_are_numpys_sorted_unique_and_inverse(
+    texts: list[str], numeric: bool
+) -> None:
+    """Prediction finds each term's keys by hashing strings instead of np.unique's sort of them;
+    the answer must stay np.unique's: the sorted distinct values and each one's position."""
+    values = (
+        np.array([len(t) for t in texts], dtype=np.int64)
+        if numeric
+        else np.array(texts, dtype=object)
+    )
+    expected_keys, expected_inverse = np.unique(values, return_inverse=True)
+    keys, inverse = unique_keys(values)
+    assert keys == expected_keys.tolist()
+    assert inverse.tolist() == expected_inverse.reshape(-1).tolist()
