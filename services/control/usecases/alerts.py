@@ -2,8 +2,10 @@
 test notifications, and the rollout safeguards.
 
 An evaluation is one transaction under a transaction-scoped advisory lock, so only one control
-replica evaluates at a time: it reads the signals, steps every rule's alert, stores the alerts
-and queues their notifications in the outbox (``alert_notifications``) — all or nothing. The
+replica evaluates at a time: it reads the signals, steps every rule's alert, stores the alerts,
+queues their notifications in the outbox (``alert_notifications``) and applies the rollout
+safeguards (the pause or resume audit row, the kill switch) — all or nothing: a crash leaves
+no firing safeguard without its audit row, nor an audit row without its alert. The
 outbox is delivered after the commit (``usecases/alert_delivery.py``). The periodic loop skips a
 round while another replica holds the lock; EvaluateAlerts waits for it, then finds the state
 that evaluation left, so two evaluations at once still send one set of notifications.
@@ -11,8 +13,7 @@ that evaluation left, so two evaluations at once still send one set of notificat
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -43,6 +44,7 @@ from services.control.usecases.alert_delivery import (
     OutboxRepository,
 )
 from services.control.usecases.gates import (
+    AfterCommit,
     AuditEntry,
     AuditRepository,
     GateRepository,
@@ -50,10 +52,9 @@ from services.control.usecases.gates import (
     first_answer,
     keyed,
     remember,
+    switch_kill_switch,
 )
 from shared.errors import FailedPrecondition, NotFound, Violations
-
-log = logging.getLogger("reviewlearn.control.alerts")
 
 ALERTING_ACTOR = "alerting"
 MAX_SILENCE = timedelta(days=90)
@@ -118,7 +119,6 @@ class AlertUnit(Protocol):
 
 
 Transactions = Callable[[], AbstractAsyncContextManager[AlertUnit]]
-EngageKillSwitch = Callable[[KillSwitchChange], Awaitable[object]]
 
 
 class AlertObserver(Protocol):
@@ -204,13 +204,15 @@ class AlertService:
         dispatcher: NotificationDispatcher,
         policy: AlertPolicy,
         observer: AlertObserver,
-        engage_kill_switch: EngageKillSwitch,
+        after_commit: AfterCommit,
     ) -> None:
+        """``after_commit`` announces a gate version an evaluation's safeguard committed (the
+        kill switch), as ``GateCommands`` does after its own changes."""
         self._transactions = transactions
         self._dispatcher = dispatcher
         self._policy = policy
         self._observer = observer
-        self._engage_kill_switch = engage_kill_switch
+        self._after_commit = after_commit
 
     # ------------------------------------------------------------------ rules
 
@@ -275,19 +277,16 @@ class AlertService:
                 )
                 stepped.append(transition)
                 await self._queue(unit.alerts, rule, transition)
-        by_name = {rule.name: rule for rule in rules}
+            by_name = {rule.name: rule for rule in rules}
+            changed = tuple(t for t in stepped if t.changed)
+            gate_version = await self._guard_rollout(unit, changed, by_name)
+        if gate_version is not None:
+            await self._after_commit(gate_version)
         firing = dict.fromkeys(Severity, 0)
         for transition in stepped:
             if transition.alert.state is AlertState.FIRING:
                 firing[transition.alert.severity] += 1
         self._observer.evaluated(values, firing)
-        changed = tuple(t for t in stepped if t.changed)
-        try:
-            await self._guard_rollout(changed, by_name)
-        except Exception:
-            # The transitions are committed and their notifications queued: a failed pause
-            # record or kill switch must not stop them (AdvanceRollout is refused regardless).
-            log.exception("rollout safeguard action failed")
         delivery = await self._dispatcher.deliver()
         return Evaluation(changed, values, by_name, delivery)
 
@@ -338,50 +337,65 @@ class AlertService:
     # ------------------------------------------------------------------ rollout safeguards
 
     async def _guard_rollout(
-        self, changed: Sequence[Transition], rules: Mapping[str, AlertRule]
-    ) -> None:
+        self, unit: AlertUnit, changed: Sequence[Transition], rules: Mapping[str, AlertRule]
+    ) -> int | None:
+        """Pauses the rollout for a critical safeguard that starts firing and resumes it when
+        the alert resolves, in the evaluation's transaction: the firing alert is what refuses
+        AdvanceRollout, so it and its audit row commit together or not at all. The gate
+        version to announce when a safeguard engaged the kill switch, else None."""
+        gate_version = None
         for transition in changed:
             rule = rules[transition.alert.rule_name]
             if not rule.safeguard or rule.severity is not Severity.CRITICAL:
                 continue
             alert = transition.alert
             if alert.state is AlertState.FIRING:
-                await self._safeguard_fired(rule, alert)
+                engaged = await self._safeguard_fired(unit, rule, alert)
+                gate_version = engaged if engaged is not None else gate_version
             elif alert.state is AlertState.RESOLVED and transition.previous is AlertState.FIRING:
                 await self._audit(
+                    unit.audit,
                     Action.RESUME_ROLLOUT,
                     reason=f"safeguard {rule.name} resolved",
                     after={"alert_id": alert.alert_id},
                 )
+        return gate_version
 
-    async def _safeguard_fired(self, rule: AlertRule, alert: Alert) -> None:
+    async def _safeguard_fired(self, unit: AlertUnit, rule: AlertRule, alert: Alert) -> int | None:
         reason = f"safeguard {rule.name} firing: {rule.summary(alert.value)}"
         await self._audit(
+            unit.audit,
             Action.PAUSE_ROLLOUT,
             reason=reason,
             after={"alert_id": alert.alert_id, "action": self._policy.safeguard_action},
         )
-        if self._policy.safeguard_action == "kill_switch":
-            # The request id makes a repeated evaluation of the same alert a replay.
-            await self._engage_kill_switch(
-                KillSwitchChange(
-                    request_id=f"alert-{alert.alert_id}", reason=reason[:1000], engaged=True
-                )
-            )
+        if self._policy.safeguard_action != "kill_switch":
+            return None
+        # The request id makes a repeated evaluation of the same alert a replay.
+        result = await switch_kill_switch(
+            unit,
+            KillSwitchChange(
+                request_id=f"alert-{alert.alert_id}", reason=reason[:1000], engaged=True
+            ),
+            actor=ALERTING_ACTOR,
+        )
+        return None if result.replayed else result.version
 
-    async def _audit(self, action: str, *, reason: str, after: Mapping[str, Any]) -> None:
-        async with self._transactions() as unit:
-            await unit.audit.record(
-                AuditEntry(
-                    actor=ALERTING_ACTOR,
-                    action=action,
-                    target="rollout",
-                    before=None,
-                    after=after,
-                    reason=reason,
-                    request_id=None,
-                )
+    @staticmethod
+    async def _audit(
+        audit: AuditRepository, action: str, *, reason: str, after: Mapping[str, Any]
+    ) -> None:
+        await audit.record(
+            AuditEntry(
+                actor=ALERTING_ACTOR,
+                action=action,
+                target="rollout",
+                before=None,
+                after=after,
+                reason=reason,
+                request_id=None,
             )
+        )
 
     # ------------------------------------------------------------------ reads
 
