@@ -52,24 +52,6 @@ def _rule(row: AlertRuleRow) -> AlertRule:
     )
 
 
-def _rule_columns(rule: AlertRule) -> dict[str, Any]:
-    return {
-        "signal": rule.signal,
-        "comparison": rule.comparison,
-        "threshold": rule.threshold,
-        "for_seconds": int(rule.for_duration.total_seconds()),
-        "keep_firing_seconds": int(rule.keep_firing_for.total_seconds()),
-        "severity": int(rule.severity),
-        "channels": [str(c) for c in rule.channels],
-        "repeat_seconds": int(rule.repeat_interval.total_seconds()),
-        "enabled": rule.enabled,
-        "description": rule.description,
-        "labels": dict(rule.labels),
-        "annotations": dict(rule.annotations),
-        "safeguard": rule.safeguard,
-    }
-
-
 def _alert(row: AlertEvent) -> Alert:
     return Alert(
         rule_name=row.rule_name,
@@ -135,7 +117,7 @@ class AlertRepository:
         return _rule(row) if row is not None else None
 
     async def put_rule(self, rule: AlertRule) -> None:
-        columns = _rule_columns(rule)
+        columns = rule.as_json()
         statement = pg_insert(AlertRuleRow).values(name=rule.name, **columns)
         await self._session.execute(
             statement.on_conflict_do_update(

@@ -149,26 +149,6 @@ class Evaluation:
     delivery: DeliveryReport
 
 
-def _rule_json(rule: AlertRule | None) -> dict[str, Any] | None:
-    if rule is None:
-        return None
-    return {
-        "signal": rule.signal,
-        "comparison": rule.comparison,
-        "threshold": rule.threshold,
-        "for_seconds": rule.for_duration.total_seconds(),
-        "keep_firing_seconds": rule.keep_firing_for.total_seconds(),
-        "severity": rule.severity.label,
-        "channels": [str(c) for c in rule.channels],
-        "repeat_seconds": rule.repeat_interval.total_seconds(),
-        "enabled": rule.enabled,
-        "safeguard": rule.safeguard,
-        "labels": dict(rule.labels),
-        "annotations": dict(rule.annotations),
-        "description": rule.description,
-    }
-
-
 def _silence_json(silence: Silence) -> dict[str, Any]:
     return {
         "silence_id": silence.silence_id,
@@ -228,7 +208,8 @@ class AlertService:
         self, rule: AlertRule, *, request_id: str | None, actor: str
     ) -> tuple[AlertRule, bool]:
         validate_rule(rule, known_signals=SIGNAL_NAMES)
-        key = keyed(Action.UPSERT_ALERT_RULE, actor, request_id, _rule_json(rule) or {})
+        content = {"name": rule.name, **rule.as_json()}
+        key = keyed(Action.UPSERT_ALERT_RULE, actor, request_id, content)
         async with self._transactions() as unit:
             before = await unit.alerts.rule_for_update(rule.name)
             stored = await first_answer(unit.requests, key)
@@ -241,8 +222,8 @@ class AlertService:
                     actor=actor,
                     action=Action.UPSERT_ALERT_RULE,
                     target=f"alert_rule:{rule.name}",
-                    before=_rule_json(before),
-                    after=_rule_json(rule),
+                    before=before.as_json() if before is not None else None,
+                    after=rule.as_json(),
                     reason="",
                     request_id=request_id,
                 )
@@ -425,7 +406,9 @@ class AlertService:
         comment: str,
         request_id: str | None,
         actor: str,
-    ) -> Silence:
+    ) -> tuple[datetime, Silence]:
+        """The silence (the first one, for a retried request id) and the database's now it is
+        judged active at."""
         content = {
             "rule_names": sorted(rule_names),
             "matchers": dict(matchers),
@@ -434,9 +417,10 @@ class AlertService:
         }
         key = keyed(Action.CREATE_SILENCE, actor, request_id, content)
         async with self._transactions() as unit:
+            now = await unit.alerts.now()
             stored = await first_answer(unit.requests, key)
             if stored is not None:
-                return _silence_from_json(stored)
+                return now, _silence_from_json(stored)
             known = {rule.name for rule in await unit.alerts.rules()}
             violations = Violations()
             for index, name in enumerate(rule_names):
@@ -445,7 +429,6 @@ class AlertService:
             if not timedelta(0) < duration <= MAX_SILENCE:
                 violations.add("duration", "must be more than 0 and at most 90 days")
             violations.raise_if_any()
-            now = await unit.alerts.now()
             silence = await unit.alerts.add_silence(
                 Silence(
                     silence_id=0,
@@ -469,16 +452,17 @@ class AlertService:
                     request_id=request_id,
                 )
             )
-        return silence
+        return now, silence
 
-    async def expire_silence(self, silence_id: int, *, actor: str) -> Silence:
+    async def expire_silence(self, silence_id: int, *, actor: str) -> tuple[datetime, Silence]:
+        """The silence as it stands after the call, and the database's now it is judged at."""
         async with self._transactions() as unit:
             silence = await unit.alerts.silence_for_update(silence_id)
             if silence is None:
                 raise NotFound(f"no silence {silence_id}", reason="SILENCE_NOT_FOUND")
             now = await unit.alerts.now()
             if not silence.active(now):
-                return silence  # already over: expiring again changes nothing
+                return now, silence  # already over: expiring again changes nothing
             await unit.alerts.expire_silence(silence_id, at=now)
             expired = replace(silence, expired_at=now)
             await unit.audit.record(
@@ -492,7 +476,7 @@ class AlertService:
                     request_id=None,
                 )
             )
-        return expired
+        return now, expired
 
     async def silences(self, *, include_expired: bool) -> tuple[datetime, list[Silence]]:
         async with self._transactions() as unit:

@@ -347,6 +347,26 @@ async def test_silenced_alerts_stay_quiet_but_are_kept_in_history(
     assert caught.value.code() is grpc.StatusCode.NOT_FOUND
 
 
+async def test_a_retried_create_silence_is_judged_active_by_the_clock_of_the_retry(
+    stub: ControlStub, db_engine: AsyncEngine
+) -> None:
+    await upsert(stub)
+    request = control_pb2.CreateSilenceRequest(
+        rule_names=[RULE], duration=Duration(seconds=1), comment="short", request_id="s-1"
+    )
+    first = await stub.CreateSilence(request, metadata=auth("operator"))
+    assert first.silence.active
+
+    async def ended() -> bool:
+        async with db_engine.connect() as connection:
+            return bool(await connection.scalar(text("SELECT now() > ends_at FROM alert_silences")))
+
+    await eventually(ended, what="the silence's end")
+    retried = await stub.CreateSilence(request, metadata=auth("operator"))
+    assert retried.silence.silence_id == first.silence.silence_id
+    assert not retried.silence.active
+
+
 async def test_a_silence_that_ends_lets_a_firing_alert_notify(
     stub: ControlStub, db_engine: AsyncEngine, httpserver: HTTPServer
 ) -> None:
