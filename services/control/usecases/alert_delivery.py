@@ -138,6 +138,7 @@ class NotificationDispatcher:
         notifier = self._notifiers[item.channel]
         attempt = item.attempts
         outcome = Outcome(False, detail="no attempt")
+        held = True  # this claim still holds the notification
         while attempt < self._policy.max_attempts:
             attempt += 1
             started = time.perf_counter()
@@ -145,54 +146,43 @@ class NotificationDispatcher:
             seconds = time.perf_counter() - started
             last = outcome.delivered or not outcome.retryable
             last = last or attempt >= self._policy.max_attempts
-            if not await self._record(item, attempt, outcome, seconds, last=last):
-                return self._lost(item, attempt, outcome)
-            if last:
+            held = await self._record(item, attempt, outcome, seconds, last=last)
+            if last or not held:
                 break
             await asyncio.sleep(self._policy.backoff(attempt))
-        status = DeliveryStatus.DELIVERED if outcome.delivered else DeliveryStatus.FAILED
-        async with self._transactions() as unit:
-            settled = await unit.alerts.finish(
-                item.notification_id, claim=item.claim, status=status
+        if held:
+            status = DeliveryStatus.DELIVERED if outcome.delivered else DeliveryStatus.FAILED
+            async with self._transactions() as unit:
+                held = await unit.alerts.finish(
+                    item.notification_id, claim=item.claim, status=status
+                )
+        return self._report(item, attempt, outcome, lease_lost=not held)
+
+    def _report(
+        self, item: QueuedNotification, attempt: int, outcome: Outcome, *, lease_lost: bool
+    ) -> Delivered:
+        """Counts and logs how the delivery ended. ``lease_lost``: the lease ran out and another
+        replica claimed the notification; its attempts and outcome stand, this replica's last
+        attempt is only logged (and it stopped retrying)."""
+        fields = {
+            "channel": str(item.channel),
+            "notification_id": item.notification_id,
+            "attempts": attempt,
+            "detail": outcome.detail,
+        }
+        if lease_lost:
+            self._counters.lease_lost(item.channel)
+            log.warning(
+                "alert notification lease lost to another claim; its outcome is not recorded here",
+                extra={"fields": {**fields, "delivered": outcome.delivered}},
             )
-        if not settled:
-            return self._lost(item, attempt, outcome)
-        if outcome.delivered:
+        elif outcome.delivered:
             self._counters.delivered(item.channel)
         else:
             self._counters.failed(item.channel)
-            log.warning(
-                "alert notification not delivered",
-                extra={
-                    "fields": {
-                        "channel": str(item.channel),
-                        "notification_id": item.notification_id,
-                        "attempts": attempt,
-                        "detail": outcome.detail,
-                    }
-                },
-            )
+            log.warning("alert notification not delivered", extra={"fields": fields})
         return Delivered(item.notification_id, item.channel, outcome.delivered, attempt,
-                         outcome.detail)  # fmt: skip
-
-    def _lost(self, item: QueuedNotification, attempt: int, outcome: Outcome) -> Delivered:
-        """The lease ran out and another replica claimed the notification: its attempts and
-        outcome stand; this replica's last attempt is only logged, and it stops retrying."""
-        self._counters.lease_lost(item.channel)
-        log.warning(
-            "alert notification lease lost to another claim; its outcome is not recorded here",
-            extra={
-                "fields": {
-                    "channel": str(item.channel),
-                    "notification_id": item.notification_id,
-                    "attempt": attempt,
-                    "delivered": outcome.delivered,
-                    "detail": outcome.detail,
-                }
-            },
-        )
-        return Delivered(item.notification_id, item.channel, outcome.delivered, attempt,
-                         outcome.detail, lease_lost=True)  # fmt: skip
+                         outcome.detail, lease_lost=lease_lost)  # fmt: skip
 
     async def _attempt(self, notifier: Notifier, payload: Mapping[str, Any]) -> Outcome:
         try:

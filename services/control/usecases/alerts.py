@@ -497,7 +497,7 @@ class AlertService:
                 payload=sample_payload(message, now=now),
             )
         report = await self._dispatcher.deliver(only=[notification_id])
-        if not report.results:
+        if not report.results or report.results[0].lease_lost:
             raise FailedPrecondition("the test notification was claimed by another replica")
         result = report.results[0]
         return result.delivered, result.attempts, result.detail
