@@ -273,7 +273,7 @@ class ControlHandlers(control_pb2_grpc.ControlServiceServicer):
         self, request: control_pb2.CreateSilenceRequest, context: Any
     ) -> control_pb2.CreateSilenceResponse:
         rule_names, matchers, duration, comment = convert.silence_request_from_pb(request)
-        silence = await self._alerts.create_silence(
+        now, silence = await self._alerts.create_silence(
             rule_names=rule_names,
             matchers=matchers,
             duration=duration,
@@ -281,14 +281,12 @@ class ControlHandlers(control_pb2_grpc.ControlServiceServicer):
             request_id=request.request_id or None,
             actor=_actor(),
         )
-        now = silence.starts_at
         return control_pb2.CreateSilenceResponse(silence=convert.silence_to_pb(silence, now=now))
 
     async def ExpireSilence(
         self, request: control_pb2.ExpireSilenceRequest, context: Any
     ) -> control_pb2.ExpireSilenceResponse:
-        silence = await self._alerts.expire_silence(request.silence_id, actor=_actor())
-        now = silence.expired_at or silence.ends_at
+        now, silence = await self._alerts.expire_silence(request.silence_id, actor=_actor())
         return control_pb2.ExpireSilenceResponse(silence=convert.silence_to_pb(silence, now=now))
 
     async def ListSilences(

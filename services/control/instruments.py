@@ -1,5 +1,5 @@
 """The control service's OpenTelemetry instruments: alerts firing by severity, notifications
-sent and failed by channel, and the alert signals' values.
+sent, failed and lease lost by channel, and the alert signals' values.
 
 The gauges report what this process's last evaluation computed, and nothing once that is older
 than a few evaluation intervals: only the replica holding the evaluation lock evaluates, and a
@@ -31,7 +31,7 @@ class _Latest:
 
 
 _latest = _Latest()
-_instruments: tuple[metrics.Counter, metrics.Counter] | None = None
+_instruments: tuple[metrics.Counter, metrics.Counter, metrics.Counter] | None = None
 
 
 def _observe_firing(_options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
@@ -46,7 +46,7 @@ def _observe_values(_options: metrics.CallbackOptions) -> Iterable[metrics.Obser
     return [metrics.Observation(v, {"signal": name}) for name, v in _latest.values.items()]
 
 
-def _counters() -> tuple[metrics.Counter, metrics.Counter]:
+def _counters() -> tuple[metrics.Counter, metrics.Counter, metrics.Counter]:
     global _instruments
     if _instruments is None:
         meter = metrics.get_meter("reviewlearn.control")
@@ -68,6 +68,11 @@ def _counters() -> tuple[metrics.Counter, metrics.Counter]:
                 "alert_notifications_failed",
                 description="Alert notifications given up on after their last attempt",
             ),
+            meter.create_counter(
+                "alert_notifications_lease_lost",
+                description="Deliveries that outlived their lease: another replica claimed the "
+                "notification, and this one's outcome was not recorded",
+            ),
         )
     return _instruments
 
@@ -75,7 +80,7 @@ def _counters() -> tuple[metrics.Counter, metrics.Counter]:
 class AlertInstruments:
     def __init__(self, *, fresh_seconds: float) -> None:
         self._fresh_seconds = fresh_seconds
-        self._sent, self._failed = _counters()
+        self._sent, self._failed, self._lease_lost = _counters()
 
     def evaluated(self, values: Mapping[str, float | None], firing: Mapping[Severity, int]) -> None:
         _latest.values = {name: v for name, v in values.items() if v is not None}
@@ -88,3 +93,6 @@ class AlertInstruments:
 
     def failed(self, channel: Channel) -> None:
         self._failed.add(1, {"channel": str(channel)})
+
+    def lease_lost(self, channel: Channel) -> None:
+        self._lease_lost.add(1, {"channel": str(channel)})

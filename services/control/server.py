@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.control.announcer import GateAnnouncer
 from services.control.domain.alerts import Channel
-from services.control.domain.changes import KillSwitchChange
 from services.control.domain.health import HealthLimits, Status
 from services.control.handlers import SERVICE, ControlHandlers
 from services.control.instruments import AlertInstruments
@@ -29,9 +28,9 @@ from services.control.notifiers import (
 from services.control.settings import ControlSettings
 from services.control.storage.unit import ControlUnit, replica_reads, transactions
 from services.control.usecases.alert_delivery import NotificationDispatcher, RetryPolicy
-from services.control.usecases.alerts import ALERTING_ACTOR, AlertPolicy, AlertService
+from services.control.usecases.alerts import AlertPolicy, AlertService
 from services.control.usecases.audit import AuditLog
-from services.control.usecases.gates import GateCommands
+from services.control.usecases.gates import AfterCommit, GateCommands
 from services.control.usecases.health import SystemHealthCheck
 from services.control.usecases.propagation import PropagationTracker
 from services.control.usecases.retention import Retention
@@ -80,7 +79,7 @@ def _notifiers(settings: ControlSettings, client: httpx.AsyncClient) -> dict[Cha
 
 
 def build_alerts(
-    settings: ControlSettings, units: Transactions, gates: GateCommands
+    settings: ControlSettings, units: Transactions, after_commit: AfterCommit
 ) -> tuple[AlertService, httpx.AsyncClient]:
     """The alerting part: the evaluator, the outbox dispatcher and the channels' senders."""
     client = httpx.AsyncClient(timeout=settings.alert_http_timeout_seconds)
@@ -97,14 +96,11 @@ def build_alerts(
         counters=instruments,
     )
 
-    async def engage_kill_switch(change: KillSwitchChange) -> object:
-        return await gates.set_kill_switch(change, actor=ALERTING_ACTOR)
-
     service = AlertService(
         transactions=units,
         dispatcher=dispatcher,
         observer=instruments,
-        engage_kill_switch=engage_kill_switch,
+        after_commit=after_commit,
         policy=AlertPolicy(
             live_seconds=settings.replica_gone_seconds,
             signal_window=timedelta(seconds=settings.alert_signal_window_seconds),
@@ -161,7 +157,7 @@ def build_server(settings: ControlSettings, *, engine: AsyncEngine | None = None
 
     retention = Retention(transactions=units, keep=timedelta(days=settings.sample_retention_days))
     gates = GateCommands(transactions=units, after_commit=announcer)
-    alerts, http_client = build_alerts(settings, units, gates)
+    alerts, http_client = build_alerts(settings, units, announcer)
 
     handlers = ControlHandlers(
         gates=gates,

@@ -8,6 +8,7 @@ exactly-once even when transactions commit out of id order (a bigserial watermar
 
 from __future__ import annotations
 
+import uuid
 from datetime import date, datetime
 from typing import Any, ClassVar
 
@@ -27,6 +28,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    Uuid,
     func,
     text,
 )
@@ -830,7 +832,8 @@ class AlertSilence(Base):
 
 class AlertNotification(Base):
     """The transactional outbox of alert notifications: written in the evaluation's transaction,
-    delivered after it commits by whichever replica claims the row (``claimed_until`` lease)."""
+    delivered after it commits by whichever replica claims the row (``claimed_until`` lease;
+    ``claim_token`` names the claim, and only its holder records attempts or settles the row)."""
 
     __tablename__ = "alert_notifications"
 
@@ -849,6 +852,7 @@ class AlertNotification(Base):
     last_error: Mapped[str] = mapped_column(Text, server_default="")
     created_at: Mapped[datetime] = created_at_column()
     claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    claim_token: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (

@@ -14,6 +14,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from enum import IntEnum
 from typing import Any
+from uuid import UUID
 
 from services.control.domain.alerts import (
     Alert,
@@ -194,3 +195,6 @@ class QueuedNotification:
     kind: NotificationKind
     payload: Mapping[str, Any]
     attempts: int
+    claim: UUID
+    """The claim's token: the row's attempts and outcome are this claim's to record while the
+    row still carries it (another replica claims it anew once the lease has run out)."""

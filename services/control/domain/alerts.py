@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import IntEnum, StrEnum
+from typing import Any
 
 from shared.errors import Violations
 from shared.finding_input import check_text
@@ -101,6 +102,25 @@ class AlertRule:
 
     def all_labels(self) -> dict[str, str]:
         return {**self.labels, "alertname": self.name, "severity": self.severity.label}
+
+    def as_json(self) -> dict[str, Any]:
+        """The rule's settings (all but its name) as JSON values: the columns ``alert_rules``
+        stores them in, and what the audit log and the request ledger record of the rule."""
+        return {
+            "signal": self.signal,
+            "comparison": self.comparison,
+            "threshold": self.threshold,
+            "for_seconds": int(self.for_duration.total_seconds()),
+            "keep_firing_seconds": int(self.keep_firing_for.total_seconds()),
+            "severity": int(self.severity),
+            "channels": [str(c) for c in self.channels],
+            "repeat_seconds": int(self.repeat_interval.total_seconds()),
+            "enabled": self.enabled,
+            "description": self.description,
+            "labels": dict(self.labels),
+            "annotations": dict(self.annotations),
+            "safeguard": self.safeguard,
+        }
 
     def summary(self, value: float | None) -> str:
         template = self.annotations.get("summary") or f"{self.name}: {self.signal}"

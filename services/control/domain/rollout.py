@@ -54,6 +54,10 @@ class Measurements:
     pool_utilisation: float | None = None
     memory_utilisation: float | None = None
     offline_evaluation_auc: float | None = None
+    """The serving model's out-of-time validation: AUC on the findings first seen after the
+    data it was fitted on (``learned_models.document.validation``)."""
+    offline_evaluation_model: str = ""
+    offline_evaluation_samples: int = 0
 
     @property
     def resource_use(self) -> float | None:
@@ -128,7 +132,7 @@ _OFFLINE = CriterionSpec(
     ">",
     0.5,
     False,
-    "the learning service's out-of-time evaluation (AUC), where it exists",
+    "the active learned model's out-of-time validation (AUC), where it has one",
 )
 
 PHASE_CRITERIA: Mapping[int, tuple[CriterionSpec, ...]] = {
@@ -190,8 +194,11 @@ def _observed(spec: CriterionSpec, m: Measurements) -> tuple[float | None, str]:
             )
         case "offline_evaluation_auc":
             if m.offline_evaluation_auc is None:
-                return None, "the learning service recorded no offline evaluation"
-            return m.offline_evaluation_auc, "latest offline evaluation"
+                return None, "no active learned model with an out-of-time validation"
+            return m.offline_evaluation_auc, (
+                f"model {m.offline_evaluation_model} on {m.offline_evaluation_samples} findings "
+                "first seen after its fitting data"
+            )
     return None, spec.description
 
 

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
+from uuid import UUID
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Update, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,24 +50,6 @@ def _rule(row: AlertRuleRow) -> AlertRule:
         annotations=dict(row.annotations or {}),
         safeguard=row.safeguard,
     )
-
-
-def _rule_columns(rule: AlertRule) -> dict[str, Any]:
-    return {
-        "signal": rule.signal,
-        "comparison": rule.comparison,
-        "threshold": rule.threshold,
-        "for_seconds": int(rule.for_duration.total_seconds()),
-        "keep_firing_seconds": int(rule.keep_firing_for.total_seconds()),
-        "severity": int(rule.severity),
-        "channels": [str(c) for c in rule.channels],
-        "repeat_seconds": int(rule.repeat_interval.total_seconds()),
-        "enabled": rule.enabled,
-        "description": rule.description,
-        "labels": dict(rule.labels),
-        "annotations": dict(rule.annotations),
-        "safeguard": rule.safeguard,
-    }
 
 
 def _alert(row: AlertEvent) -> Alert:
@@ -134,7 +117,7 @@ class AlertRepository:
         return _rule(row) if row is not None else None
 
     async def put_rule(self, rule: AlertRule) -> None:
-        columns = _rule_columns(rule)
+        columns = rule.as_json()
         statement = pg_insert(AlertRuleRow).values(name=rule.name, **columns)
         await self._session.execute(
             statement.on_conflict_do_update(
@@ -276,7 +259,8 @@ class AlertRepository:
     async def claim(
         self, *, lease: timedelta, limit: int, only: Sequence[int] | None = None
     ) -> list[QueuedNotification]:
-        """Pending notifications no other replica holds, leased to this one; oldest first."""
+        """Pending notifications no other replica holds, leased to this one under a new claim
+        token each; oldest first."""
         n = AlertNotification
         candidates = (
             select(n.id)
@@ -295,9 +279,10 @@ class AlertRepository:
             .where(n.id.in_(candidates.scalar_subquery()))
             .values(
                 claimed_until=func.now()
-                + func.make_interval(0, 0, 0, 0, 0, 0, lease.total_seconds())
+                + func.make_interval(0, 0, 0, 0, 0, 0, lease.total_seconds()),
+                claim_token=func.gen_random_uuid(),
             )
-            .returning(n.id, n.channel, n.kind, n.payload, n.attempts)
+            .returning(n.id, n.channel, n.kind, n.payload, n.attempts, n.claim_token)
         )
         return sorted(
             (
@@ -307,22 +292,45 @@ class AlertRepository:
                     kind=NotificationKind(row.kind),
                     payload=row.payload,
                     attempts=row.attempts,
+                    claim=row.claim_token,
                 )
                 for row in rows
             ),
             key=lambda q: q.notification_id,
         )
 
+    def _held(self, notification_id: int, claim: UUID) -> Update:
+        """An update of the notification that matches only while ``claim`` holds it pending."""
+        n = AlertNotification
+        return (
+            update(n)
+            .where(
+                n.id == notification_id,
+                n.claim_token == claim,
+                n.status == int(DeliveryStatus.PENDING),
+            )
+            .returning(n.id)
+        )
+
     async def record_attempt(
         self,
         notification_id: int,
         *,
+        claim: UUID,
         attempt: int,
         outcome: str,
         status_code: int | None,
         detail: str,
         seconds: float,
-    ) -> None:
+    ) -> bool:
+        """False (nothing written) when ``claim`` no longer holds the notification."""
+        held = await self._session.scalar(
+            self._held(notification_id, claim).values(
+                attempts=attempt, last_error="" if outcome == "delivered" else detail[:2000]
+            )
+        )
+        if held is None:
+            return False
         self._session.add(
             AlertNotificationAttempt(
                 notification_id=notification_id,
@@ -333,15 +341,14 @@ class AlertRepository:
                 duration_seconds=seconds,
             )
         )
-        await self._session.execute(
-            update(AlertNotification)
-            .where(AlertNotification.id == notification_id)
-            .values(attempts=attempt, last_error="" if outcome == "delivered" else detail[:2000])
-        )
+        await self._session.flush()
+        return True
 
-    async def finish(self, notification_id: int, *, status: DeliveryStatus) -> None:
-        await self._session.execute(
-            update(AlertNotification)
-            .where(AlertNotification.id == notification_id)
-            .values(status=int(status), finished_at=func.now(), claimed_until=None)
+    async def finish(self, notification_id: int, *, claim: UUID, status: DeliveryStatus) -> bool:
+        """False (nothing written) when ``claim`` no longer holds the notification."""
+        held = await self._session.scalar(
+            self._held(notification_id, claim).values(
+                status=int(status), finished_at=func.now(), claimed_until=None, claim_token=None
+            )
         )
+        return held is not None

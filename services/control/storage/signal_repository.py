@@ -70,6 +70,19 @@ class SignalRepository:
             )
         ).one()
         finished, succeeded, checks, check_failures = (int(v) for v in jobs)
+        # The serving model's own out-of-time validation, stored with it by the learning
+        # service's fit (services/learning/domain/model.py, ``to_document``); null when the fit
+        # had too few later findings to validate on.
+        validation = (
+            await self._session.execute(
+                text(
+                    "SELECT version, (document->'validation'->>'auc')::float8, "
+                    "(document->'validation'->>'samples')::bigint "
+                    "FROM learned_models WHERE active"
+                )
+            )
+        ).first()
+        model, auc, validated = validation if validation is not None else ("", None, 0)
         return Measurements(
             rpc_count=int(rpcs),
             error_rate=int(errors) / int(rpcs) if rpcs else None,
@@ -81,6 +94,9 @@ class SignalRepository:
             integrity_failures=check_failures if checks else None,
             pool_utilisation=float(pool) if pool is not None and sample_rows else None,
             memory_utilisation=float(memory) if memory is not None else None,
+            offline_evaluation_auc=float(auc) if auc is not None else None,
+            offline_evaluation_model=str(model),
+            offline_evaluation_samples=int(validated or 0),
         )
 
     async def service_windows(self, *, since: datetime) -> dict[str, ServiceWindow]:

@@ -3,8 +3,12 @@
 No transaction stays open while a receiver is called: a claim leases the rows to this replica
 (``claimed_until``; ``FOR UPDATE SKIP LOCKED`` so two replicas never take the same row), each
 attempt is recorded in its own short transaction, and a replica that dies mid-delivery leaves
-its rows to whichever replica claims them after the lease. A receiver that is down costs only
-its own notifications: the others, and the evaluation that queued them, go on.
+its rows to whichever replica claims them after the lease. A replica that is only slow (a
+receiver that hangs) may outlive its lease while another replica claims the row: every claim
+carries a token, attempts and outcomes are recorded only under the row's current token, and the
+replica that lost the lease stops there (counted and logged) instead of overwriting the other's
+outcome. A receiver that is down costs only its own notifications: the others, and the
+evaluation that queued them, go on.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
+from uuid import UUID
 
 from services.control.domain.alert_messages import DeliveryStatus, QueuedNotification
 from services.control.domain.alerts import Channel
@@ -33,13 +38,19 @@ class OutboxRepository(Protocol):
         self,
         notification_id: int,
         *,
+        claim: UUID,
         attempt: int,
         outcome: str,
         status_code: int | None,
         detail: str,
         seconds: float,
-    ) -> None: ...
-    async def finish(self, notification_id: int, *, status: DeliveryStatus) -> None: ...
+    ) -> bool:
+        """False, recording nothing, when ``claim`` no longer holds the notification."""
+        ...
+
+    async def finish(self, notification_id: int, *, claim: UUID, status: DeliveryStatus) -> bool:
+        """False, changing nothing, when ``claim`` no longer holds the notification."""
+        ...
 
 
 class OutboxUnit(Protocol):
@@ -50,6 +61,7 @@ class OutboxUnit(Protocol):
 class DeliveryCounters(Protocol):
     def delivered(self, channel: Channel) -> None: ...
     def failed(self, channel: Channel) -> None: ...
+    def lease_lost(self, channel: Channel) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,9 @@ class Delivered:
     delivered: bool
     attempts: int
     detail: str
+    lease_lost: bool = False
+    """Another replica claimed the notification while this one was still delivering it: the
+    outcome is that replica's to record (this one's last attempt is only logged)."""
 
 
 @dataclass(frozen=True)
@@ -79,11 +94,11 @@ class DeliveryReport:
 
     @property
     def sent(self) -> int:
-        return sum(r.delivered for r in self.results)
+        return sum(r.delivered and not r.lease_lost for r in self.results)
 
     @property
     def failed(self) -> int:
-        return sum(not r.delivered for r in self.results)
+        return sum(not r.delivered and not r.lease_lost for r in self.results)
 
 
 class NotificationDispatcher:
@@ -123,6 +138,7 @@ class NotificationDispatcher:
         notifier = self._notifiers[item.channel]
         attempt = item.attempts
         outcome = Outcome(False, detail="no attempt")
+        held = True  # this claim still holds the notification
         while attempt < self._policy.max_attempts:
             attempt += 1
             started = time.perf_counter()
@@ -130,30 +146,43 @@ class NotificationDispatcher:
             seconds = time.perf_counter() - started
             last = outcome.delivered or not outcome.retryable
             last = last or attempt >= self._policy.max_attempts
-            await self._record(item, attempt, outcome, seconds, last=last)
-            if last:
+            held = await self._record(item, attempt, outcome, seconds, last=last)
+            if last or not held:
                 break
             await asyncio.sleep(self._policy.backoff(attempt))
-        status = DeliveryStatus.DELIVERED if outcome.delivered else DeliveryStatus.FAILED
-        async with self._transactions() as unit:
-            await unit.alerts.finish(item.notification_id, status=status)
-        if outcome.delivered:
+        if held:
+            status = DeliveryStatus.DELIVERED if outcome.delivered else DeliveryStatus.FAILED
+            async with self._transactions() as unit:
+                held = await unit.alerts.finish(
+                    item.notification_id, claim=item.claim, status=status
+                )
+        return self._report(item, attempt, outcome, lease_lost=not held)
+
+    def _report(
+        self, item: QueuedNotification, attempt: int, outcome: Outcome, *, lease_lost: bool
+    ) -> Delivered:
+        """Counts and logs how the delivery ended. ``lease_lost``: the lease ran out and another
+        replica claimed the notification; its attempts and outcome stand, this replica's last
+        attempt is only logged (and it stopped retrying)."""
+        fields = {
+            "channel": str(item.channel),
+            "notification_id": item.notification_id,
+            "attempts": attempt,
+            "detail": outcome.detail,
+        }
+        if lease_lost:
+            self._counters.lease_lost(item.channel)
+            log.warning(
+                "alert notification lease lost to another claim; its outcome is not recorded here",
+                extra={"fields": {**fields, "delivered": outcome.delivered}},
+            )
+        elif outcome.delivered:
             self._counters.delivered(item.channel)
         else:
             self._counters.failed(item.channel)
-            log.warning(
-                "alert notification not delivered",
-                extra={
-                    "fields": {
-                        "channel": str(item.channel),
-                        "notification_id": item.notification_id,
-                        "attempts": attempt,
-                        "detail": outcome.detail,
-                    }
-                },
-            )
+            log.warning("alert notification not delivered", extra={"fields": fields})
         return Delivered(item.notification_id, item.channel, outcome.delivered, attempt,
-                         outcome.detail)  # fmt: skip
+                         outcome.detail, lease_lost=lease_lost)  # fmt: skip
 
     async def _attempt(self, notifier: Notifier, payload: Mapping[str, Any]) -> Outcome:
         try:
@@ -170,13 +199,15 @@ class NotificationDispatcher:
         seconds: float,
         *,
         last: bool,
-    ) -> None:
+    ) -> bool:
+        """False when the claim no longer holds the notification (nothing recorded)."""
         label = outcome.label
         if last and not outcome.delivered:
             label = "failed"  # given up: nothing will retry it
         async with self._transactions() as unit:
-            await unit.alerts.record_attempt(
+            return await unit.alerts.record_attempt(
                 item.notification_id,
+                claim=item.claim,
                 attempt=attempt,
                 outcome=label,
                 status_code=outcome.status_code,

@@ -2,8 +2,10 @@
 test notifications, and the rollout safeguards.
 
 An evaluation is one transaction under a transaction-scoped advisory lock, so only one control
-replica evaluates at a time: it reads the signals, steps every rule's alert, stores the alerts
-and queues their notifications in the outbox (``alert_notifications``) — all or nothing. The
+replica evaluates at a time: it reads the signals, steps every rule's alert, stores the alerts,
+queues their notifications in the outbox (``alert_notifications``) and applies the rollout
+safeguards (the pause or resume audit row, the kill switch) — all or nothing: a crash leaves
+no firing safeguard without its audit row, nor an audit row without its alert. The
 outbox is delivered after the commit (``usecases/alert_delivery.py``). The periodic loop skips a
 round while another replica holds the lock; EvaluateAlerts waits for it, then finds the state
 that evaluation left, so two evaluations at once still send one set of notifications.
@@ -11,8 +13,7 @@ that evaluation left, so two evaluations at once still send one set of notificat
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -43,6 +44,7 @@ from services.control.usecases.alert_delivery import (
     OutboxRepository,
 )
 from services.control.usecases.gates import (
+    AfterCommit,
     AuditEntry,
     AuditRepository,
     GateRepository,
@@ -50,10 +52,9 @@ from services.control.usecases.gates import (
     first_answer,
     keyed,
     remember,
+    switch_kill_switch,
 )
 from shared.errors import FailedPrecondition, NotFound, Violations
-
-log = logging.getLogger("reviewlearn.control.alerts")
 
 ALERTING_ACTOR = "alerting"
 MAX_SILENCE = timedelta(days=90)
@@ -118,7 +119,6 @@ class AlertUnit(Protocol):
 
 
 Transactions = Callable[[], AbstractAsyncContextManager[AlertUnit]]
-EngageKillSwitch = Callable[[KillSwitchChange], Awaitable[object]]
 
 
 class AlertObserver(Protocol):
@@ -147,26 +147,6 @@ class Evaluation:
     values: Mapping[str, float | None]
     rules: Mapping[str, AlertRule]
     delivery: DeliveryReport
-
-
-def _rule_json(rule: AlertRule | None) -> dict[str, Any] | None:
-    if rule is None:
-        return None
-    return {
-        "signal": rule.signal,
-        "comparison": rule.comparison,
-        "threshold": rule.threshold,
-        "for_seconds": rule.for_duration.total_seconds(),
-        "keep_firing_seconds": rule.keep_firing_for.total_seconds(),
-        "severity": rule.severity.label,
-        "channels": [str(c) for c in rule.channels],
-        "repeat_seconds": rule.repeat_interval.total_seconds(),
-        "enabled": rule.enabled,
-        "safeguard": rule.safeguard,
-        "labels": dict(rule.labels),
-        "annotations": dict(rule.annotations),
-        "description": rule.description,
-    }
 
 
 def _silence_json(silence: Silence) -> dict[str, Any]:
@@ -204,13 +184,15 @@ class AlertService:
         dispatcher: NotificationDispatcher,
         policy: AlertPolicy,
         observer: AlertObserver,
-        engage_kill_switch: EngageKillSwitch,
+        after_commit: AfterCommit,
     ) -> None:
+        """``after_commit`` announces a gate version an evaluation's safeguard committed (the
+        kill switch), as ``GateCommands`` does after its own changes."""
         self._transactions = transactions
         self._dispatcher = dispatcher
         self._policy = policy
         self._observer = observer
-        self._engage_kill_switch = engage_kill_switch
+        self._after_commit = after_commit
 
     # ------------------------------------------------------------------ rules
 
@@ -226,7 +208,8 @@ class AlertService:
         self, rule: AlertRule, *, request_id: str | None, actor: str
     ) -> tuple[AlertRule, bool]:
         validate_rule(rule, known_signals=SIGNAL_NAMES)
-        key = keyed(Action.UPSERT_ALERT_RULE, actor, request_id, _rule_json(rule) or {})
+        content = {"name": rule.name, **rule.as_json()}
+        key = keyed(Action.UPSERT_ALERT_RULE, actor, request_id, content)
         async with self._transactions() as unit:
             before = await unit.alerts.rule_for_update(rule.name)
             stored = await first_answer(unit.requests, key)
@@ -239,8 +222,8 @@ class AlertService:
                     actor=actor,
                     action=Action.UPSERT_ALERT_RULE,
                     target=f"alert_rule:{rule.name}",
-                    before=_rule_json(before),
-                    after=_rule_json(rule),
+                    before=before.as_json() if before is not None else None,
+                    after=rule.as_json(),
                     reason="",
                     request_id=request_id,
                 )
@@ -275,19 +258,16 @@ class AlertService:
                 )
                 stepped.append(transition)
                 await self._queue(unit.alerts, rule, transition)
-        by_name = {rule.name: rule for rule in rules}
+            by_name = {rule.name: rule for rule in rules}
+            changed = tuple(t for t in stepped if t.changed)
+            gate_version = await self._guard_rollout(unit, changed, by_name)
+        if gate_version is not None:
+            await self._after_commit(gate_version)
         firing = dict.fromkeys(Severity, 0)
         for transition in stepped:
             if transition.alert.state is AlertState.FIRING:
                 firing[transition.alert.severity] += 1
         self._observer.evaluated(values, firing)
-        changed = tuple(t for t in stepped if t.changed)
-        try:
-            await self._guard_rollout(changed, by_name)
-        except Exception:
-            # The transitions are committed and their notifications queued: a failed pause
-            # record or kill switch must not stop them (AdvanceRollout is refused regardless).
-            log.exception("rollout safeguard action failed")
         delivery = await self._dispatcher.deliver()
         return Evaluation(changed, values, by_name, delivery)
 
@@ -338,50 +318,65 @@ class AlertService:
     # ------------------------------------------------------------------ rollout safeguards
 
     async def _guard_rollout(
-        self, changed: Sequence[Transition], rules: Mapping[str, AlertRule]
-    ) -> None:
+        self, unit: AlertUnit, changed: Sequence[Transition], rules: Mapping[str, AlertRule]
+    ) -> int | None:
+        """Pauses the rollout for a critical safeguard that starts firing and resumes it when
+        the alert resolves, in the evaluation's transaction: the firing alert is what refuses
+        AdvanceRollout, so it and its audit row commit together or not at all. The gate
+        version to announce when a safeguard engaged the kill switch, else None."""
+        gate_version = None
         for transition in changed:
             rule = rules[transition.alert.rule_name]
             if not rule.safeguard or rule.severity is not Severity.CRITICAL:
                 continue
             alert = transition.alert
             if alert.state is AlertState.FIRING:
-                await self._safeguard_fired(rule, alert)
+                engaged = await self._safeguard_fired(unit, rule, alert)
+                gate_version = engaged if engaged is not None else gate_version
             elif alert.state is AlertState.RESOLVED and transition.previous is AlertState.FIRING:
                 await self._audit(
+                    unit.audit,
                     Action.RESUME_ROLLOUT,
                     reason=f"safeguard {rule.name} resolved",
                     after={"alert_id": alert.alert_id},
                 )
+        return gate_version
 
-    async def _safeguard_fired(self, rule: AlertRule, alert: Alert) -> None:
+    async def _safeguard_fired(self, unit: AlertUnit, rule: AlertRule, alert: Alert) -> int | None:
         reason = f"safeguard {rule.name} firing: {rule.summary(alert.value)}"
         await self._audit(
+            unit.audit,
             Action.PAUSE_ROLLOUT,
             reason=reason,
             after={"alert_id": alert.alert_id, "action": self._policy.safeguard_action},
         )
-        if self._policy.safeguard_action == "kill_switch":
-            # The request id makes a repeated evaluation of the same alert a replay.
-            await self._engage_kill_switch(
-                KillSwitchChange(
-                    request_id=f"alert-{alert.alert_id}", reason=reason[:1000], engaged=True
-                )
-            )
+        if self._policy.safeguard_action != "kill_switch":
+            return None
+        # The request id makes a repeated evaluation of the same alert a replay.
+        result = await switch_kill_switch(
+            unit,
+            KillSwitchChange(
+                request_id=f"alert-{alert.alert_id}", reason=reason[:1000], engaged=True
+            ),
+            actor=ALERTING_ACTOR,
+        )
+        return None if result.replayed else result.version
 
-    async def _audit(self, action: str, *, reason: str, after: Mapping[str, Any]) -> None:
-        async with self._transactions() as unit:
-            await unit.audit.record(
-                AuditEntry(
-                    actor=ALERTING_ACTOR,
-                    action=action,
-                    target="rollout",
-                    before=None,
-                    after=after,
-                    reason=reason,
-                    request_id=None,
-                )
+    @staticmethod
+    async def _audit(
+        audit: AuditRepository, action: str, *, reason: str, after: Mapping[str, Any]
+    ) -> None:
+        await audit.record(
+            AuditEntry(
+                actor=ALERTING_ACTOR,
+                action=action,
+                target="rollout",
+                before=None,
+                after=after,
+                reason=reason,
+                request_id=None,
             )
+        )
 
     # ------------------------------------------------------------------ reads
 
@@ -411,7 +406,9 @@ class AlertService:
         comment: str,
         request_id: str | None,
         actor: str,
-    ) -> Silence:
+    ) -> tuple[datetime, Silence]:
+        """The silence (the first one, for a retried request id) and the database's now it is
+        judged active at."""
         content = {
             "rule_names": sorted(rule_names),
             "matchers": dict(matchers),
@@ -420,9 +417,10 @@ class AlertService:
         }
         key = keyed(Action.CREATE_SILENCE, actor, request_id, content)
         async with self._transactions() as unit:
+            now = await unit.alerts.now()
             stored = await first_answer(unit.requests, key)
             if stored is not None:
-                return _silence_from_json(stored)
+                return now, _silence_from_json(stored)
             known = {rule.name for rule in await unit.alerts.rules()}
             violations = Violations()
             for index, name in enumerate(rule_names):
@@ -431,7 +429,6 @@ class AlertService:
             if not timedelta(0) < duration <= MAX_SILENCE:
                 violations.add("duration", "must be more than 0 and at most 90 days")
             violations.raise_if_any()
-            now = await unit.alerts.now()
             silence = await unit.alerts.add_silence(
                 Silence(
                     silence_id=0,
@@ -455,16 +452,17 @@ class AlertService:
                     request_id=request_id,
                 )
             )
-        return silence
+        return now, silence
 
-    async def expire_silence(self, silence_id: int, *, actor: str) -> Silence:
+    async def expire_silence(self, silence_id: int, *, actor: str) -> tuple[datetime, Silence]:
+        """The silence as it stands after the call, and the database's now it is judged at."""
         async with self._transactions() as unit:
             silence = await unit.alerts.silence_for_update(silence_id)
             if silence is None:
                 raise NotFound(f"no silence {silence_id}", reason="SILENCE_NOT_FOUND")
             now = await unit.alerts.now()
             if not silence.active(now):
-                return silence  # already over: expiring again changes nothing
+                return now, silence  # already over: expiring again changes nothing
             await unit.alerts.expire_silence(silence_id, at=now)
             expired = replace(silence, expired_at=now)
             await unit.audit.record(
@@ -478,7 +476,7 @@ class AlertService:
                     request_id=None,
                 )
             )
-        return expired
+        return now, expired
 
     async def silences(self, *, include_expired: bool) -> tuple[datetime, list[Silence]]:
         async with self._transactions() as unit:
@@ -499,7 +497,7 @@ class AlertService:
                 payload=sample_payload(message, now=now),
             )
         report = await self._dispatcher.deliver(only=[notification_id])
-        if not report.results:
+        if not report.results or report.results[0].lease_lost:
             raise FailedPrecondition("the test notification was claimed by another replica")
         result = report.results[0]
         return result.delivered, result.attempts, result.detail

@@ -222,32 +222,38 @@ class GateCommands:
         return ClearResult(cleared, version)
 
     async def set_kill_switch(self, change: KillSwitchChange, *, actor: str) -> KillSwitchResult:
-        content = {"engaged": change.engaged, "reason": change.reason}
-        key = keyed(Action.SET_KILL_SWITCH, actor, change.request_id, content)
         async with self._transactions() as unit:
-            _, before = await unit.gates.lock()
-            stored = await first_answer(unit.requests, key)
-            if stored is not None:
-                return KillSwitchResult(
-                    bool(stored["engaged"]), int(stored["version"]), replayed=True
-                )
-            await unit.gates.set_kill_switch(
-                engaged=change.engaged, reason=change.reason, actor=actor
-            )
-            version = await unit.gates.bump_version()
-            response = {"engaged": change.engaged, "version": version}
-            await remember(unit.requests, key, response)
-            await unit.audit.record(
-                AuditEntry(
-                    actor=actor,
-                    action=Action.SET_KILL_SWITCH,
-                    target="kill_switch",
-                    before={k: v for k, v in asdict(before).items() if k != "updated_at"},
-                    after={"engaged": change.engaged, "reason": change.reason, "updated_by": actor},
-                    reason=change.reason,
-                    request_id=change.request_id,
-                    feature=Feature.LEARNING,
-                )
-            )
-        await self._after_commit(version)
-        return KillSwitchResult(change.engaged, version)
+            result = await switch_kill_switch(unit, change, actor=actor)
+        if not result.replayed:
+            await self._after_commit(result.version)
+        return result
+
+
+async def switch_kill_switch(
+    unit: GateUnit, change: KillSwitchChange, *, actor: str
+) -> KillSwitchResult:
+    """Engages or releases the kill switch in the caller's transaction (SetKillSwitch's, or an
+    alert evaluation's when a safeguard engages it); the caller announces the version after the
+    commit unless the answer is a replay."""
+    content = {"engaged": change.engaged, "reason": change.reason}
+    key = keyed(Action.SET_KILL_SWITCH, actor, change.request_id, content)
+    _, before = await unit.gates.lock()
+    stored = await first_answer(unit.requests, key)
+    if stored is not None:
+        return KillSwitchResult(bool(stored["engaged"]), int(stored["version"]), replayed=True)
+    await unit.gates.set_kill_switch(engaged=change.engaged, reason=change.reason, actor=actor)
+    version = await unit.gates.bump_version()
+    await remember(unit.requests, key, {"engaged": change.engaged, "version": version})
+    await unit.audit.record(
+        AuditEntry(
+            actor=actor,
+            action=Action.SET_KILL_SWITCH,
+            target="kill_switch",
+            before={k: v for k, v in asdict(before).items() if k != "updated_at"},
+            after={"engaged": change.engaged, "reason": change.reason, "updated_by": actor},
+            reason=change.reason,
+            request_id=change.request_id,
+            feature=Feature.LEARNING,
+        )
+    )
+    return KillSwitchResult(change.engaged, version)

@@ -8,10 +8,12 @@ Time passes by moving the recorded timestamps back (``age``): every replica judg
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from email import message_from_bytes
 from email.message import Message
 from typing import Any
@@ -24,10 +26,20 @@ from google.protobuf.duration_pb2 import Duration
 from pytest_httpserver import HTTPServer
 from reviewlearn.control.v1 import control_pb2
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from werkzeug import Request, Response
 
-from tests.conftest import RunningService, StartService, auth, free_port
+from services.control.domain.alerts import AlertRule, Channel, Severity
+from services.control.domain.changes import Action
+from services.control.server import build_alerts
+from services.control.settings import ControlSettings
+from services.control.storage.alert_repository import AlertRepository
+from services.control.storage.audit_repository import AuditRepository
+from services.control.storage.unit import ControlUnit
+from services.control.usecases.alerts import AlertService
+from services.control.usecases.gates import AuditEntry
+from shared.db.engine import create_session_factory
+from tests.conftest import TOKENS_ENV, RunningService, StartService, auth, free_port
 from tests.integration.control.conftest import (
     ControlStub,
     eventually,
@@ -335,6 +347,26 @@ async def test_silenced_alerts_stay_quiet_but_are_kept_in_history(
     assert caught.value.code() is grpc.StatusCode.NOT_FOUND
 
 
+async def test_a_retried_create_silence_is_judged_active_by_the_clock_of_the_retry(
+    stub: ControlStub, db_engine: AsyncEngine
+) -> None:
+    await upsert(stub)
+    request = control_pb2.CreateSilenceRequest(
+        rule_names=[RULE], duration=Duration(seconds=1), comment="short", request_id="s-1"
+    )
+    first = await stub.CreateSilence(request, metadata=auth("operator"))
+    assert first.silence.active
+
+    async def ended() -> bool:
+        async with db_engine.connect() as connection:
+            return bool(await connection.scalar(text("SELECT now() > ends_at FROM alert_silences")))
+
+    await eventually(ended, what="the silence's end")
+    retried = await stub.CreateSilence(request, metadata=auth("operator"))
+    assert retried.silence.silence_id == first.silence.silence_id
+    assert not retried.silence.active
+
+
 async def test_a_silence_that_ends_lets_a_firing_alert_notify(
     stub: ControlStub, db_engine: AsyncEngine, httpserver: HTTPServer
 ) -> None:
@@ -615,6 +647,165 @@ async def test_a_safeguard_can_engage_the_kill_switch(
     assert gates.snapshot.kill_switch_engaged
     assert gates.snapshot.kill_switch_updated_by == "alerting"
     assert RULE in gates.snapshot.kill_switch_reason
+
+
+class InjectedFailure(Exception):
+    """The audit write failing after its row was flushed, as a dropped connection would."""
+
+
+class AuditFailingOn(AuditRepository):
+    """The real audit repository, failing on one action once it has written the row."""
+
+    def __init__(self, session: AsyncSession, action: str) -> None:
+        super().__init__(session)
+        self._action = action
+
+    async def record(self, entry: AuditEntry) -> None:
+        await super().record(entry)
+        if entry.action == self._action:
+            raise InjectedFailure(entry.action)
+
+
+@contextlib.asynccontextmanager
+async def alert_service(
+    db_engine: AsyncEngine, database_url: str, *, failing_on: str | None, safeguard_action: str
+) -> AsyncIterator[tuple[AlertService, list[int]]]:
+    """The server's alerting part on the real database, its audit failing on ``failing_on``;
+    with the gate versions it announced."""
+    sessions = create_session_factory(db_engine)
+
+    @contextlib.asynccontextmanager
+    async def units() -> AsyncIterator[ControlUnit]:
+        async with sessions.begin() as session:
+            unit = ControlUnit(session)
+            if failing_on is not None:
+                unit.audit = AuditFailingOn(session, failing_on)
+            yield unit
+
+    announced: list[int] = []
+
+    async def announce(version: int) -> None:
+        announced.append(version)
+
+    settings = ControlSettings(
+        database_url=database_url,
+        tokens=TOKENS_ENV,
+        alert_safeguard_action=safeguard_action,  # type: ignore[arg-type]
+    )
+    service, client = build_alerts(settings, units, announce)
+    try:
+        yield service, announced
+    finally:
+        await client.aclose()
+
+
+SAFEGUARD = AlertRule(
+    name=RULE,
+    signal="feedback_backlog",
+    comparison=">",
+    threshold=1000.0,
+    for_duration=timedelta(0),
+    severity=Severity.CRITICAL,
+    channels=(Channel.LOG,),
+    safeguard=True,
+)
+
+
+async def rollout_state(db_engine: AsyncEngine) -> dict[str, Any]:
+    """What pauses the rollout (firing safeguards, the kill switch) and its audit rows."""
+    async with AsyncSession(db_engine) as session:
+        firing = await AlertRepository(session).firing_safeguards()
+        gate = (
+            await session.execute(text("SELECT version, kill_switch_engaged FROM gate_state"))
+        ).one()
+        audit = await session.execute(
+            text("SELECT action, after FROM audit_events WHERE actor = 'alerting' ORDER BY id")
+        )
+        queued = await session.scalar(text("SELECT count(*) FROM alert_notifications"))
+    return {
+        "firing": firing,
+        "gate": tuple(gate),
+        "audit": [(action, dict(after)) for action, after in audit],
+        "queued": queued,
+    }
+
+
+@pytest.mark.parametrize(
+    ("safeguard_action", "failing_on"),
+    [("pause", Action.PAUSE_ROLLOUT), ("kill_switch", Action.SET_KILL_SWITCH)],
+)
+async def test_a_safeguard_pause_and_its_audit_row_commit_together_or_not_at_all(
+    db_engine: AsyncEngine,
+    database_url: str,
+    clean_rules: None,
+    safeguard_action: str,
+    failing_on: str,
+) -> None:
+    async with alert_service(
+        db_engine, database_url, failing_on=failing_on, safeguard_action=safeguard_action
+    ) as (failing, announced):
+        await failing.upsert_rule(SAFEGUARD, request_id=None, actor="operator")
+        await set_backlog(db_engine, 5000)
+        with pytest.raises(InjectedFailure):
+            await failing.evaluate(wait=True)
+        # Nothing of the evaluation is left: no firing safeguard without its audit row.
+        assert await rollout_state(db_engine) == {
+            "firing": [], "gate": (0, False), "audit": [], "queued": 0
+        }  # fmt: skip
+        assert announced == []
+
+    async with alert_service(
+        db_engine, database_url, failing_on=None, safeguard_action=safeguard_action
+    ) as (healthy, announced):
+        evaluation = await healthy.evaluate(wait=True)
+        assert evaluation is not None
+        [fired] = evaluation.transitions
+        state = await rollout_state(db_engine)
+        assert state["firing"] == [RULE]
+        assert state["audit"][0] == (
+            Action.PAUSE_ROLLOUT,
+            {"alert_id": fired.alert.alert_id, "action": safeguard_action},
+        )
+        if safeguard_action == "kill_switch":
+            assert state["gate"] == (1, True)
+            assert [action for action, _ in state["audit"]] == [
+                Action.PAUSE_ROLLOUT,
+                Action.SET_KILL_SWITCH,
+            ]
+            assert announced == [1]
+        else:
+            assert state["gate"] == (0, False)
+            assert len(state["audit"]) == 1
+            assert announced == []
+
+
+async def test_a_safeguard_resume_and_its_audit_row_commit_together_or_not_at_all(
+    db_engine: AsyncEngine, database_url: str, clean_rules: None
+) -> None:
+    async with alert_service(
+        db_engine, database_url, failing_on=None, safeguard_action="pause"
+    ) as (healthy, _):
+        await healthy.upsert_rule(SAFEGUARD, request_id=None, actor="operator")
+        await set_backlog(db_engine, 5000)
+        await healthy.evaluate(wait=True)
+        await set_backlog(db_engine, 0)
+        async with alert_service(
+            db_engine, database_url, failing_on=Action.RESUME_ROLLOUT, safeguard_action="pause"
+        ) as (failing, _):
+            with pytest.raises(InjectedFailure):
+                await failing.evaluate(wait=True)
+        # Still paused, and still only the pause audited: the resolve rolled back with its row.
+        state = await rollout_state(db_engine)
+        assert state["firing"] == [RULE]
+        assert [action for action, _ in state["audit"]] == [Action.PAUSE_ROLLOUT]
+
+        await healthy.evaluate(wait=True)
+        state = await rollout_state(db_engine)
+        assert state["firing"] == []
+        assert [action for action, _ in state["audit"]] == [
+            Action.PAUSE_ROLLOUT,
+            Action.RESUME_ROLLOUT,
+        ]
 
 
 # ------------------------------------------------------------------ signals

@@ -11,6 +11,10 @@ from reviewlearn.learning.v1 import learning_pb2_grpc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.learning.domain.model import LogOddsModel, uninformed_model
+from services.learning.domain.model_fitting import fit_model
+from services.learning.storage.model_repository import ModelRepository
+from shared.db.engine import create_session_factory
 from shared.gates.model import rollout_bucket
 from tests.conftest import StartService, auth
 from tests.integration.control.conftest import (
@@ -22,6 +26,7 @@ from tests.integration.control.conftest import (
     violations,
 )
 from tests.integration.control.test_learning_gates import rank, start_learning
+from tests.unit.learning.test_model import NOW, two_rule_log
 
 URLS = [f"https://git.example.com/org{i % 97}/repo-{i}" for i in range(10_000)]
 SALT = "reviewlearn"  # ControlSettings.rollout_salt's default
@@ -191,6 +196,40 @@ async def test_advance_succeeds_when_every_criterion_holds(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await advance(stub)
     assert "learning_update_success" in (caught.value.details() or "")
+
+
+async def test_the_offline_evaluation_is_the_serving_models_out_of_time_validation(
+    stub: ControlStub, db_engine: AsyncEngine
+) -> None:
+    before = (await criteria(stub))["offline_evaluation_auc"]
+    assert (before.measured, before.blocking) == (False, False)
+
+    sessions = create_session_factory(db_engine)
+
+    async def serve(model: LogOddsModel) -> control_pb2.SuccessCriterion:
+        """Stores ``model`` as the active one, as the learning service stores a fit."""
+        async with sessions.begin() as session:
+            await ModelRepository(session).save_model(
+                version=model.version,
+                document=model.to_document(),
+                samples=model.samples,
+                fitted_by="fit_model",
+                reason="test",
+                keep=5,
+            )
+        return (await criteria(stub))["offline_evaluation_auc"]
+
+    # A model the fit validated on the findings after its cut.
+    fitted = fit_model(two_rule_log(), version="fit-1", fitted_at=NOW)
+    assert fitted.validation is not None
+    judged = await serve(fitted)
+    assert judged.measured
+    assert judged.met
+    assert judged.observed == pytest.approx(fitted.validation.auc)
+    assert f"model fit-1 on {fitted.validation.samples} findings" in judged.detail
+    # Only the serving model counts: one fitted on nothing replaces it and has no validation.
+    judged = await serve(uninformed_model(version="fit-2", fitted_at=NOW, prior_variance=1.0))
+    assert not judged.measured
 
 
 async def test_rollout_membership_is_monotone_sticky_and_honoured_by_ranking(
