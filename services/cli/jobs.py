@@ -23,11 +23,12 @@ from reviewlearn.learning.v1 import learning_pb2, learning_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
-from services.cli.loader import Metadata
+from services.cli.client import Metadata, bearer_tokens
 from services.cli.supervisor import DEFAULT_GRPC_PORTS
 from shared.auth import Role
 
-jobs_app = typer.Typer(help="Run the batch jobs now, or show their history.", no_args_is_help=True)
+# Its help is with the other commands' in services.cli.app.
+jobs_app = typer.Typer(no_args_is_help=True)
 
 FAILED_STATUSES = (learning_pb2.JOB_STATUS_FAILED, learning_pb2.JOB_STATUS_PARTIAL)
 STATUS_STYLE = {
@@ -54,9 +55,7 @@ class StatusName(StrEnum):
 
 
 def _operator(who: str) -> Metadata:
-    from services.cli.app import _bearer_tokens  # the one place tokens are found
-
-    return _bearer_tokens(who)(Role.OPERATOR)
+    return bearer_tokens(who)(Role.OPERATOR)
 
 
 def _status(run: learning_pb2.JobRun) -> str:
