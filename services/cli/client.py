@@ -66,13 +66,15 @@ def control_target(host: str, port: int, who: str) -> ControlTarget:
     )
 
 
-def rpc_failed(error: grpc.aio.AioRpcError, address: str) -> typer.Exit:
-    """Says why a call to the control service failed; the exit to raise."""
+def rpc_failed(
+    error: grpc.aio.AioRpcError, address: str, *, service: str = "control", exit_code: int = 1
+) -> typer.Exit:
+    """Says why a call to the service at ``address`` failed; the exit to raise."""
     if error.code() is grpc.StatusCode.UNAVAILABLE:
         console.print(
-            f"[red]cannot reach the control service at {address}: {error.details()}[/red] — "
-            "is `reviewlearn up` running? (--host / --control-port)"
+            f"[red]cannot reach the {service} service at {address}: {error.details()}[/red] — "
+            f"is it running? (--host / --{service}-port)"
         )
     else:
         console.print(f"[red]{error.code().name}: {error.details()}[/red]")
-    return typer.Exit(1)
+    return typer.Exit(exit_code)
