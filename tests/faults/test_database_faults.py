@@ -211,29 +211,31 @@ async def test_long_transaction_fires_the_learning_backlog_alert(
             )
             return firing, value
 
-        peak = 0.0
+        async def until_alert(firing: bool, what: str) -> float:
+            """Evaluates until the alert is firing (or is not); the signal's value then."""
+            deadline = time.monotonic() + 60
+            while (seen := await held_alert())[0] is not firing:
+                assert time.monotonic() < deadline, f"{HELD_RULE} {what}: {seen}"
+                await asyncio.sleep(0.25)
+            return seen[1]
+
         try:
-            assert not (await held_alert())[0], "the alert fired before any transaction was held"
+            # The last heartbeat sample may still hold an earlier test's transaction (samples
+            # lag up to 15 s): the firing seen below must be this transaction's.
+            await until_alert(False, "kept firing from a transaction before this test")
             async with engine.connect() as elsewhere:
                 transaction = await elsewhere.begin()
                 await elsewhere.execute(text("SELECT txid_current()"))
                 opened = time.monotonic()
                 load = FeedbackLoad(stubs, f"alert-{suffix}", ids)
                 running = asyncio.ensure_future(load.run())
-                deadline = time.monotonic() + 60
-                while not (seen := await held_alert())[0]:
-                    assert time.monotonic() < deadline, f"{HELD_RULE} never fired: {seen}"
-                    await asyncio.sleep(0.25)
+                peak = await until_alert(True, "never fired")
                 fire_seconds = time.monotonic() - opened
-                peak = seen[1]
                 load.stop.set()
                 await running
                 await transaction.commit()
             committed = time.monotonic()
-            deadline = time.monotonic() + 60
-            while (seen := await held_alert())[0]:
-                assert time.monotonic() < deadline, f"{HELD_RULE} never resolved: {seen}"
-                await asyncio.sleep(0.25)
+            await until_alert(False, "never resolved")
             figure.recover_seconds = time.monotonic() - committed
         finally:
             await engine.dispose()
