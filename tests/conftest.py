@@ -10,10 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
-import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -32,6 +29,8 @@ from shared.db.models import Base
 from shared.rpc.runtime import ServiceRuntime
 from shared.settings import ServiceSettings
 from shared.telemetry import setup_telemetry
+from tests.processes import free_port as free_port  # re-exported: many tests import it here
+from tests.processes import private_redis
 
 TOKENS = {
     "ingest": "test-ingest-token",
@@ -180,12 +179,6 @@ async def start_service(db_engine: AsyncEngine, database_url: str) -> AsyncItera
         await service.runtime.stop(grace=0)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """``REVIEWLEARN_TEST_REDIS_URL``, or a throwaway local redis-server; skips otherwise."""
@@ -193,20 +186,7 @@ def redis_url() -> Iterator[str]:
     if configured:
         yield configured
         return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("no Redis: set REVIEWLEARN_TEST_REDIS_URL or put redis-server on PATH")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    process.terminate()
-    process.wait(timeout=10)
+    with private_redis() as url:
+        if url is None:
+            pytest.skip("no Redis: set REVIEWLEARN_TEST_REDIS_URL or put redis-server on PATH")
+        yield url

@@ -21,10 +21,11 @@ from reviewlearn.control.v1 import control_pb2, control_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
-from services.cli.gates import ControlTarget
+from services.cli.client import ControlTarget, control_target, rpc_failed
 from services.cli.supervisor import DEFAULT_GRPC_PORTS
 
-alerts_app = typer.Typer(help="Alert rules, active alerts, history, silences, test notifications.")
+# Its help is with the other commands' in services.cli.app.
+alerts_app = typer.Typer()
 out = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
@@ -41,13 +42,11 @@ CHANNELS = {
 
 
 def _run(host: str, port: int, call: Callable[[ControlTarget], Coroutine[Any, Any, T]]) -> T:
-    from services.cli.app import _control_target, _rpc_failed  # the CLI's one token lookup
-
-    target = _control_target(host, port, "`reviewlearn alerts`")
+    target = control_target(host, port, "`reviewlearn alerts`")
     try:
         return asyncio.run(call(target))
     except grpc.aio.AioRpcError as error:
-        raise _rpc_failed(error, target.address) from error
+        raise rpc_failed(error, target.address) from error
 
 
 def _stub(channel: grpc.aio.Channel) -> control_pb2_grpc.ControlServiceAsyncStub:

@@ -29,7 +29,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from rich.console import Console
 from rich.table import Table
 
-Metadata = tuple[tuple[str, str], ...]
+from services.cli.client import Metadata
 
 OK = 0
 FAILED = 1

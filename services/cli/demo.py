@@ -6,17 +6,22 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import grpc
+import typer
 from reviewlearn.feedback.v1 import feedback_pb2_grpc
 from reviewlearn.learning.v1 import learning_pb2, learning_pb2_grpc
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from services.cli.client import Metadata, bearer_tokens, console
 from services.cli.evaluate import print_evaluation
-from services.cli.loader import Metadata, finding_input, load_feedback, load_reviews
+from services.cli.loader import finding_input, load_feedback, load_reviews
+from services.cli.supervisor import DEFAULT_GRPC_PORTS
 from services.cli.synthetic import SyntheticReview, generate_history, split_holdout
+from shared.auth import Role
 
 FOLD_WAIT_SECONDS = 120.0
 
@@ -195,3 +200,28 @@ async def _print_ranking(
         )
     console.print(table)
     console.print(f"model version {response.model_version}")
+
+
+def demo_command(
+    host: Annotated[str, typer.Option(help="Where `reviewlearn up` is listening.")] = "127.0.0.1",
+    feedback_port: int = DEFAULT_GRPC_PORTS["feedback"],
+    learning_port: int = DEFAULT_GRPC_PORTS["learning"],
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic history.")] = 7,
+    reviews: Annotated[int, typer.Option(help="Reviews in the synthetic history.")] = 600,
+) -> None:
+    bearer = bearer_tokens("the demo")
+    target = DemoTarget(
+        feedback_address=f"{host}:{feedback_port}",
+        learning_address=f"{host}:{learning_port}",
+        ingest=bearer(Role.INGEST),
+        reader=bearer(Role.READER),
+        operator=bearer(Role.OPERATOR),
+    )
+    try:
+        asyncio.run(run_demo(target, seed=seed, reviews=reviews, console=Console()))
+    except grpc.aio.AioRpcError as error:
+        console.print(
+            f"[red]{error.code().name}: {error.details()}[/red] — is `reviewlearn up` running "
+            f"on {host}?"
+        )
+        raise typer.Exit(1) from error

@@ -3,17 +3,22 @@ whether learning earns its keep next to the raw confidence and a plain per-rule 
 
 from __future__ import annotations
 
+import asyncio
 import math
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Annotated
 
 import grpc
+import typer
 from google.protobuf.timestamp_pb2 import Timestamp
 from reviewlearn.common.v1 import common_pb2
 from reviewlearn.learning.v1 import learning_pb2, learning_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
-from services.cli.loader import Metadata
+from services.cli.client import Metadata, bearer_tokens, console
+from services.cli.supervisor import DEFAULT_GRPC_PORTS
+from shared.auth import Role
 
 METHOD_NAMES = {
     "learned": "learned model",
@@ -101,3 +106,33 @@ def print_evaluation(response: learning_pb2.EvaluateModelResponse, console: Cons
         f"{model.calibration.expected_calibration_error:.3f} calibrated on "
         f"{model.calibration.samples:,} held-out findings"
     )
+
+
+def evaluate_command(
+    host: Annotated[str, typer.Option(help="Where the learning service listens.")] = "127.0.0.1",
+    learning_port: int = DEFAULT_GRPC_PORTS["learning"],
+    cut: Annotated[
+        datetime | None,
+        typer.Option(
+            help="Findings first seen before this (UTC) are the past; default: the cut "
+            "that leaves --holdout of them after it."
+        ),
+    ] = None,
+    holdout: Annotated[float, typer.Option(help="Share of findings after the cut.")] = 0.2,
+    k: Annotated[int, typer.Option(help="precision@k per review.")] = 5,
+    repository: Annotated[str | None, typer.Option(help="Score only this repository.")] = None,
+    team: Annotated[str | None, typer.Option(help="Score only this team.")] = None,
+) -> None:
+    operator = bearer_tokens("`reviewlearn evaluate`")(Role.OPERATOR)
+    request = evaluate_request(
+        cut=cut.replace(tzinfo=UTC) if cut is not None and cut.tzinfo is None else cut,
+        holdout=holdout,
+        k=k,
+        repository=repository,
+        team=team,
+    )
+    try:
+        asyncio.run(run_evaluate(f"{host}:{learning_port}", operator, request, Console()))
+    except grpc.aio.AioRpcError as error:
+        console.print(f"[red]{error.code().name}: {error.details()}[/red]")
+        raise typer.Exit(1) from error

@@ -6,28 +6,25 @@ what every replica applied, so an operator sees the switch take effect rather th
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated
 
 import grpc
+import typer
 from google.protobuf.duration_pb2 import Duration
 from reviewlearn.common.v1 import common_pb2
 from reviewlearn.control.v1 import control_pb2, control_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
-from services.cli.loader import Metadata
+from services.cli.client import ControlTarget, console, control_target, rpc_failed
+from services.cli.supervisor import DEFAULT_GRPC_PORTS
 
 FEATURES = [
     value for value in common_pb2.Feature.values() if value != common_pb2.FEATURE_UNSPECIFIED
 ]
-
-
-@dataclass(frozen=True)
-class ControlTarget:
-    address: str
-    reader: Metadata
-    operator: Metadata
 
 
 def _feature_name(value: int) -> str:
@@ -156,3 +153,47 @@ async def show_gates(target: ControlTarget, *, console: Console) -> None:
             propagation.current_version,
         )
     )
+
+
+class Switch(StrEnum):
+    ON = "on"
+    OFF = "off"
+
+
+def kill_switch_command(
+    state: Annotated[Switch, typer.Argument(help="on turns all learning off; off releases it.")],
+    reason: Annotated[str, typer.Option(help="Why (required; kept in the audit log).")],
+    host: Annotated[str, typer.Option(help="Where the control service listens.")] = "127.0.0.1",
+    control_port: int = DEFAULT_GRPC_PORTS["control"],
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for every replica to apply it (max 30).")
+    ] = 5.0,
+) -> None:
+    if not reason.strip():
+        console.print("[red]--reason must say why (it is kept in the audit log)[/red]")
+        raise typer.Exit(2)
+    target = control_target(host, control_port, "the kill switch")
+    try:
+        code = asyncio.run(
+            set_kill_switch(
+                target,
+                engaged=state is Switch.ON,
+                reason=reason,
+                wait_seconds=min(max(wait, 0.0), 30.0),
+                console=Console(),
+            )
+        )
+    except grpc.aio.AioRpcError as error:
+        raise rpc_failed(error, target.address) from error
+    raise typer.Exit(code)
+
+
+def gates_command(
+    host: Annotated[str, typer.Option(help="Where the control service listens.")] = "127.0.0.1",
+    control_port: int = DEFAULT_GRPC_PORTS["control"],
+) -> None:
+    target = control_target(host, control_port, "`reviewlearn gates`")
+    try:
+        asyncio.run(show_gates(target, console=Console()))
+    except grpc.aio.AioRpcError as error:
+        raise rpc_failed(error, target.address) from error

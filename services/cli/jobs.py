@@ -23,11 +23,12 @@ from reviewlearn.learning.v1 import learning_pb2, learning_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
-from services.cli.loader import Metadata
+from services.cli.client import Metadata, bearer_tokens, rpc_failed
 from services.cli.supervisor import DEFAULT_GRPC_PORTS
 from shared.auth import Role
 
-jobs_app = typer.Typer(help="Run the batch jobs now, or show their history.", no_args_is_help=True)
+# Its help is with the other commands' in services.cli.app.
+jobs_app = typer.Typer(no_args_is_help=True)
 
 FAILED_STATUSES = (learning_pb2.JOB_STATUS_FAILED, learning_pb2.JOB_STATUS_PARTIAL)
 STATUS_STYLE = {
@@ -54,9 +55,7 @@ class StatusName(StrEnum):
 
 
 def _operator(who: str) -> Metadata:
-    from services.cli.app import _bearer_tokens  # the one place tokens are found
-
-    return _bearer_tokens(who)(Role.OPERATOR)
+    return bearer_tokens(who)(Role.OPERATOR)
 
 
 def _status(run: learning_pb2.JobRun) -> str:
@@ -113,17 +112,6 @@ def _runs_table(title: str, runs: list[learning_pb2.JobRun]) -> Table:
     return table
 
 
-def _unreachable(error: grpc.aio.AioRpcError, address: str, console: Console) -> typer.Exit:
-    if error.code() is grpc.StatusCode.UNAVAILABLE:
-        console.print(
-            f"[red]cannot reach the learning service at {address}: {error.details()}[/red] — "
-            "is it running? (--host / --learning-port)"
-        )
-    else:
-        console.print(f"[red]{error.code().name}: {error.details()}[/red]")
-    return typer.Exit(2)
-
-
 async def _run_jobs(
     address: str, operator: Metadata, request: learning_pb2.RunJobsRequest, console: Console
 ) -> list[learning_pb2.JobRun]:
@@ -171,7 +159,7 @@ def run(
             _run_jobs(address, _operator("`reviewlearn jobs run`"), request, console)
         )
     except grpc.aio.AioRpcError as error:
-        raise _unreachable(error, address, console) from error
+        raise rpc_failed(error, address, service="learning", exit_code=2) from error
     console.print(_runs_table(f"{frequency.value} jobs", runs))
     failed = [r.job_name for r in runs if r.status in FAILED_STATUSES]
     if failed:
@@ -211,5 +199,5 @@ def list_runs(
     try:
         runs = asyncio.run(_list_runs(address, _operator("`reviewlearn jobs list`"), request))
     except grpc.aio.AioRpcError as error:
-        raise _unreachable(error, address, console) from error
+        raise rpc_failed(error, address, service="learning", exit_code=2) from error
     console.print(_runs_table("job runs (newest first)", runs))

@@ -9,6 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from reviewlearn.common.v1 import common_pb2
 from reviewlearn.feedback.v1 import feedback_pb2, feedback_pb2_grpc
 
+from services.cli.client import Metadata
 from services.cli.synthetic import (
     SyntheticFeedback,
     SyntheticFinding,
@@ -16,7 +17,6 @@ from services.cli.synthetic import (
     SyntheticReview,
 )
 
-Metadata = tuple[tuple[str, str], ...]
 Progress = Callable[[int], None]
 
 FEEDBACK_BATCH = 1000

@@ -47,7 +47,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from services.cli.loader import Metadata, feedback_event, finding_input, review_request
+from services.cli.client import Metadata, bearer_tokens
+from services.cli.loader import feedback_event, finding_input, review_request
 from services.cli.supervisor import DEFAULT_GRPC_PORTS
 from services.cli.synthetic import SyntheticFeedback, SyntheticReview, generate_history
 from shared.auth import Role
@@ -506,11 +507,6 @@ def loadtest_command(
         Path | None, typer.Option("--json", help="Also write the report as JSON here.")
     ] = None,
 ) -> None:
-    """Drive a running system with a realistic mix (RecordFindings, BatchRecordFeedback,
-    RankSuggestions, insights reads, gate evaluations) at a target rate and report
-    throughput, p50/p95/p99 per RPC, errors by code and whether the plan's target held."""
-    from services.cli.app import _bearer_tokens  # the CLI's one way of finding the tokens
-
     addresses = {name: f"127.0.0.1:{port}" for name, port in DEFAULT_GRPC_PORTS.items()}
     for entry in target or []:
         name, _, address = entry.partition("=")
@@ -526,7 +522,7 @@ def loadtest_command(
             "[red]--findings, --rate, --duration and --concurrency must be positive[/red]"
         )
         raise typer.Exit(2)
-    bearer = _bearer_tokens("the load test")
+    bearer = bearer_tokens("the load test")
     out = Console()
     try:
         report = asyncio.run(

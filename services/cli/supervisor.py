@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -29,12 +29,47 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+async def spawn_service(name: str, env: Mapping[str, str]) -> asyncio.subprocess.Process:
+    """``python -m services.<name>`` as a child that dies with this process."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", f"services.{name}", env=env, preexec_fn=_die_with_parent
+    )
+
+
+async def first_to_exit(
+    processes: Sequence[asyncio.subprocess.Process],
+) -> asyncio.subprocess.Process:
+    waits = {asyncio.ensure_future(process.wait()): process for process in processes}
+    done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    return waits[next(iter(done))]
+
+
+async def stop_processes(
+    processes: Sequence[asyncio.subprocess.Process], grace_seconds: float
+) -> None:
+    """SIGTERM to all at once (each drains in parallel), then SIGKILL to any still running
+    after the grace."""
+    for process in processes:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            await asyncio.wait_for(process.wait(), timeout=grace_seconds)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+
 @dataclass
 class ChildService:
     name: str
     grpc_port: int
     metrics_port: int
-    process: asyncio.subprocess.Process | None = None
+    process: asyncio.subprocess.Process
     ready_seconds: float = 0.0
 
 
@@ -49,17 +84,14 @@ class Supervisor:
 
     async def start(self, grpc_ports: Mapping[str, int], metrics_ports: Mapping[str, int]) -> None:
         for name in SERVICES:
-            child = ChildService(name, grpc_ports[name], metrics_ports[name])
             env = {
                 **os.environ,
                 **self.env,
-                f"REVIEWLEARN_{name.upper()}_GRPC_PORT": str(child.grpc_port),
-                f"REVIEWLEARN_{name.upper()}_METRICS_PORT": str(child.metrics_port),
+                f"REVIEWLEARN_{name.upper()}_GRPC_PORT": str(grpc_ports[name]),
+                f"REVIEWLEARN_{name.upper()}_METRICS_PORT": str(metrics_ports[name]),
             }
-            child.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", f"services.{name}", env=env, preexec_fn=_die_with_parent
-            )
-            self.children.append(child)
+            process = await spawn_service(name, env)
+            self.children.append(ChildService(name, grpc_ports[name], metrics_ports[name], process))
 
     async def wait_until_serving(self, limit_seconds: float = 60.0) -> None:
         """Polls grpc.health.v1 until every service is SERVING; fails fast if a child exits."""
@@ -67,7 +99,7 @@ class Supervisor:
         pending = list(self.children)
         while pending:
             for child in list(pending):
-                if child.process is not None and child.process.returncode is not None:
+                if child.process.returncode is not None:
                     raise RuntimeError(
                         f"the {child.name} service exited with code {child.process.returncode} "
                         "before it was ready; its log is above"
@@ -82,30 +114,11 @@ class Supervisor:
 
     async def wait_for_exit(self) -> ChildService:
         """Returns the first child that exits."""
-        waits = {
-            asyncio.ensure_future(child.process.wait()): child
-            for child in self.children
-            if child.process is not None
-        }
-        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        return waits[next(iter(done))]
+        exited = await first_to_exit([child.process for child in self.children])
+        return next(child for child in self.children if child.process is exited)
 
     async def stop(self) -> None:
-        for child in self.children:
-            if child.process is not None and child.process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    child.process.send_signal(signal.SIGTERM)
-        for child in self.children:
-            if child.process is None:
-                continue
-            try:
-                await asyncio.wait_for(child.process.wait(), timeout=self.grace_seconds)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    child.process.kill()
-                await child.process.wait()
+        await stop_processes([child.process for child in self.children], self.grace_seconds)
 
 
 async def _is_serving(host: str, port: int) -> bool:

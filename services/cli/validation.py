@@ -10,11 +10,17 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from enum import StrEnum
+from typing import Annotated
 
+import typer
 from rich.console import Console
 
+from services.cli.client import bearer_tokens, console
 from services.cli.contracts import check_contracts
+from services.cli.database import database_url
 from services.cli.integrity import check_integrity
+from services.cli.supervisor import DEFAULT_GRPC_PORTS
+from shared.auth import Role
 from shared.db.engine import create_engine
 from shared.settings import ServiceSettings
 
@@ -60,3 +66,33 @@ def validate_contracts(
     targets: Sequence[str], operator: tuple[tuple[str, str], ...], console: Console
 ) -> int:
     return check_contracts(targets, operator, console)
+
+
+def validate_command(
+    check: Annotated[
+        str, typer.Argument(help="integrity | metrics (learned counts and insights) | contracts")
+    ] = "metrics",
+    repair: Annotated[
+        bool, typer.Option(help="metrics: rebuild what differs from the feedback log.")
+    ] = False,
+    target: Annotated[
+        list[str] | None, typer.Option(help="contracts: host:port of a service (repeatable).")
+    ] = None,
+) -> None:
+    if check not in set(Check):
+        console.print(f"[red]unknown check {check!r}; choose one of {', '.join(Check)}[/red]")
+        raise typer.Exit(2)
+    if check == Check.CONTRACTS:
+        targets = target or [f"127.0.0.1:{port}" for port in DEFAULT_GRPC_PORTS.values()]
+        operator = bearer_tokens("`reviewlearn validate contracts`")(Role.OPERATOR)
+        raise typer.Exit(validate_contracts(targets, operator, Console()))
+    url, embedded = database_url()
+    try:
+        if check == Check.INTEGRITY:
+            code = validate_integrity(url, Console())
+        else:
+            code = validate_metrics(url, repair=repair)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    raise typer.Exit(code)

@@ -20,7 +20,6 @@ them turn NOT_SERVING on SIGTERM.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -32,16 +31,25 @@ import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import typer
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, ThreadingWSGIServer
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
+from rich.console import Console
 
-from services.cli.supervisor import DEFAULT_GRPC_PORTS, DEFAULT_METRICS_PORTS, _die_with_parent
+from services.cli.supervisor import (
+    DEFAULT_GRPC_PORTS,
+    DEFAULT_METRICS_PORTS,
+    SERVICES,
+    first_to_exit,
+    spawn_service,
+    stop_processes,
+)
 from shared.settings import ServiceSettings, port_field
 
 log = logging.getLogger("reviewlearn.workers")
@@ -65,7 +73,7 @@ def worker_settings(service: str) -> ServiceSettings:
 class Worker:
     index: int
     metrics_port: int
-    process: asyncio.subprocess.Process | None = None
+    process: asyncio.subprocess.Process
 
 
 @dataclass
@@ -94,42 +102,18 @@ class WorkerPool:
 
     async def start(self) -> None:
         for index in range(self.workers):
-            worker = Worker(index, self.settings.metrics_port + 1 + index)
-            worker.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                f"services.{self.service}",
-                env=self.worker_environment(index),
-                preexec_fn=_die_with_parent,
-            )
-            self.pool.append(worker)
+            process = await spawn_service(self.service, self.worker_environment(index))
+            self.pool.append(Worker(index, self.settings.metrics_port + 1 + index, process))
 
     async def wait_for_exit(self) -> Worker:
-        waits = {
-            asyncio.ensure_future(worker.process.wait()): worker
-            for worker in self.pool
-            if worker.process is not None
-        }
-        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        return waits[next(iter(done))]
+        exited = await first_to_exit([worker.process for worker in self.pool])
+        return next(worker for worker in self.pool if worker.process is exited)
 
     async def stop(self) -> None:
-        for worker in self.pool:
-            if worker.process is not None and worker.process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    worker.process.send_signal(signal.SIGTERM)
-        limit = self.settings.grace_period_seconds + STOP_MARGIN_SECONDS
-        for worker in self.pool:
-            if worker.process is None:
-                continue
-            try:
-                await asyncio.wait_for(worker.process.wait(), timeout=limit)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    worker.process.kill()
-                await worker.process.wait()
+        await stop_processes(
+            [worker.process for worker in self.pool],
+            self.settings.grace_period_seconds + STOP_MARGIN_SECONDS,
+        )
 
 
 # ------------------------------------------------------------------------- the side port
@@ -283,7 +267,6 @@ async def run_workers(service: str, settings: ServiceSettings, workers: int) -> 
         code = 0
         if exited.done():
             worker = exited.result()
-            assert worker.process is not None
             code = worker.process.returncode or 1
             log.error("worker %d exited with code %s; stopping the others", worker.index, code)
     finally:
@@ -292,3 +275,25 @@ async def run_workers(service: str, settings: ServiceSettings, workers: int) -> 
         await pool.stop()
         side.stop()
     return code
+
+
+def serve_command(
+    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}")],
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=64, help="Processes sharing the port (default REVIEWLEARN_WORKERS)."
+        ),
+    ] = None,
+) -> None:
+    if service not in SERVICES:
+        Console(stderr=True).print(
+            f"[red]unknown service {service!r}; choose one of {', '.join(SERVICES)}[/red]"
+        )
+        raise typer.Exit(2)
+    settings = worker_settings(service)
+    count = workers or settings.workers
+    if count > 1:
+        raise typer.Exit(asyncio.run(run_workers(service, settings, count)))
+    # exec, so the service is PID 1's direct child and receives SIGTERM itself.
+    os.execv(sys.executable, [sys.executable, "-m", f"services.{service}"])

@@ -24,12 +24,16 @@ from reviewlearn.common.v1 import common_pb2
 from reviewlearn.feedback.v1 import feedback_pb2, feedback_pb2_grpc
 from reviewlearn.insights.v1 import insights_pb2, insights_pb2_grpc
 from reviewlearn.learning.v1 import learning_pb2, learning_pb2_grpc
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from shared.db import migrate
 from tests.conftest import auth
 from tests.integration.feedback.conftest import event, finding_input
 from tests.integration.scratch_cluster import ScratchCluster
-from tests.system import RedisServer, System
+from tests.processes import RedisServer
+from tests.system import System
 
 # Small pools: four services (and the validation command) fit the private cluster easily.
 SMALL_POOLS = {"REVIEWLEARN_DB_POOL_SIZE": "4", "REVIEWLEARN_DB_MAX_OVERFLOW": "4"}
@@ -38,6 +42,8 @@ RPC_TIMEOUT = 10.0
 
 @dataclass
 class Figure:
+    """One fault's row: ``doubled`` counts reactions stored more than once (see ``STORED``)."""
+
     fault: str
     sent: int = 0
     acknowledged: int = 0
@@ -288,24 +294,43 @@ class Readers:
             await asyncio.sleep(0.05)
 
 
-async def stored_event_ids(stubs: Stubs, repository: str) -> list[str]:
-    ids: list[str] = []
-    token = ""
-    while True:
-        request = feedback_pb2.ListFeedbackRequest(
-            repository_url=repository, page_size=1000, page_token=token
-        )
-        # Retried: the channel may still be in reconnect backoff after a fault.
-        page: feedback_pb2.ListFeedbackResponse = await retried(  # type: ignore[assignment]
-            lambda request=request: stubs.feedback.ListFeedback(  # type: ignore[misc]
-                request, metadata=auth("reader"), timeout=RPC_TIMEOUT
-            ),
-            Counter(),
-        )
-        ids += [r.event.event_id for r in page.feedback]
-        token = page.next_page_token
-        if not token:
-            return ids
+# The reactions of one repository as stored. A reaction stored twice is a second row with the
+# same content (finding, kind, actor, comment, time), whatever its event id: the retried
+# batches re-send identical events, so it would count a retry stored anew if idempotency broke
+# — by event id or otherwise.
+STORED = text(
+    """
+    SELECT array_agg(f.event_id) AS event_ids,
+           count(*) - count(DISTINCT (f.finding_id, f.kind, f.actor_id, f.comment, f.occurred_at))
+               AS doubled
+    FROM suggestion_feedback f
+    JOIN repositories r ON r.id = f.repository_id
+    WHERE r.url = :repository
+    """
+)
+
+
+async def account(
+    figure: Figure,
+    system: System,
+    repository: str,
+    *,
+    sent: set[str],
+    acknowledged: set[str],
+) -> set[str]:
+    """Fills the figure's sent, acknowledged, stored, lost and doubled from the database;
+    returns the stored event ids."""
+    engine = create_async_engine(system.database_url, poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            row = (await connection.execute(STORED, {"repository": repository})).one()
+    finally:
+        await engine.dispose()
+    stored = list(row.event_ids or [])
+    figure.sent, figure.acknowledged, figure.stored = len(sent), len(acknowledged), len(stored)
+    figure.lost = len(acknowledged - set(stored))
+    figure.doubled = int(row.doubled)
+    return set(stored)
 
 
 async def folded(stubs: Stubs, repository: str, events: int) -> learning_pb2.LearningMetric:

@@ -28,10 +28,10 @@ from tests.faults.conftest import (
     HealthWatch,
     Readers,
     Stubs,
+    account,
     folded,
     record_findings,
     report,
-    stored_event_ids,
     until,
 )
 from tests.integration.scratch_cluster import ScratchCluster
@@ -40,14 +40,6 @@ from tests.system import System, fold_equals_recompute
 pytestmark = pytest.mark.faults
 
 DOWN_SECONDS = 3.0
-
-
-def _account(figure: Figure, load: FeedbackLoad, stored: list[str]) -> None:
-    acknowledged = set(load.acknowledged)
-    figure.sent, figure.acknowledged, figure.stored = len(load.sent), len(acknowledged), len(stored)
-    figure.lost = len(acknowledged - set(stored))
-    figure.doubled = len(stored) - len(set(stored))
-    figure.errors.update(load.errors)
 
 
 async def test_postgres_restart_under_load_unavailable_never_internal(
@@ -81,7 +73,8 @@ async def test_postgres_restart_under_load_unavailable_never_internal(
         task.stop.set()
     await asyncio.gather(*running)
 
-    _account(figure, load, await stored_event_ids(stubs, repository))
+    await account(figure, system, repository, sent=load.sent, acknowledged=set(load.acknowledged))
+    figure.errors.update(load.errors)
     figure.errors.update(readers.errors)
     metric = await folded(stubs, repository, len(load.acknowledged))
     checked = fold_equals_recompute(system)
@@ -154,7 +147,8 @@ async def test_long_transaction_elsewhere_holds_the_watermark_and_nothing_stalls
     finally:
         await engine.dispose()
 
-    _account(figure, load, await stored_event_ids(stubs, repository))
+    await account(figure, system, repository, sent=load.sent, acknowledged=set(load.acknowledged))
+    figure.errors.update(load.errors)
     figure.errors.update(readers.errors)
     figure.note = (
         f"watermark held at {during.watermark} ≤ txid {held} while open, then {after.watermark}; "
@@ -217,34 +211,37 @@ async def test_long_transaction_fires_the_learning_backlog_alert(
             )
             return firing, value
 
-        peak = 0.0
+        async def until_alert(firing: bool, what: str) -> float:
+            """Evaluates until the alert is firing (or is not); the signal's value then."""
+            deadline = time.monotonic() + 60
+            while (seen := await held_alert())[0] is not firing:
+                assert time.monotonic() < deadline, f"{HELD_RULE} {what}: {seen}"
+                await asyncio.sleep(0.25)
+            return seen[1]
+
         try:
-            assert not (await held_alert())[0], "the alert fired before any transaction was held"
+            # The last heartbeat sample may still hold an earlier test's transaction (samples
+            # lag up to 15 s): the firing seen below must be this transaction's.
+            await until_alert(False, "kept firing from a transaction before this test")
             async with engine.connect() as elsewhere:
                 transaction = await elsewhere.begin()
                 await elsewhere.execute(text("SELECT txid_current()"))
                 opened = time.monotonic()
                 load = FeedbackLoad(stubs, f"alert-{suffix}", ids)
                 running = asyncio.ensure_future(load.run())
-                deadline = time.monotonic() + 60
-                while not (seen := await held_alert())[0]:
-                    assert time.monotonic() < deadline, f"{HELD_RULE} never fired: {seen}"
-                    await asyncio.sleep(0.25)
+                peak = await until_alert(True, "never fired")
                 fire_seconds = time.monotonic() - opened
-                peak = seen[1]
                 load.stop.set()
                 await running
                 await transaction.commit()
             committed = time.monotonic()
-            deadline = time.monotonic() + 60
-            while (seen := await held_alert())[0]:
-                assert time.monotonic() < deadline, f"{HELD_RULE} never resolved: {seen}"
-                await asyncio.sleep(0.25)
+            await until_alert(False, "never resolved")
             figure.recover_seconds = time.monotonic() - committed
         finally:
             await engine.dispose()
 
-    _account(figure, load, await stored_event_ids(stubs, repository))
+    await account(figure, system, repository, sent=load.sent, acknowledged=set(load.acknowledged))
+    figure.errors.update(load.errors)
     metric = await folded(stubs, repository, len(load.acknowledged))
     figure.note = (
         f"fired {fire_seconds:.1f} s after the transaction opened (held {peak:.1f} s when seen; "

@@ -25,11 +25,11 @@ from tests.faults.conftest import (
     Figure,
     Readers,
     Stubs,
+    account,
     folded,
     record_findings,
     report,
     retried,
-    stored_event_ids,
     until,
 )
 from tests.integration.feedback.conftest import event, finding_input
@@ -91,12 +91,8 @@ async def test_kill_9_under_load_loses_and_doubles_nothing(
     readers.stop.set()
     await asyncio.gather(*running)
 
-    stored = await stored_event_ids(stubs, repository)
     acknowledged = set(load.acknowledged)
-    figure.sent, figure.acknowledged = len(load.sent), len(acknowledged)
-    figure.stored = len(stored)
-    figure.lost = len(acknowledged - set(stored))
-    figure.doubled = len(stored) - len(set(stored))
+    stored = await account(figure, system, repository, sent=load.sent, acknowledged=acknowledged)
     figure.errors.update(load.errors)
     figure.errors.update(readers.errors)
     metric = await folded(stubs, repository, len(acknowledged))
@@ -111,7 +107,7 @@ async def test_kill_9_under_load_loses_and_doubles_nothing(
     assert load.item_errors == {}
     assert figure.lost == 0
     assert figure.doubled == 0
-    assert set(stored) <= load.sent  # nothing stored that no client sent
+    assert stored <= load.sent  # nothing stored that no client sent
     assert acknowledged == load.sent  # every client got its batch acknowledged in the end
     assert "INTERNAL" not in figure.errors
     assert set(figure.errors) <= {"UNAVAILABLE"}, figure.errors
@@ -200,10 +196,7 @@ async def test_control_down_the_others_keep_their_gate_snapshot_and_serve(
             ),
             metadata=auth("operator"),
         )
-    stored = await stored_event_ids(stubs, gated)
-    figure.sent, figure.acknowledged, figure.stored = len(sent), len(acknowledged), len(stored)
-    figure.lost = len(acknowledged - set(stored))
-    figure.doubled = len(stored) - len(set(stored))
+    await account(figure, system, gated, sent=sent, acknowledged=acknowledged)
     figure.note = (
         f"{answered} answers while control was down, {len(wrong)} against the gate snapshot; "
         "recover = control restart to SERVING"

@@ -27,16 +27,17 @@ from tests.faults.conftest import (
     FeedbackLoad,
     Figure,
     Stubs,
+    account,
     folded,
     record_findings,
     report,
     start_system,
-    stored_event_ids,
     until,
 )
 from tests.integration.feedback.conftest import event, finding_input
 from tests.integration.scratch_cluster import ScratchCluster
-from tests.system import RedisServer, System
+from tests.processes import RedisServer
+from tests.system import System
 
 pytestmark = pytest.mark.faults
 
@@ -179,11 +180,8 @@ async def test_redis_down_and_back_answers_stay_correct_and_caches_and_pub_sub_r
     finally:
         await redis.aclose()
 
-    stored = await stored_event_ids(stubs, repository_b)
     acknowledged = set(load.acknowledged)
-    figure.sent, figure.acknowledged, figure.stored = len(load.sent), len(acknowledged), len(stored)
-    figure.lost = len(acknowledged - set(stored))
-    figure.doubled = len(stored) - len(set(stored))
+    await account(figure, system, repository_b, sent=load.sent, acknowledged=acknowledged)
     figure.errors.update(load.errors)
     metric = await folded(stubs, repository_b, len(acknowledged))
     figure.recover_seconds = max(gates_back, cache_back or float("nan"))
