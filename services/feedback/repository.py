@@ -113,47 +113,36 @@ class StagedStatus:
 # The look-ups are LATERAL with LIMIT 1 (which keeps the planner from flattening them into
 # joins) so that they are index probes whatever it guesses of the never-analysed staging table:
 # a hash join would scan the whole feedback log and every finding for each batch.
-_STORE_FROM = f"""
-    WITH staged AS (
+_STAGED = """
+    staged AS (
         SELECT s.position, s.event_id, s.finding_id, s.kind, s.actor_id, s.comment,
                timestamptz 'epoch' + s.occurred_us * interval '1 microsecond' AS occurred_at,
                f.repository_id
-        FROM {{source}}
+        FROM {source}
         LEFT JOIN LATERAL (
             SELECT repository_id FROM findings WHERE findings.id = s.finding_id LIMIT 1
         ) f ON true
-    ),
-    chosen AS (
-        SELECT DISTINCT ON (event_id) *
-        FROM staged
-        WHERE repository_id IS NOT NULL
-        ORDER BY event_id, position
-    ),
+    )"""
+_INSERT = """
     inserted AS (
         INSERT INTO suggestion_feedback
             (event_id, finding_id, repository_id, kind, actor_id, comment, occurred_at)
         SELECT event_id, finding_id, repository_id, kind, actor_id, comment, occurred_at
-        FROM chosen
+        FROM {rows}
         ORDER BY position
         ON CONFLICT (event_id) DO NOTHING
         RETURNING id, event_id, recorded_at
-    ),
-    now_stored AS (
-        SELECT c.position, c.event_id, c.finding_id, c.kind, c.actor_id, c.comment,
-               c.occurred_at, i.id, i.recorded_at
-        FROM chosen c
-        JOIN inserted i ON i.event_id = c.event_id
-    )
+    )"""
+# ``n`` is what this statement stored under the event's id (or NULL), ``e`` what was stored
+# before; the CASE is every status but STORED, which the two statements tell apart differently.
+_SAME_CONTENT = "({row}.finding_id, {row}.kind, {row}.actor_id, {row}.comment, {row}.occurred_at) "
+_SAME_CONTENT += "= (s.finding_id, s.kind, s.actor_id, s.comment, s.occurred_at)"
+_ANSWER = f"""
     SELECT
         array_agg(CASE
-            WHEN n.position = s.position THEN {StagedStatus.STORED}
-            WHEN n.event_id IS NOT NULL THEN
-                CASE WHEN (n.finding_id, n.kind, n.actor_id, n.comment, n.occurred_at)
-                        = (s.finding_id, s.kind, s.actor_id, s.comment, s.occurred_at)
-                    THEN {StagedStatus.DUPLICATE} ELSE {StagedStatus.CONFLICT} END
+            {{stored}}
             WHEN e.id IS NOT NULL THEN
-                CASE WHEN (e.finding_id, e.kind, e.actor_id, e.comment, e.occurred_at)
-                        = (s.finding_id, s.kind, s.actor_id, s.comment, s.occurred_at)
+                CASE WHEN {_SAME_CONTENT.format(row="e")}
                     THEN {StagedStatus.DUPLICATE} ELSE {StagedStatus.CONFLICT} END
             WHEN s.repository_id IS NULL THEN {StagedStatus.NOT_FOUND}
             ELSE {StagedStatus.UNSETTLED}
@@ -161,7 +150,7 @@ _STORE_FROM = f"""
         array_agg(coalesce(n.id, e.id) ORDER BY s.position),
         array_agg(coalesce(n.recorded_at, e.recorded_at) ORDER BY s.position)
     FROM staged s
-    LEFT JOIN now_stored n ON n.event_id = s.event_id
+    LEFT JOIN {{stored_now}} n ON n.event_id = s.event_id
     LEFT JOIN LATERAL (
         SELECT id, finding_id, kind, actor_id, comment, occurred_at, recorded_at
         FROM suggestion_feedback
@@ -169,16 +158,60 @@ _STORE_FROM = f"""
         LIMIT 1
     ) e ON true
     """
-_STORE_STAGED = _STORE_FROM.format(source=f"{STAGING_TABLE} s")
+# Any batch: an event id may come more than once, so the first of each is chosen, and what was
+# inserted is joined back to the position it came from.
+_STORE_FROM = (
+    "WITH"
+    + _STAGED
+    + """,
+    chosen AS (
+        SELECT DISTINCT ON (event_id) *
+        FROM staged
+        WHERE repository_id IS NOT NULL
+        ORDER BY event_id, position
+    ),"""
+    + _INSERT.format(rows="chosen")
+    + """,
+    now_stored AS (
+        SELECT c.position, c.event_id, c.finding_id, c.kind, c.actor_id, c.comment,
+               c.occurred_at, i.id, i.recorded_at
+        FROM chosen c
+        JOIN inserted i ON i.event_id = c.event_id
+    )"""
+    + _ANSWER.format(
+        stored=f"""WHEN n.position = s.position THEN {StagedStatus.STORED}
+            WHEN n.event_id IS NOT NULL THEN
+                CASE WHEN {_SAME_CONTENT.format(row="n")}
+                    THEN {StagedStatus.DUPLICATE} ELSE {StagedStatus.CONFLICT} END""",
+        stored_now="now_stored",
+    )
+)
+# A batch whose event ids are all different (nearly every one): a row inserted under an
+# event's id is that event, so neither the choice (a sort) nor the join back is needed.
+_STORE_DISTINCT_FROM = (
+    "WITH"
+    + _STAGED
+    + ","
+    + _INSERT.format(rows="staged WHERE repository_id IS NOT NULL")
+    + _ANSWER.format(
+        stored=f"WHEN n.id IS NOT NULL THEN {StagedStatus.STORED}", stored_now="inserted"
+    )
+)
+_STAGING_SOURCE = f"{STAGING_TABLE} s"
 # A small batch (a group commit of unary calls) skips the staging table: the same statement
 # reads the events from arrays. Being one statement, it can run in autocommit (FeedbackIngestion
 # does): one round trip instead of BEGIN, CREATE, COPY, the statement and COMMIT; round trips
 # are most of a small batch's time.
-_STORE_ARRAYS = _STORE_FROM.format(
-    source="unnest($1::integer[], $2::text[], $3::bigint[], $4::smallint[], $5::text[], "
+_ARRAYS_SOURCE = (
+    "unnest($1::integer[], $2::text[], $3::bigint[], $4::smallint[], $5::text[], "
     "$6::text[], $7::bigint[]) AS s(position, event_id, finding_id, kind, actor_id, comment, "
     "occurred_us)"
 )
+_STATEMENTS = {
+    (source, distinct): (_STORE_DISTINCT_FROM if distinct else _STORE_FROM).format(source=source)
+    for source in (_STAGING_SOURCE, _ARRAYS_SOURCE)
+    for distinct in (False, True)
+}
 ARRAYS_AT_MOST = 64
 """Batches up to this size are stored from arrays; larger ones through COPY."""
 
@@ -187,6 +220,11 @@ def stored_by_one_statement(count: int) -> bool:
     """Whether ``store_batch`` stores this many events with one statement (from arrays), which
     needs no transaction around it; more go through the staging table, which does."""
     return count <= ARRAYS_AT_MOST
+
+
+def distinct_event_ids(events: Sequence[StagedEvent]) -> bool:
+    """Whether no event id comes twice among ``events`` (then the cheaper statement serves)."""
+    return len({event[1] for event in events}) == len(events)
 
 
 class FeedbackRepository:
@@ -355,11 +393,12 @@ class FeedbackRepository:
         id its event id holds (stored now or before) and that row's record time.
         """
         connection = await self._session.connection()
+        distinct = distinct_event_ids(events)
         if stored_by_one_statement(len(events)):
             # Through SQLAlchemy, not the driver: a connection found dead here must invalidate
             # the pool, so that the retry gets a live one (test_database_outages).
             result = await connection.exec_driver_sql(
-                _STORE_ARRAYS, tuple(zip(*events, strict=True))
+                _STATEMENTS[_ARRAYS_SOURCE, distinct], tuple(zip(*events, strict=True))
             )
             row: Any = result.one()
             return list(row[0]), list(row[1]), list(row[2])
@@ -375,7 +414,9 @@ class FeedbackRepository:
         await driver.copy_records_to_table(STAGING_TABLE, records=events, columns=_STAGING_COLUMNS)
         # Straight on the driver too: three arrays decode in C, where SQLAlchemy would build
         # and process a row object per event.
-        statuses, feedback_ids, recorded_ats = await driver.fetchrow(_STORE_STAGED)
+        statuses, feedback_ids, recorded_ats = await driver.fetchrow(
+            _STATEMENTS[_STAGING_SOURCE, distinct]
+        )
         return list(statuses), list(feedback_ids), list(recorded_ats)
 
     async def stored_events(self, event_ids: Sequence[str]) -> dict[str, StoredEvent]:

@@ -247,3 +247,64 @@ async def test_single_events_answer_exactly_as_before(stub: Stub, db_engine: Asy
         (first.feedback_id, "one", ids[0], "")
     ]
     assert first.record_time.ToDatetime(tzinfo=UTC) == rows[0].recorded_at
+
+
+@pytest.mark.parametrize("size", [5, 200], ids=["arrays", "copy"])
+async def test_a_batch_of_distinct_event_ids_answers_as_the_statement_for_any_batch(
+    stub: Stub, db_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """A batch whose event ids all differ is stored by a cheaper statement (no choice among
+    repeats, no join back); it must answer and store exactly what the statement for any batch
+    does: new, duplicate and conflicting (with an earlier call) and unknown-finding events."""
+    ids = [f.finding_id for f in (await record_review(stub, findings=2)).findings]
+    judged: list[bool] = []
+
+    def judging(events: Any) -> bool:
+        judged.append(repository_distinct(events))
+        return judged[-1]
+
+    repository_distinct = repository.distinct_event_ids
+    answers: dict[str, Any] = {}
+    for way in ("any", "distinct"):
+        monkeypatch.setattr(
+            repository, "distinct_event_ids", judging if way == "distinct" else lambda _: False
+        )
+        await stub.BatchRecordFeedback(
+            feedback_pb2.BatchRecordFeedbackRequest(
+                events=[
+                    event(f"{way}-seen", ids[0], occurred_at=EARLIER),
+                    event(f"{way}-other", ids[0], occurred_at=EARLIER),
+                ]
+            ),
+            metadata=auth("ingest"),
+        )
+        batch = [
+            event(f"{way}-seen", ids[0], occurred_at=EARLIER),
+            event(f"{way}-other", ids[0], REJECTED, occurred_at=EARLIER),
+            event(f"{way}-lost", 999_999, occurred_at=MOMENT),
+            *(event(f"{way}-new-{i}", ids[i % 2], occurred_at=MOMENT) for i in range(size - 3)),
+        ]
+        response = await stub.BatchRecordFeedback(
+            feedback_pb2.BatchRecordFeedbackRequest(events=batch), metadata=auth("ingest")
+        )
+        async with db_engine.connect() as connection:
+            rows = await connection.execute(select(Feedback.id, Feedback.event_id))
+            holder = {feedback_id: event_id for feedback_id, event_id in rows}
+        answers[way] = (
+            (response.stored_count, response.duplicate_count, response.failed_count),
+            [
+                (
+                    r.index,
+                    r.event_id.removeprefix(way),
+                    r.duplicate,
+                    holder.get(r.feedback_id, "").removeprefix(way),
+                    r.error.code,
+                    r.error.reason,
+                    r.error.message.replace(way, ""),
+                )
+                for r in response.results
+            ],
+        )
+    assert judged == [True, True], "the distinct batches did not take the cheaper statement"
+    assert answers["distinct"] == answers["any"]
+    assert answers["any"][0] == (size - 3, 1, 2)
