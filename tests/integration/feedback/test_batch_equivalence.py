@@ -289,7 +289,7 @@ async def test_a_batch_of_distinct_event_ids_answers_as_the_statement_for_any_ba
         )
         async with db_engine.connect() as connection:
             rows = await connection.execute(select(Feedback.id, Feedback.event_id))
-            holder = {feedback_id: event_id for feedback_id, event_id in rows}
+            holder: dict[int, str] = dict(rows.all())
         answers[way] = (
             (response.stored_count, response.duplicate_count, response.failed_count),
             [
