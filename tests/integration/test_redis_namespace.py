@@ -10,6 +10,7 @@ the learning fold, the insights invalidation and the gate client all listen with
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -31,8 +32,9 @@ def settings_of(database_url: str, redis_url: str, **extra: str) -> ServiceSetti
 
 @pytest.fixture
 def targets(database_url: str, redis_url: str) -> tuple[RedisTarget, RedisTarget]:
-    """Deployment A on the test database, B on another database of the same server."""
-    other = make_url(database_url).set(database="reviewlearn_other_deployment")
+    """Deployment A on the test database, B on another database of the same server (a name of
+    this run's own: what an earlier or a parallel run cached under a fixed one is still there)."""
+    other = make_url(database_url).set(database=f"reviewlearn_other_{uuid.uuid4().hex[:12]}")
     a = RedisTarget.of(settings_of(database_url, redis_url))
     b = RedisTarget.of(settings_of(other.render_as_string(hide_password=False), redis_url))
     assert a is not None
