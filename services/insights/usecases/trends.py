@@ -2,7 +2,9 @@
 
 Only complete weeks count (the current week is partial: its findings count would always look
 like an improvement). The statistics run in a worker thread: a few dozen series of SciPy work
-would otherwise hold the event loop for tens of milliseconds.
+would otherwise hold the event loop for tens of milliseconds. The reads and the statistics are
+separate steps (``weekly_series``, ``analyse_series``), so that a caller with more reads to make
+(the report) makes them while the statistics run.
 """
 
 from __future__ import annotations
@@ -35,7 +37,12 @@ def complete_weeks(today: date, weeks: int) -> list[date]:
     return [last - timedelta(days=7 * (weeks - 1 - i)) for i in range(weeks)]
 
 
-async def trends(
+TrendSeries = list[tuple[TrendMetric, str, list[WeekCounts]]]
+"""(metric, category or "" for the whole scope, its weeks oldest first): what ``analyse_series``
+turns into trends."""
+
+
+async def weekly_series(
     reads: TrendReads,
     scope: ResolvedScope,
     *,
@@ -44,10 +51,9 @@ async def trends(
     metrics: Sequence[TrendMetric],
     per_category: bool,
     category_metrics: Sequence[TrendMetric] | None = None,
-    policy: TrendPolicy,
-) -> list[Trend]:
-    """Every requested metric overall and, with ``per_category``, per category (only the
-    ``category_metrics`` when given)."""
+) -> TrendSeries:
+    """The weekly counts of every requested metric overall and, with ``per_category``, per
+    category (only the ``category_metrics`` when given): the reads of a trend answer."""
     mondays = complete_weeks(today, weeks)
     first, last = mondays[0], mondays[-1] + timedelta(days=6)
     rows = await reads.weekly_counts(scope, first, last)
@@ -68,15 +74,41 @@ async def trends(
             result.append(WeekCounts(monday, counts, reviews.get(monday, 0)))
         return result
 
-    work: list[tuple[TrendMetric, str, list[WeekCounts]]] = []
+    work: TrendSeries = []
     overall = series(None)
     work += [(metric, "", overall) for metric in metrics]
     if per_category:
         for category in categories:
             weekly = series(category)
             work += [(metric, category, weekly) for metric in (category_metrics or metrics)]
+    return work
 
-    def analyse_all() -> list[Trend]:
-        return [analyse(metric, category, weekly, policy) for metric, category, weekly in work]
 
-    return await asyncio.to_thread(analyse_all)
+def analyse_series(work: TrendSeries, policy: TrendPolicy) -> list[Trend]:
+    """The statistics of a trend answer: CPU only (SciPy), for a worker thread."""
+    return [analyse(metric, category, weekly, policy) for metric, category, weekly in work]
+
+
+async def trends(
+    reads: TrendReads,
+    scope: ResolvedScope,
+    *,
+    today: date,
+    weeks: int,
+    metrics: Sequence[TrendMetric],
+    per_category: bool,
+    category_metrics: Sequence[TrendMetric] | None = None,
+    policy: TrendPolicy,
+) -> list[Trend]:
+    """Every requested metric overall and, with ``per_category``, per category (only the
+    ``category_metrics`` when given)."""
+    work = await weekly_series(
+        reads,
+        scope,
+        today=today,
+        weeks=weeks,
+        metrics=metrics,
+        per_category=per_category,
+        category_metrics=category_metrics,
+    )
+    return await asyncio.to_thread(analyse_series, work, policy)
