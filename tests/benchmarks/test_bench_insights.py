@@ -206,14 +206,11 @@ async def test_insights_report_and_dashboard_on_a_year_of_feedback(
                 .replace(":last", "$3")
             )
         )
+        a_year = f"DATE '{date.today() - timedelta(days=365)}', DATE '{date.today()}'"
         plan = "\n".join(
             row[0]
-            for row in await connection.execute(
-                text(
-                    "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) "
-                    "EXECUTE team_aggregate(7, CAST(:first AS date), CAST(:last AS date))"
-                ),
-                {"first": date.today() - timedelta(days=365), "last": date.today()},
+            for row in await connection.execute(  # EXECUTE takes no bind parameters
+                text(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE team_aggregate(7, {a_year})")
             )
         )
         await connection.execute(text("DEALLOCATE team_aggregate"))
