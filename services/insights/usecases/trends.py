@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Protocol
 
@@ -37,24 +38,27 @@ def complete_weeks(today: date, weeks: int) -> list[date]:
     return [last - timedelta(days=7 * (weeks - 1 - i)) for i in range(weeks)]
 
 
+@dataclass(frozen=True)
+class TrendQuery:
+    """Which trends: every metric of ``metrics`` over the last ``weeks`` complete weeks before
+    ``today``, overall and, with ``per_category``, per category (only the ``category_metrics``
+    when given)."""
+
+    today: date
+    weeks: int
+    metrics: Sequence[TrendMetric]
+    per_category: bool
+    category_metrics: Sequence[TrendMetric] | None = None
+
+
 TrendSeries = list[tuple[TrendMetric, str, list[WeekCounts]]]
 """(metric, category or "" for the whole scope, its weeks oldest first): what ``analyse_series``
 turns into trends."""
 
 
-async def weekly_series(
-    reads: TrendReads,
-    scope: ResolvedScope,
-    *,
-    today: date,
-    weeks: int,
-    metrics: Sequence[TrendMetric],
-    per_category: bool,
-    category_metrics: Sequence[TrendMetric] | None = None,
-) -> TrendSeries:
-    """The weekly counts of every requested metric overall and, with ``per_category``, per
-    category (only the ``category_metrics`` when given): the reads of a trend answer."""
-    mondays = complete_weeks(today, weeks)
+async def weekly_series(reads: TrendReads, scope: ResolvedScope, query: TrendQuery) -> TrendSeries:
+    """The weekly counts of every series ``query`` asks for: the reads of a trend answer."""
+    mondays = complete_weeks(query.today, query.weeks)
     first, last = mondays[0], mondays[-1] + timedelta(days=6)
     rows = await reads.weekly_counts(scope, first, last)
     reviews = await reads.weekly_reviews(scope, first, last)
@@ -76,11 +80,12 @@ async def weekly_series(
 
     work: TrendSeries = []
     overall = series(None)
-    work += [(metric, "", overall) for metric in metrics]
-    if per_category:
+    work += [(metric, "", overall) for metric in query.metrics]
+    if query.per_category:
         for category in categories:
             weekly = series(category)
-            work += [(metric, category, weekly) for metric in (category_metrics or metrics)]
+            metrics = query.category_metrics or query.metrics
+            work += [(metric, category, weekly) for metric in metrics]
     return work
 
 
@@ -90,25 +95,8 @@ def analyse_series(work: TrendSeries, policy: TrendPolicy) -> list[Trend]:
 
 
 async def trends(
-    reads: TrendReads,
-    scope: ResolvedScope,
-    *,
-    today: date,
-    weeks: int,
-    metrics: Sequence[TrendMetric],
-    per_category: bool,
-    category_metrics: Sequence[TrendMetric] | None = None,
-    policy: TrendPolicy,
+    reads: TrendReads, scope: ResolvedScope, query: TrendQuery, policy: TrendPolicy
 ) -> list[Trend]:
-    """Every requested metric overall and, with ``per_category``, per category (only the
-    ``category_metrics`` when given)."""
-    work = await weekly_series(
-        reads,
-        scope,
-        today=today,
-        weeks=weeks,
-        metrics=metrics,
-        per_category=per_category,
-        category_metrics=category_metrics,
-    )
+    """The trends ``query`` asks for."""
+    work = await weekly_series(reads, scope, query)
     return await asyncio.to_thread(analyse_series, work, policy)
