@@ -7,6 +7,7 @@ Each computation runs in one read transaction.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -32,7 +33,12 @@ from services.insights.usecases.learning_paths import PathReads, PathsView, read
 from services.insights.usecases.reads import OutcomeRow, RollupReads
 from services.insights.usecases.roi import roi, roi_from_rows
 from services.insights.usecases.team_metrics import team_metrics
-from services.insights.usecases.trends import trends
+from services.insights.usecases.trends import (
+    TrendQuery,
+    TrendSeries,
+    analyse_series,
+    weekly_series,
+)
 from shared.convert import timestamp_to_pb
 from shared.errors import NotFound
 
@@ -171,7 +177,7 @@ class InsightsAnswers:
             reads: InsightsReads, scope: ResolvedScope
         ) -> insights_pb2.GetTrendsResponse:
             return convert.trends_to_pb(
-                await self._trends(reads, scope, weeks, metrics, per_category, None)
+                await self._trends(reads, scope, self._trend_query(weeks, metrics, per_category))
             )
 
         return await self._answer(
@@ -227,18 +233,25 @@ class InsightsAnswers:
             reads: InsightsReads, scope: ResolvedScope
         ) -> insights_pb2.GetInsightsReportResponse:
             window = self.default_window()
-            rows = await reads.outcome_counts(scope, window.first_day, window.last_day)
-            metrics = convert.team_metrics_to_pb(
-                await team_metrics(reads, scope, window, self._policies.rates, rows)
+            started = time.perf_counter()
+            query = self._trend_query(
+                self._policies.trend_weeks, tuple(TrendMetric), REPORT_PER_CATEGORY
             )
-            weekly = convert.trends_to_pb(
-                await self._trends(
-                    reads, scope, self._policies.trend_weeks, tuple(TrendMetric),
-                    REPORT_PER_CATEGORY, None,
+            series = await weekly_series(reads, scope, query)
+            # The trend statistics (CPU, in a worker thread) run while the rest is read.
+            analysing = asyncio.ensure_future(self._analyse(series, started))
+            try:
+                rows = await reads.outcome_counts(scope, window.first_day, window.last_day)
+                metrics = convert.team_metrics_to_pb(
+                    await team_metrics(reads, scope, window, self._policies.rates, rows)
                 )
-            )  # fmt: skip
-            paths = convert.paths_to_pb(await self._paths(reads, scope, self._policies.max_paths))
-            money = await self._roi(reads, scope, window, self._policies.roi, rows)
+                paths = convert.paths_to_pb(
+                    await self._paths(reads, scope, self._policies.max_paths)
+                )
+                money = await self._roi(reads, scope, window, self._policies.roi, rows)
+                weekly = convert.trends_to_pb(await analysing)
+            finally:
+                analysing.cancel()  # a read failed: nobody waits for them (a no-op once awaited)
             return insights_pb2.GetInsightsReportResponse(
                 metrics=metrics,
                 trends=weekly,
@@ -262,26 +275,22 @@ class InsightsAnswers:
     def _today(self) -> date:
         return self._clock().astimezone(UTC).date()
 
+    def _trend_query(
+        self, weeks: int, metrics: Sequence[TrendMetric], per_category: bool
+    ) -> TrendQuery:
+        return TrendQuery(
+            today=self._today(), weeks=weeks, metrics=metrics, per_category=per_category
+        )
+
     async def _trends(
-        self,
-        reads: InsightsReads,
-        scope: ResolvedScope,
-        weeks: int,
-        metrics: Sequence[TrendMetric],
-        per_category: bool,
-        category_metrics: Sequence[TrendMetric] | None,
+        self, reads: InsightsReads, scope: ResolvedScope, query: TrendQuery
     ) -> list[Trend]:
         started = time.perf_counter()
-        result = await trends(
-            reads,
-            scope,
-            today=self._clock().astimezone(UTC).date(),
-            weeks=weeks,
-            metrics=metrics,
-            per_category=per_category,
-            category_metrics=category_metrics,
-            policy=self._policies.trends,
-        )
+        return await self._analyse(await weekly_series(reads, scope, query), started)
+
+    async def _analyse(self, series: TrendSeries, started: float) -> list[Trend]:
+        """The statistics of ``series`` in a worker thread; ``started``: when its reads began."""
+        result = await asyncio.to_thread(analyse_series, series, self._policies.trends)
         self._instruments.trend_duration.record(time.perf_counter() - started)
         return result
 

@@ -37,18 +37,8 @@ SELECT f.id, f.review_id, rv.created_at, f.team_id, f.repository_id, f.rule_id, 
 FROM findings f JOIN reviews rv ON rv.id = f.review_id
 """
 _RAW_EVENTS = "SELECT finding_id, kind, occurred_at, id FROM suggestion_feedback"
-_TABLES = {
-    "insight_rollups": (
-        "SELECT repository_id, day, category, severity, rule_id, outcome, team_id, findings "
-        "FROM insight_rollups WHERE findings <> 0"
-    ),
-    "insight_global_rollups": (
-        "SELECT day, category, outcome, findings FROM insight_global_rollups WHERE findings <> 0"
-    ),
-    "insight_review_rollups": (
-        "SELECT repository_id, day, team_id, reviews FROM insight_review_rollups WHERE reviews <> 0"
-    ),
-}
+_RECOUNTED = ("insight_rollups", "insight_global_rollups", "insight_review_rollups")
+"""The rollup tables the recount derives (time-to-action histograms it leaves to the rebuild)."""
 
 
 async def brute_force_differences(sessions: async_sessionmaker[AsyncSession]) -> dict[str, int]:
@@ -56,12 +46,14 @@ async def brute_force_differences(sessions: async_sessionmaker[AsyncSession]) ->
     async with sessions() as session:
         await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         try:
-            await RollupRepository(session).fold()  # what is committed but not yet folded
-            stored: dict[str, dict[tuple[Any, ...], int]] = {}
-            for table, sql in _TABLES.items():
-                stored[table] = {
-                    tuple(row[:-1]): int(row[-1]) for row in await session.execute(text(sql))
-                }
+            rollups = RollupRepository(session)
+            await rollups.fold()  # what is committed but not yet folded
+            snapshot = await rollups.snapshot(_RECOUNTED)
+            # Rows whose count is zero are no rows to the recount (a fold removes them anyway).
+            stored = {
+                table: {row[:-1]: int(row[-1]) for row in snapshot[table] if row[-1] != 0}
+                for table in _RECOUNTED
+            }
             findings = [RawFinding(*row) for row in await session.execute(text(_RAW_FINDINGS))]
             events = [
                 (int(a), int(b), c, int(d))

@@ -7,49 +7,72 @@ repository scope adds ``repository_id`` to the filter.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Result, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.insights.domain.scopes import ResolvedScope, ScopeRef, ScopeType
 from services.insights.usecases.reads import OutcomeRow, PersistedPath, WeekRow
 from shared.outcome import Outcome
 
-_IN_SCOPE = (
-    "team_id = :team AND (CAST(:repository AS bigint) IS NULL OR repository_id = :repository) "
-    "AND day BETWEEN :first AND :last"
-)
+_IN_TEAM = "team_id = :team AND day BETWEEN :first AND :last"
+_IN_REPOSITORY = "team_id = :team AND repository_id = :repository AND day BETWEEN :first AND :last"
 
-OUTCOME_COUNTS = f"""
+
+@dataclass(frozen=True)
+class ScopedQuery:
+    """One aggregate as two statements: a team's and a repository's.
+
+    A single statement for both (``:repository IS NULL OR repository_id = :repository``) is
+    planned generically once PostgreSQL has seen it prepared five times, and that generic plan
+    must read ``repository_id`` from the heap for every row (``ix_*_team_day`` does not hold it):
+    a bitmap heap scan of thousands of pages plus a sort, where a team's statement is an
+    index-only scan whatever its parameters.
+    """
+
+    team: str
+    repository: str
+
+    @classmethod
+    def of(cls, template: str) -> ScopedQuery:
+        """``template``'s ``{scope}`` filled with each scope's filter."""
+        return cls(template.format(scope=_IN_TEAM), template.format(scope=_IN_REPOSITORY))
+
+    def sql(self, scope: ResolvedScope) -> str:
+        return self.team if scope.repository_id is None else self.repository
+
+
+OUTCOME_COUNTS = ScopedQuery.of("""
 SELECT category, rule_id, severity, outcome, sum(findings)::bigint
-FROM insight_rollups WHERE {_IN_SCOPE}
+FROM insight_rollups WHERE {scope}
 GROUP BY category, rule_id, severity, outcome
-"""
-ACTION_HISTOGRAM = f"""
+""")
+ACTION_HISTOGRAM = ScopedQuery.of("""
 SELECT category, bucket, sum(findings)::bigint
-FROM insight_action_times WHERE {_IN_SCOPE}
+FROM insight_action_times WHERE {scope}
 GROUP BY category, bucket
-"""
-ACTIVITY = f"""
-SELECT (SELECT coalesce(sum(reviews), 0)::bigint FROM insight_review_rollups WHERE {_IN_SCOPE}),
-       (SELECT count(DISTINCT repository_id) FROM insight_rollups WHERE {_IN_SCOPE})
-"""
+""")
+ACTIVITY = ScopedQuery.of("""
+SELECT (SELECT coalesce(sum(reviews), 0)::bigint FROM insight_review_rollups WHERE {scope}),
+       (SELECT count(DISTINCT repository_id) FROM insight_rollups WHERE {scope})
+""")
 GLOBAL_COUNTS = """
 SELECT category, outcome, sum(findings)::bigint FROM insight_global_rollups
 WHERE day BETWEEN :first AND :last GROUP BY category, outcome
 """
-WEEKLY_COUNTS = f"""
+WEEKLY_COUNTS = ScopedQuery.of("""
 SELECT date_trunc('week', day)::date AS week, category, outcome, sum(findings)::bigint
-FROM insight_rollups WHERE {_IN_SCOPE}
+FROM insight_rollups WHERE {scope}
 GROUP BY week, category, outcome
-"""
-WEEKLY_REVIEWS = f"""
+""")
+WEEKLY_REVIEWS = ScopedQuery.of("""
 SELECT date_trunc('week', day)::date AS week, sum(reviews)::bigint
-FROM insight_review_rollups WHERE {_IN_SCOPE}
+FROM insight_review_rollups WHERE {scope}
 GROUP BY week
-"""
+""")
 PATH_EVIDENCE = f"""
 SELECT category, rule_id, severity, sum(findings)::bigint,
     sum(findings * power(0.5, (CAST(:last AS date) - day)::float8 / :half_life)),
@@ -74,13 +97,13 @@ class InsightsRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    def _params(self, scope: ResolvedScope, first_day: date, last_day: date) -> dict[str, Any]:
-        return {
-            "team": scope.team_id,
-            "repository": scope.repository_id,
-            "first": first_day,
-            "last": last_day,
-        }
+    async def _scoped(
+        self, query: ScopedQuery, scope: ResolvedScope, first_day: date, last_day: date
+    ) -> Result[*tuple[Any, ...]]:
+        params: dict[str, Any] = {"team": scope.team_id, "first": first_day, "last": last_day}
+        if scope.repository_id is not None:
+            params["repository"] = scope.repository_id
+        return await self._session.execute(text(query.sql(scope)), params)
 
     async def resolve(self, ref: ScopeRef) -> ResolvedScope | None:
         if ref.scope_type is ScopeType.TEAM:
@@ -110,25 +133,19 @@ class InsightsRepository:
     async def outcome_counts(
         self, scope: ResolvedScope, first_day: date, last_day: date
     ) -> list[OutcomeRow]:
-        rows = await self._session.execute(
-            text(OUTCOME_COUNTS), self._params(scope, first_day, last_day)
-        )
+        rows = await self._scoped(OUTCOME_COUNTS, scope, first_day, last_day)
         return [OutcomeRow(str(c), str(r), int(s), int(o), int(n)) for c, r, s, o, n in rows]
 
     async def action_histogram(
         self, scope: ResolvedScope, first_day: date, last_day: date
     ) -> list[tuple[str, int, int]]:
-        rows = await self._session.execute(
-            text(ACTION_HISTOGRAM), self._params(scope, first_day, last_day)
-        )
+        rows = await self._scoped(ACTION_HISTOGRAM, scope, first_day, last_day)
         return [(str(c), int(b), int(n)) for c, b, n in rows]
 
     async def activity(
         self, scope: ResolvedScope, first_day: date, last_day: date
     ) -> tuple[int, int]:
-        row = (
-            await self._session.execute(text(ACTIVITY), self._params(scope, first_day, last_day))
-        ).one()
+        row = (await self._scoped(ACTIVITY, scope, first_day, last_day)).one()
         return int(row[0] or 0), int(row[1] or 0)
 
     async def global_counts(self, first_day: date, last_day: date) -> list[tuple[str, int, int]]:
@@ -140,17 +157,13 @@ class InsightsRepository:
     async def weekly_counts(
         self, scope: ResolvedScope, first_day: date, last_day: date
     ) -> list[WeekRow]:
-        rows = await self._session.execute(
-            text(WEEKLY_COUNTS), self._params(scope, first_day, last_day)
-        )
+        rows = await self._scoped(WEEKLY_COUNTS, scope, first_day, last_day)
         return [WeekRow(w, str(c), int(o), int(n)) for w, c, o, n in rows]
 
     async def weekly_reviews(
         self, scope: ResolvedScope, first_day: date, last_day: date
     ) -> dict[date, int]:
-        rows = await self._session.execute(
-            text(WEEKLY_REVIEWS), self._params(scope, first_day, last_day)
-        )
+        rows = await self._scoped(WEEKLY_REVIEWS, scope, first_day, last_day)
         return {week: int(n) for week, n in rows}
 
     async def path_evidence(

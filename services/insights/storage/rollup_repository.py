@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import text
@@ -82,11 +83,16 @@ class RollupRepository:
         )
         return FoldCounts(window, 0, changes, versions)
 
-    async def snapshot(self) -> dict[str, set[tuple[Any, ...]]]:
-        """Every rollup row, per table (for comparing a fold with a rebuild)."""
+    async def snapshot(
+        self, tables: Iterable[str] = tuple(rollup_sql.SNAPSHOTS)
+    ) -> dict[str, set[tuple[Any, ...]]]:
+        """Every row of the rollup ``tables`` (all of them by default), per table, as
+        (key..., count): for comparing a fold with a rebuild or a recount."""
         return {
-            table: {tuple(row) for row in await self._session.execute(text(sql))}
-            for table, sql in rollup_sql.SNAPSHOTS.items()
+            table: {
+                tuple(row) for row in await self._session.execute(text(rollup_sql.SNAPSHOTS[table]))
+            }
+            for table in tables
         }
 
     async def last_fold(self) -> Any:

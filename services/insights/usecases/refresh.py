@@ -30,7 +30,7 @@ from services.insights.usecases.learning_paths import PathReads, compute_paths, 
 from services.insights.usecases.reads import RollupReads
 from services.insights.usecases.roi import roi
 from services.insights.usecases.team_metrics import team_metrics
-from services.insights.usecases.trends import complete_weeks, trends
+from services.insights.usecases.trends import TrendQuery, complete_weeks, trends
 from shared.errors import NotFound
 
 log = logging.getLogger("reviewlearn.insights.refresh")
@@ -245,15 +245,10 @@ class InsightsRefresher:
         self, repository: RefreshRepository, team: ResolvedScope, today: date
     ) -> list[Change]:
         policy = self._policy
-        series = await trends(
-            repository,
-            team,
-            today=today,
-            weeks=policy.trend_weeks,
-            metrics=tuple(TrendMetric),
-            per_category=True,
-            policy=_points_only(policy),
+        query = TrendQuery(
+            today=today, weeks=policy.trend_weeks, metrics=tuple(TrendMetric), per_category=True
         )
+        series = await trends(repository, team, query, _points_only(policy))
         points = [
             (p.week_start, int(t.metric), t.category, p.value, p.samples)
             for t in series

@@ -2,13 +2,16 @@
 
 Only complete weeks count (the current week is partial: its findings count would always look
 like an improvement). The statistics run in a worker thread: a few dozen series of SciPy work
-would otherwise hold the event loop for tens of milliseconds.
+would otherwise hold the event loop for tens of milliseconds. The reads and the statistics are
+separate steps (``weekly_series``, ``analyse_series``), so that a caller with more reads to make
+(the report) makes them while the statistics run.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Protocol
 
@@ -35,20 +38,27 @@ def complete_weeks(today: date, weeks: int) -> list[date]:
     return [last - timedelta(days=7 * (weeks - 1 - i)) for i in range(weeks)]
 
 
-async def trends(
-    reads: TrendReads,
-    scope: ResolvedScope,
-    *,
-    today: date,
-    weeks: int,
-    metrics: Sequence[TrendMetric],
-    per_category: bool,
-    category_metrics: Sequence[TrendMetric] | None = None,
-    policy: TrendPolicy,
-) -> list[Trend]:
-    """Every requested metric overall and, with ``per_category``, per category (only the
-    ``category_metrics`` when given)."""
-    mondays = complete_weeks(today, weeks)
+@dataclass(frozen=True)
+class TrendQuery:
+    """Which trends: every metric of ``metrics`` over the last ``weeks`` complete weeks before
+    ``today``, overall and, with ``per_category``, per category (only the ``category_metrics``
+    when given)."""
+
+    today: date
+    weeks: int
+    metrics: Sequence[TrendMetric]
+    per_category: bool
+    category_metrics: Sequence[TrendMetric] | None = None
+
+
+TrendSeries = list[tuple[TrendMetric, str, list[WeekCounts]]]
+"""(metric, category or "" for the whole scope, its weeks oldest first): what ``analyse_series``
+turns into trends."""
+
+
+async def weekly_series(reads: TrendReads, scope: ResolvedScope, query: TrendQuery) -> TrendSeries:
+    """The weekly counts of every series ``query`` asks for: the reads of a trend answer."""
+    mondays = complete_weeks(query.today, query.weeks)
     first, last = mondays[0], mondays[-1] + timedelta(days=6)
     rows = await reads.weekly_counts(scope, first, last)
     reviews = await reads.weekly_reviews(scope, first, last)
@@ -68,15 +78,25 @@ async def trends(
             result.append(WeekCounts(monday, counts, reviews.get(monday, 0)))
         return result
 
-    work: list[tuple[TrendMetric, str, list[WeekCounts]]] = []
+    work: TrendSeries = []
     overall = series(None)
-    work += [(metric, "", overall) for metric in metrics]
-    if per_category:
+    work += [(metric, "", overall) for metric in query.metrics]
+    if query.per_category:
         for category in categories:
             weekly = series(category)
-            work += [(metric, category, weekly) for metric in (category_metrics or metrics)]
+            metrics = query.category_metrics or query.metrics
+            work += [(metric, category, weekly) for metric in metrics]
+    return work
 
-    def analyse_all() -> list[Trend]:
-        return [analyse(metric, category, weekly, policy) for metric, category, weekly in work]
 
-    return await asyncio.to_thread(analyse_all)
+def analyse_series(work: TrendSeries, policy: TrendPolicy) -> list[Trend]:
+    """The statistics of a trend answer: CPU only (SciPy), for a worker thread."""
+    return [analyse(metric, category, weekly, policy) for metric, category, weekly in work]
+
+
+async def trends(
+    reads: TrendReads, scope: ResolvedScope, query: TrendQuery, policy: TrendPolicy
+) -> list[Trend]:
+    """The trends ``query`` asks for."""
+    work = await weekly_series(reads, scope, query)
+    return await asyncio.to_thread(analyse_series, work, policy)

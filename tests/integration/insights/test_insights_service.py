@@ -5,9 +5,11 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import grpc
 import pytest
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from reviewlearn.common.v1 import common_pb2
 from reviewlearn.insights.v1 import insights_pb2
@@ -30,6 +32,7 @@ from tests.integration.insights.conftest import (
 from tests.integration.insights.history import GeneratedLog, utc_day
 
 READER = auth("reader")
+M = TypeVar("M", bound=Message)
 
 
 def in_period(moment: datetime, response_start: datetime, response_end: datetime) -> bool:
@@ -148,6 +151,74 @@ async def test_repository_scope_counts_only_that_repository(
     overall, *_ = brute_force_counts(generated, 1, start, end, repository_id)
     assert m.findings == overall["findings"] > 0
     assert m.repositories == 1
+
+
+async def test_a_team_is_the_sum_of_its_repositories(
+    start_service: StartService, generated: GeneratedLog
+) -> None:
+    """The team and the repository statements of an aggregate are separate SQL: they agree."""
+    stub = stub_of(await start_insights(start_service))
+    await fold(stub)
+    whole = (
+        await stub.GetTeamMetrics(
+            insights_pb2.GetTeamMetricsRequest(scope=team("team-0")), metadata=READER
+        )
+    ).metrics
+    parts = [
+        (
+            await stub.GetTeamMetrics(
+                insights_pb2.GetTeamMetricsRequest(scope=repository(url)), metadata=READER
+            )
+        ).metrics
+        for url, (_, team_id) in generated.repositories.items()
+        if team_id == 1
+    ]
+    assert len(parts) > 1
+    for field in ("findings", "positive", "negative", "dismissed", "pending", "reviews"):
+        assert getattr(whole, field) == sum(getattr(part, field) for part in parts) > 0, field
+    assert whole.repositories == sum(part.repositories for part in parts)
+
+
+def _without_times(message: M) -> M:
+    """``message`` without the instants an answer stamps when it is computed (and the last
+    fold's, which the service's own background fold may move between two calls)."""
+    copy = type(message)()
+    copy.CopyFrom(message)
+    for name in ("period_start", "period_end", "generate_time", "computed_time", "data_as_of"):
+        if name in copy.DESCRIPTOR.fields_by_name:
+            copy.ClearField(name)
+    if "metrics" in copy.DESCRIPTOR.fields_by_name:
+        copy.metrics.ClearField("period_start")
+        copy.metrics.ClearField("period_end")
+    return copy
+
+
+async def test_the_report_is_what_each_rpc_answers(
+    start_service: StartService, generated: GeneratedLog
+) -> None:
+    """The report reads its parts in its own order (the trend statistics run while the rest is
+    read): each part equals the answer of its own RPC."""
+    stub = stub_of(await start_insights(start_service, cache_ttl_seconds=0))
+    await fold(stub)
+    for name in ("team-0", "team-1", "team-2"):
+        report = await stub.GetInsightsReport(
+            insights_pb2.GetInsightsReportRequest(scope=team(name)), metadata=READER
+        )
+        metrics = await stub.GetTeamMetrics(
+            insights_pb2.GetTeamMetricsRequest(scope=team(name)), metadata=READER
+        )
+        trends = await stub.GetTrends(
+            insights_pb2.GetTrendsRequest(scope=team(name)), metadata=READER
+        )
+        paths = await stub.GetLearningPaths(
+            insights_pb2.GetLearningPathsRequest(scope=team(name)), metadata=READER
+        )
+        roi = await stub.GetRoi(insights_pb2.GetRoiRequest(scope=team(name)), metadata=READER)
+        assert report.metrics.metrics.findings > 0
+        assert _without_times(report.metrics) == _without_times(metrics)
+        assert report.trends == trends
+        assert _without_times(report.learning_paths) == _without_times(paths)
+        assert _without_times(report.roi) == _without_times(roi)
 
 
 async def test_roi_equals_the_assumptions_applied_to_the_counts_and_its_interval_holds_it(

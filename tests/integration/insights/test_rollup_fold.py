@@ -12,6 +12,7 @@ from services.insights.instruments import InsightsInstruments
 from services.insights.storage.rollup_repository import RollupRepository
 from services.insights.storage.transactions import rolled_back, transaction
 from services.insights.usecases.fold_rollups import RollupFolder
+from services.insights.validate import brute_force_differences
 from shared.db.engine import create_session_factory
 from tests.integration.insights.history import (
     advance_sequences,
@@ -154,3 +155,36 @@ async def test_rebuild_gives_what_the_fold_gave(db_engine: AsyncEngine) -> None:
     assert counts.team_versions  # every team's cached insights are invalidated
     async with sessions() as session:
         assert await RollupRepository(session).snapshot() == folded
+
+
+async def test_the_validate_recount_finds_exactly_the_rows_that_are_wrong(
+    db_engine: AsyncEngine,
+) -> None:
+    """``reviewlearn validate metrics``' brute-force half, on the rollups' own snapshot: nothing
+    on a clean fold, one row per table that was made wrong, and it folds what is not folded yet."""
+    log = generate(seed=17, reviews=40)
+    async with db_engine.begin() as connection:
+        await write_scaffold(connection, log)
+        await write_findings(connection, log.findings)
+    await make_folder(db_engine).fold()
+    async with db_engine.begin() as connection:
+        await write_events(connection, log.events)  # committed, not folded: the recount folds
+    sessions = create_session_factory(db_engine)
+    assert await brute_force_differences(sessions) == {}
+    async with db_engine.begin() as connection:
+        await connection.execute(
+            text(
+                "UPDATE insight_rollups SET findings = findings + 1 WHERE ctid = "
+                "(SELECT ctid FROM insight_rollups LIMIT 1)"
+            )
+        )
+        await connection.execute(
+            text(
+                "UPDATE insight_review_rollups SET reviews = reviews + 2 WHERE ctid = "
+                "(SELECT ctid FROM insight_review_rollups LIMIT 1)"
+            )
+        )
+    assert await brute_force_differences(sessions) == {
+        "insight_rollups": 1,
+        "insight_review_rollups": 1,
+    }
