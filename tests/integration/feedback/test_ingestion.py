@@ -10,7 +10,7 @@ import pytest
 from reviewlearn.common.v1 import common_pb2
 from reviewlearn.feedback.v1 import feedback_pb2, feedback_pb2_grpc
 from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db.models import Feedback, Finding, FindingDeletion
 from tests.conftest import StartService, auth
@@ -332,6 +332,27 @@ async def test_feedback_is_still_recorded_with_learning_disabled(
         await asyncio.sleep(0.1)
 
 
+async def until_an_insert_waits(connection: AsyncConnection, select: str) -> int:
+    """Polls until a feedback INSERT of another backend waits on a lock (10 s at most) and
+    returns ``select`` over those backends (``count(*)``, or a function of their pids)."""
+    for _ in range(500):
+        # A fresh statistics snapshot each time: pg_stat_activity is frozen per transaction.
+        await connection.execute(text("SELECT pg_stat_clear_snapshot()"))
+        found = (
+            await connection.execute(
+                text(
+                    f"SELECT {select} FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid() "
+                    "AND query LIKE '%INSERT INTO suggestion_feedback%'"
+                )
+            )
+        ).scalar_one()
+        if found:
+            return int(found)
+        await asyncio.sleep(0.02)
+    return 0
+
+
 async def test_a_killed_connection_mid_batch_leaves_no_half_written_batch(
     stub: Stub, db_engine: AsyncEngine
 ) -> None:
@@ -346,22 +367,7 @@ async def test_a_killed_connection_mid_batch_leaves_no_half_written_batch(
                 feedback_pb2.BatchRecordFeedbackRequest(events=events), metadata=auth("ingest")
             )
         )
-        killed = 0
-        for _ in range(200):
-            # A fresh statistics snapshot each time: pg_stat_activity is frozen per transaction.
-            await blocker.execute(text("SELECT pg_stat_clear_snapshot()"))
-            killed = (
-                await blocker.execute(
-                    text(
-                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                        "WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid() "
-                        "AND query LIKE '%INSERT INTO suggestion_feedback%'"
-                    )
-                )
-            ).scalar_one()
-            if killed:
-                break
-            await asyncio.sleep(0.02)
+        killed = await until_an_insert_waits(blocker, "count(pg_terminate_backend(pid))")
         assert killed == 1
         await blocker.execute(text("COMMIT"))
     try:
@@ -406,20 +412,7 @@ async def test_event_ids_another_writer_commits_mid_batch_are_told_duplicate_or_
                 feedback_pb2.BatchRecordFeedbackRequest(events=events), metadata=auth("ingest")
             )
         )
-        for _ in range(500):
-            await writer.execute(text("SELECT pg_stat_clear_snapshot()"))
-            waiting = (
-                await writer.execute(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                        "AND query LIKE '%INSERT INTO suggestion_feedback%' "
-                        "AND pid <> pg_backend_pid()"
-                    )
-                )
-            ).scalar_one()
-            if waiting:
-                break
-            await asyncio.sleep(0.01)
+        waiting = await until_an_insert_waits(writer, "count(*)")
         assert waiting == 1, "the batch never waited on the uncommitted rows"
         await writer.execute(text("COMMIT"))
     response = await call
