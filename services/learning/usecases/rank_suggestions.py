@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol, TypeVar, overload
+from typing import Any, ClassVar, Protocol, Self, TypeVar, cast, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -73,11 +73,48 @@ class Candidate:
     fingerprint: str
 
 
+Row = TypeVar("Row")
+
+
+class _Columns(Sequence[Row]):
+    """Rows held as one list per field (a subclass is a dataclass of those lists); ``rows[i]``
+    makes row i on demand. Columns rather than an object per row, because a 10,000-finding
+    request would otherwise spend more time building objects than ranking."""
+
+    _row: ClassVar[Callable[..., Any]]
+    """The row type, a dataclass."""
+    _names: ClassVar[tuple[str, ...]]
+    """The columns, in the order of the row type's fields."""
+
+    @classmethod
+    def of(cls, rows: Sequence[Row]) -> Self:
+        if isinstance(rows, cls):
+            return rows
+        fields = tuple(cast(Any, cls._row).__dataclass_fields__)
+        table = [tuple(getattr(row, name) for name in fields) for row in rows]
+        return cast(Callable[..., Self], cls)(*_columns(table, len(fields)))
+
+    def __len__(self) -> int:
+        return len(getattr(self, self._names[0]))
+
+    @overload
+    def __getitem__(self, i: int) -> Row: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Row]: ...
+    def __getitem__(self, i: int | slice) -> Row | Sequence[Row]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        row: Row = self._row(*(getattr(self, name)[i] for name in self._names))
+        return row
+
+
 @dataclass(frozen=True, eq=False)
-class Candidates(Sequence[Candidate]):
+class Candidates(_Columns[Candidate]):
     """The findings to rank as columns, one entry per finding; ``candidates[i]`` is a
-    :class:`Candidate`, made on demand. Columns rather than an object per finding, because a
-    10,000-finding request would otherwise spend more time building objects than ranking."""
+    :class:`Candidate`."""
+
+    _row = Candidate
+    _names = ("request_index", *tuple(Candidate.__dataclass_fields__)[1:])
 
     request_index: list[int]
     """``Candidate.index`` (named apart from ``Sequence.index``)."""
@@ -92,31 +129,8 @@ class Candidates(Sequence[Candidate]):
     message: list[str]
     fingerprint: list[str]
 
-    @staticmethod
-    def of(candidates: Sequence[Candidate]) -> Candidates:
-        if isinstance(candidates, Candidates):
-            return candidates
-        rows = [tuple(getattr(c, name) for name in _FIELDS) for c in candidates]
-        return Candidates(*_columns(rows, len(_FIELDS)))
-
-    def __len__(self) -> int:
-        return len(self.request_index)
-
-    @overload
-    def __getitem__(self, i: int) -> Candidate: ...
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[Candidate]: ...
-    def __getitem__(self, i: int | slice) -> Candidate | Sequence[Candidate]:
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self)))]
-        return Candidate(*(getattr(self, name)[i] for name in _COLUMNS))
-
     def __add__(self, other: Candidates) -> Candidates:
-        return Candidates(*(getattr(self, n) + getattr(other, n) for n in _COLUMNS))
-
-
-_FIELDS = tuple(Candidate.__dataclass_fields__)
-_COLUMNS = ("request_index", *_FIELDS[1:])
+        return Candidates(*(getattr(self, n) + getattr(other, n) for n in self._names))
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
@@ -127,9 +141,12 @@ def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
 
 
 @dataclass(frozen=True, eq=False)
-class InlineFindings(Sequence[FindingDraft]):
-    """A request's inline findings as columns (``findings[i]`` is a :class:`FindingDraft`,
-    made on demand): the request is converted, validated and fingerprinted column by column."""
+class InlineFindings(_Columns[FindingDraft]):
+    """A request's inline findings as columns (``findings[i]`` is a :class:`FindingDraft`): the
+    request is converted, validated and fingerprinted column by column."""
+
+    _row = FindingDraft
+    _names = tuple(FindingDraft.__dataclass_fields__)
 
     client_finding_id: list[str | None]
     rule_id: list[str]
@@ -143,28 +160,6 @@ class InlineFindings(Sequence[FindingDraft]):
     message: list[str]
     suggested_fix: list[str]
     code_context: list[str]
-
-    @staticmethod
-    def of(drafts: Sequence[FindingDraft]) -> InlineFindings:
-        if isinstance(drafts, InlineFindings):
-            return drafts
-        rows = [tuple(getattr(d, name) for name in _DRAFT_FIELDS) for d in drafts]
-        return InlineFindings(*_columns(rows, len(_DRAFT_FIELDS)))
-
-    def __len__(self) -> int:
-        return len(self.rule_id)
-
-    @overload
-    def __getitem__(self, i: int) -> FindingDraft: ...
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[FindingDraft]: ...
-    def __getitem__(self, i: int | slice) -> FindingDraft | Sequence[FindingDraft]:
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self)))]
-        return FindingDraft(*(getattr(self, name)[i] for name in _DRAFT_FIELDS))
-
-
-_DRAFT_FIELDS = tuple(FindingDraft.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
