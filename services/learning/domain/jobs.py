@@ -9,6 +9,7 @@ together, never do the work twice.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
@@ -114,6 +115,35 @@ class AttemptTally:
         if self.failed:
             return JobStatus.PARTIAL if self.done else JobStatus.FAILED
         return JobStatus.SUCCEEDED
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """What ``job_runs`` records of a run once it has ended (``reason``: why it was skipped)."""
+
+    status: JobStatus
+    attempts: int
+    error: str
+    reason: str
+    summary: dict[str, Any]
+    done: Sequence[str]
+    failed: dict[str, str]
+    check_passed: bool | None
+    duration_seconds: float
+
+    @staticmethod
+    def of(tally: AttemptTally, *, attempts: int, seconds: float, skipped: str) -> FinishedRun:
+        return FinishedRun(
+            status=JobStatus.SKIPPED if skipped else tally.status(),
+            attempts=attempts,
+            error=tally.describe_error(),
+            reason=skipped,
+            summary=tally.summary,
+            done=tally.done,
+            failed=tally.failed,
+            check_passed=tally.check_passed,
+            duration_seconds=seconds,
+        )
 
 
 def merge_summaries(total: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from sqlalchemy import CursorResult, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.learning.domain.jobs import Frequency, JobStatus
+from services.learning.domain.jobs import FinishedRun, Frequency, JobStatus
 from services.learning.domain.scopes import ScopeType
 from services.learning.storage.fold_repository import FoldRepository
 from shared.db.models import (
@@ -205,35 +205,22 @@ class JobRunRepository:
         )
         return cast(CursorResult[Any], result).rowcount or 0
 
-    async def finish(
-        self,
-        run_id: int,
-        *,
-        status: JobStatus,
-        attempts: int,
-        error: str,
-        reason: str,
-        summary: dict[str, Any],
-        done: Sequence[str],
-        failed: dict[str, str],
-        check_passed: bool | None,
-        duration_seconds: float,
-    ) -> None:
+    async def finish(self, run_id: int, run: FinishedRun) -> None:
         await self._session.execute(
             update(JobRun)
             .where(JobRun.id == run_id)
             .values(
-                status=int(status),
-                attempts=attempts,
-                error=error,
-                reason=reason,
-                summary=summary,
-                repositories_done=list(done),
+                status=int(run.status),
+                attempts=run.attempts,
+                error=run.error,
+                reason=run.reason,
+                summary=run.summary,
+                repositories_done=list(run.done),
                 repositories_failed=[
-                    {"repository_url": url, "reason": why} for url, why in failed.items()
+                    {"repository_url": url, "reason": why} for url, why in run.failed.items()
                 ],
-                check_passed=check_passed,
-                duration_seconds=duration_seconds,
+                check_passed=run.check_passed,
+                duration_seconds=run.duration_seconds,
                 finished_at=func.now(),
             )
         )

@@ -44,6 +44,7 @@ from services.learning.domain.jobs import (
     FINISHED,
     JOBS_BY_NAME,
     AttemptTally,
+    FinishedRun,
     Frequency,
     JobSpec,
     JobStatus,
@@ -75,20 +76,7 @@ class JobRunStore(Protocol):
     async def run(self, run_id: int) -> JobRunRecord: ...
     async def start(self, run_id: int, *, holder: str, request_id: str | None) -> None: ...
     async def abandon_others(self, job_name: str, *, running_id: int) -> int: ...
-    async def finish(
-        self,
-        run_id: int,
-        *,
-        status: JobStatus,
-        attempts: int,
-        error: str,
-        reason: str,
-        summary: dict[str, Any],
-        done: Sequence[str],
-        failed: dict[str, str],
-        check_passed: bool | None,
-        duration_seconds: float,
-    ) -> None: ...
+    async def finish(self, run_id: int, run: FinishedRun) -> None: ...
     async def runs(
         self, *, job_name: str | None, status: JobStatus | None, before_id: int | None, limit: int
     ) -> list[JobRunRecord]: ...
@@ -330,16 +318,7 @@ class RunJobs:
         """Records the run's outcome (``skipped``: why it did not run) and returns the row."""
         async with self._transaction() as store:
             await store.finish(
-                run_id,
-                status=JobStatus.SKIPPED if skipped else tally.status(),
-                attempts=attempts,
-                error=tally.describe_error(),
-                reason=skipped,
-                summary=tally.summary,
-                done=tally.done,
-                failed=tally.failed,
-                check_passed=tally.check_passed,
-                duration_seconds=seconds,
+                run_id, FinishedRun.of(tally, attempts=attempts, seconds=seconds, skipped=skipped)
             )
             return await store.run(run_id)
 
