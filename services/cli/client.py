@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from services.cli.embedded import state_dir
-from shared.auth import Role, TokenRegistry, parse_tokens
+from shared.auth import Role, parse_tokens
 
 console = Console(stderr=True)
 # What a call sends besides its request: the authorization header.
@@ -24,14 +24,6 @@ class ControlTarget:
     address: str
     reader: Metadata
     operator: Metadata
-
-
-def token_items(tokens: TokenRegistry) -> list[tuple[str, Role]]:
-    items = []
-    for entry in tokens.as_env().split(","):
-        role, _, token = entry.partition("=")
-        items.append((token, Role(role)))
-    return items
 
 
 def bearer_tokens(who: str) -> Callable[[Role], Metadata]:
@@ -47,14 +39,14 @@ def bearer_tokens(who: str) -> Callable[[Role], Metadata]:
             "or set REVIEWLEARN_TOKENS[/red]"
         )
         raise typer.Exit(2)
-    by_role = {role: token for token, role in token_items(parse_tokens(spec))}
-    operator = by_role.get(Role.OPERATOR)
+    registry = parse_tokens(spec)
+    operator = registry.token_of(Role.OPERATOR)
     if operator is None:
         console.print(f"[red]{who} needs an operator token in REVIEWLEARN_TOKENS[/red]")
         raise typer.Exit(2)
 
     def bearer(role: Role) -> Metadata:
-        return (("authorization", f"Bearer {by_role.get(role, operator)}"),)
+        return (("authorization", f"Bearer {registry.token_of(role) or operator}"),)
 
     return bearer
 

@@ -16,7 +16,7 @@ from reviewlearn.learning.v1 import learning_pb2, learning_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
-from services.cli.client import Metadata, bearer_tokens, console
+from services.cli.client import Metadata, bearer_tokens, rpc_failed
 from services.cli.supervisor import DEFAULT_GRPC_PORTS
 from shared.auth import Role
 
@@ -134,5 +134,4 @@ def evaluate_command(
     try:
         asyncio.run(run_evaluate(f"{host}:{learning_port}", operator, request, Console()))
     except grpc.aio.AioRpcError as error:
-        console.print(f"[red]{error.code().name}: {error.details()}[/red]")
-        raise typer.Exit(1) from error
+        raise rpc_failed(error, f"{host}:{learning_port}", service="learning") from error

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.cli.client import console, token_items
+from services.cli.client import console
 from services.cli.database import database_url
 from services.cli.embedded import load_or_create_page_token_key, load_or_create_tokens, state_dir
 from services.cli.supervisor import DEFAULT_GRPC_PORTS, DEFAULT_METRICS_PORTS, SERVICES, Supervisor
@@ -107,7 +107,7 @@ def _print_ready(
         "database: "
         + (f"embedded PostgreSQL in {state_dir() / 'pgdata'}" if embedded else "configured")
     )
-    by_role = {role: token for token, role in token_items(tokens)}
+    by_role = {role: token for role in Role if (token := tokens.token_of(role)) is not None}
     where = (
         f"generated and saved in {state_dir() / 'tokens'}" if created else "from your configuration"
     )
