@@ -251,7 +251,10 @@ class InsightsAnswers:
                 money = await self._roi(reads, scope, window, self._policies.roi, rows)
                 weekly = convert.trends_to_pb(await analysing)
             finally:
-                analysing.cancel()  # a read failed: nobody waits for them (a no-op once awaited)
+                if not analysing.done():  # a read failed: nobody waits for the statistics
+                    analysing.cancel()
+                elif not analysing.cancelled():
+                    analysing.exception()  # retrieved, so a failure of both is not logged twice
             return insights_pb2.GetInsightsReportResponse(
                 metrics=metrics,
                 trends=weekly,

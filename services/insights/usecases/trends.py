@@ -41,14 +41,12 @@ def complete_weeks(today: date, weeks: int) -> list[date]:
 @dataclass(frozen=True)
 class TrendQuery:
     """Which trends: every metric of ``metrics`` over the last ``weeks`` complete weeks before
-    ``today``, overall and, with ``per_category``, per category (only the ``category_metrics``
-    when given)."""
+    ``today``, overall and, with ``per_category``, per category."""
 
     today: date
     weeks: int
     metrics: Sequence[TrendMetric]
     per_category: bool
-    category_metrics: Sequence[TrendMetric] | None = None
 
 
 TrendSeries = list[tuple[TrendMetric, str, list[WeekCounts]]]
@@ -84,8 +82,7 @@ async def weekly_series(reads: TrendReads, scope: ResolvedScope, query: TrendQue
     if query.per_category:
         for category in categories:
             weekly = series(category)
-            metrics = query.category_metrics or query.metrics
-            work += [(metric, category, weekly) for metric in metrics]
+            work += [(metric, category, weekly) for metric in query.metrics]
     return work
 
 
