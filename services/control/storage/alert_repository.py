@@ -341,7 +341,6 @@ class AlertRepository:
                 duration_seconds=seconds,
             )
         )
-        await self._session.flush()
         return True
 
     async def finish(self, notification_id: int, *, claim: UUID, status: DeliveryStatus) -> bool:

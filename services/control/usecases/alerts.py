@@ -222,8 +222,8 @@ class AlertService:
                     actor=actor,
                     action=Action.UPSERT_ALERT_RULE,
                     target=f"alert_rule:{rule.name}",
-                    before=before.as_json() if before is not None else None,
-                    after=rule.as_json(),
+                    before=_audited(before) if before is not None else None,
+                    after=_audited(rule),
                     reason="",
                     request_id=request_id,
                 )
@@ -512,3 +512,8 @@ def refuse_while_safeguards_fire(firing: Sequence[str]) -> None:
             reason="SAFEGUARD_FIRING",
             metadata={"alerts": ",".join(firing)},
         )
+
+
+def _audited(rule: AlertRule) -> dict[str, Any]:
+    """A rule as the audit log records it: its JSON, with the severity's name for the reader."""
+    return {**rule.as_json(), "severity": rule.severity.label}
