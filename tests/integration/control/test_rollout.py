@@ -26,7 +26,7 @@ from tests.integration.control.conftest import (
     violations,
 )
 from tests.integration.control.test_learning_gates import rank, start_learning
-from tests.unit.learning.test_model import NOW, two_rule_log
+from tests.unit.learning.logs import NOW, two_rule_log
 
 URLS = [f"https://git.example.com/org{i % 97}/repo-{i}" for i in range(10_000)]
 SALT = "reviewlearn"  # ControlSettings.rollout_salt's default

@@ -25,7 +25,7 @@ from services.learning.usecases.rank_suggestions import (
     RankSuggestions,
 )
 from shared.finding_input import FindingDraft, Limits
-from tests.unit.learning.test_model import NOW, two_rule_log
+from tests.unit.learning.logs import NOW, two_rule_log
 
 
 class FakeStore:
