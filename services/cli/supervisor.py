@@ -55,13 +55,15 @@ async def stop_processes(
         if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
+    waits = [asyncio.ensure_future(process.wait()) for process in processes]
+    if waits:
+        # One deadline for all: waiting for each in turn would give N hung children N graces.
+        await asyncio.wait(waits, timeout=grace_seconds)
     for process in processes:
-        try:
-            await asyncio.wait_for(process.wait(), timeout=grace_seconds)
-        except TimeoutError:
+        if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
-            await process.wait()
+    await asyncio.gather(*waits)
 
 
 @dataclass
