@@ -171,28 +171,7 @@ class Folder:
         while True:
             attempt += 1
             try:
-                async with self._sessions() as lock_session:
-                    try:
-                        await FoldRepository(lock_session).lock_watermark()
-                        async with self._sessions() as session:
-                            await session.connection(
-                                execution_options={"isolation_level": "REPEATABLE READ"}
-                            )
-                            try:
-                                repo = FoldRepository(session)
-                                watermark = await repo.watermark()
-                                snapshot = await repo.snapshot()
-                                await repo.fold(
-                                    watermark=watermark,
-                                    snapshot=snapshot,
-                                    deletions=False,
-                                    advance=False,
-                                )
-                                return await check(repo, snapshot)
-                            finally:
-                                await session.rollback()
-                    finally:
-                        await lock_session.rollback()
+                return await self._once_on_one_snapshot(check)
             except DBAPIError as error:
                 if attempt >= VALIDATE_ATTEMPTS:
                     raise CouldNotValidate(
@@ -200,6 +179,30 @@ class Folder:
                     ) from error
                 log.info("validation snapshot failed (%s); retrying", error.orig)
                 await asyncio.sleep(0.2 * attempt)
+
+    async def _once_on_one_snapshot(
+        self, check: Callable[[FoldRepository, Snapshot], Awaitable[T]]
+    ) -> T:
+        """One attempt of :meth:`_on_one_snapshot`: both transactions are rolled back."""
+        async with self._sessions() as lock_session:
+            try:
+                await FoldRepository(lock_session).lock_watermark()
+                async with self._sessions() as session:
+                    await session.connection(
+                        execution_options={"isolation_level": "REPEATABLE READ"}
+                    )
+                    try:
+                        repo = FoldRepository(session)
+                        watermark = await repo.watermark()
+                        snapshot = await repo.snapshot()
+                        await repo.fold(
+                            watermark=watermark, snapshot=snapshot, deletions=False, advance=False
+                        )
+                        return await check(repo, snapshot)
+                    finally:
+                        await session.rollback()
+            finally:
+                await lock_session.rollback()
 
     @staticmethod
     async def _compare_everything(repo: FoldRepository, snapshot: Snapshot) -> Validation:
